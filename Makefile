@@ -1,0 +1,55 @@
+# medcurate: one command each for a fresh clone.  `make demo`, `make test`, `make ui`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export MEDCURATE_HOME ?= $(CURDIR)/.medcurate
+# Dagster, great-expectations and Label Studio must not phone home.
+export DAGSTER_HOME := $(MEDCURATE_HOME)/dagster
+export GX_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+# Wheels that lie on this machine's disk (torch's CPU build); empty elsewhere.
+FIND_LINKS := $(shell $(PY) -m pip config get global.find-links 2>/dev/null)
+UV_FIND_LINKS := $(if $(FIND_LINKS),--find-links $(FIND_LINKS),)
+
+.PHONY: setup lint format test test-unit test-integration demo ui bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install --python $(BIN)/python $(UV_FIND_LINKS) -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+	@$(BIN)/medcurate init-home >/dev/null
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-unit: setup
+	$(BIN)/pytest -q -m "not integration"
+
+test-integration: setup
+	$(BIN)/pytest -q -m integration
+
+demo: setup
+	$(BIN)/medcurate demo
+
+ui: setup
+	@echo "Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)"
+	env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(MEDCURATE_HOME) .pytest_cache .mypy_cache .ruff_cache

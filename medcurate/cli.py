@@ -1,0 +1,112 @@
+"""The ``medcurate`` command line. Heavy imports stay inside the commands that need them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="medcurate",
+    help="Curate DICOM into de-identified, labelled, versioned datasets.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.command("init-home")
+def init_home() -> None:
+    """Create the data zones and the Dagster instance config under MEDCURATE_HOME."""
+    from medcurate.home import init_home as _init
+
+    print(_init())
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="folder to write the DICOM studies into"),
+    patients: int = typer.Option(12, "--patients", "-n", min=1, help="number of patients"),
+    seed: int = typer.Option(0, "--seed", "-s", help="random seed; same seed, same bytes"),
+    truth: Path | None = typer.Option(
+        None, "--truth", help="folder for ground truth (lesion masks, labels table); never OUT"
+    ),
+) -> None:
+    """Generate realistic, PHI-laden CT/MR/CR studies with known findings."""
+    from medcurate.synth import generate_studies
+
+    print(generate_studies(out, patients=patients, seed=seed, truth=truth))
+
+
+@app.command()
+def ingest(
+    src: Path | None = typer.Argument(
+        None, help="folder to drop into the inbox first (default: ingest what is in the inbox)"
+    ),
+) -> None:
+    """Claim the inbox as one batch and validate it, without Dagster (one-off use)."""
+    from medcurate.config import zones
+    from medcurate.ingest import claim_inbox, drop_into_inbox, ingest_batch
+
+    z = zones().ensure()
+    if src is not None:
+        drop_into_inbox(src, z)
+    batch = claim_inbox(z)
+    if batch is None:
+        print("inbox empty: nothing to ingest")
+        raise typer.Exit(0)
+    print(ingest_batch(batch, z).summary_line())
+
+
+@app.command()
+def deid(
+    src: Path = typer.Argument(..., help="folder of DICOM files, read recursively"),
+    dst: Path = typer.Argument(..., help="folder for de-identified files and deid.parquet"),
+    restricted: Path = typer.Option(
+        ..., "--restricted", help="folder for quarantined originals, reasons.csv and crosswalk"
+    ),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="worker processes"),
+) -> None:
+    """De-identify DICOM to PS3.15 Annex E (salt from MEDCURATE_DEID_SALT)."""
+    from medcurate.config import deid_salt
+    from medcurate.deid import deidentify_tree
+
+    salt = deid_salt()  # fails before any file is touched
+    print(deidentify_tree(src, dst, restricted, salt=salt, workers=workers).summary_line())
+
+
+@app.command()
+def normalize(
+    src: Path = typer.Argument(..., help="folder of de-identified DICOM, read recursively"),
+    dst: Path = typer.Argument(..., help="folder for NIfTI volumes and volumes.parquet"),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="worker processes"),
+) -> None:
+    """Assemble series and write normalized NIfTI volumes (same code as the asset)."""
+    from medcurate.normalize import normalize_tree
+
+    print(normalize_tree(src, dst, workers=workers).summary_line())
+
+
+@app.command()
+def demo(
+    patients: int = typer.Option(12, "--patients", "-n", min=1),
+    seed: int = typer.Option(7, "--seed"),
+) -> None:
+    """Run the whole chain on generated studies, through Dagster, and print what it did."""
+    from medcurate.demo import run_demo
+
+    run_demo(patients=patients, seed=seed)
+
+
+def _register_datasets() -> None:
+    try:
+        from medcurate.store.cli import datasets_app
+    except ImportError:  # the store lands with its own issue
+        return
+    app.add_typer(datasets_app, name="datasets", help="List, show, pull and diff dataset versions.")
+
+
+_register_datasets()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,21 @@
+"""The Dagster code location: one Definitions wiring assets, checks, sensors and resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets import ingest
+from assets.resources import DeidSecrets, MedcurateHome
+from pipelines.sensors import inbox_sensor
+
+ASSET_MODULES = [ingest]
+
+all_assets = dg.load_assets_from_modules(ASSET_MODULES)
+all_checks = dg.load_asset_checks_from_modules(ASSET_MODULES)
+
+defs = dg.Definitions(
+    assets=all_assets,
+    asset_checks=all_checks,
+    sensors=[inbox_sensor],
+    resources={"home": MedcurateHome(), "secrets": DeidSecrets()},
+)
