@@ -42,7 +42,7 @@ test-integration: setup
 	$(BIN)/pytest -q -m integration
 
 demo: setup
-	$(BIN)/medcurate demo
+	$(BIN)/python -m pipelines.demo
 
 ui: setup
 	@echo "Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)"

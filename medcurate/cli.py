@@ -86,17 +86,6 @@ def normalize(
     print(normalize_tree(src, dst, workers=workers).summary_line())
 
 
-@app.command()
-def demo(
-    patients: int = typer.Option(12, "--patients", "-n", min=1),
-    seed: int = typer.Option(7, "--seed"),
-) -> None:
-    """Run the whole chain on generated studies, through Dagster, and print what it did."""
-    from medcurate.demo import run_demo
-
-    run_demo(patients=patients, seed=seed)
-
-
 def _register_datasets() -> None:
     try:
         from medcurate.store.cli import datasets_app

@@ -1,0 +1,34 @@
+from pathlib import Path
+
+import pytest
+
+from medcurate.config import ConfigError, MissingSaltError, Zones, deid_salt, medcurate_home, zones
+
+
+def test_home_from_environment(tmp_path: Path) -> None:
+    assert medcurate_home({"MEDCURATE_HOME": str(tmp_path)}) == tmp_path.resolve()
+    assert zones({"MEDCURATE_HOME": str(tmp_path)}).restricted == tmp_path.resolve() / "restricted"
+
+
+def test_zones_keep_identifying_data_under_restricted(tmp_path: Path) -> None:
+    z = Zones(tmp_path).ensure()
+    for p in (z.raw, z.quarantine, z.duplicates, z.catalog):
+        assert p.is_relative_to(z.restricted)
+        assert p.is_dir()
+    for p in (z.deid, z.volumes, z.labels, z.releases):
+        assert not p.is_relative_to(z.restricted)
+
+
+def test_missing_salt_is_a_clear_error() -> None:
+    with pytest.raises(MissingSaltError, match="MEDCURATE_DEID_SALT"):
+        deid_salt({})
+
+
+def test_short_salt_rejected_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        deid_salt({"MEDCURATE_DEID_SALT": "abc"})
+    assert "abc" not in str(err.value)
+
+
+def test_salt_bytes() -> None:
+    assert deid_salt({"MEDCURATE_DEID_SALT": "0123456789"}) == b"0123456789"

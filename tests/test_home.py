@@ -1,0 +1,22 @@
+from pathlib import Path
+
+import yaml
+
+from medcurate.config import Zones
+from medcurate.home import init_home, write_dagster_yaml
+
+
+def test_dagster_yaml_turns_telemetry_off_and_uses_home(tmp_path: Path) -> None:
+    path = write_dagster_yaml(tmp_path / "dagster")
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["telemetry"]["enabled"] is False
+    assert cfg["storage"]["sqlite"]["base_dir"] == str(tmp_path / "dagster")
+
+
+def test_init_home_is_idempotent(tmp_path: Path) -> None:
+    z = Zones(tmp_path / "h")
+    init_home(z)
+    before = (z.dagster_home / "dagster.yaml").stat().st_mtime_ns
+    init_home(z)
+    assert (z.dagster_home / "dagster.yaml").stat().st_mtime_ns == before
+    assert z.inbox.is_dir() and z.quarantine.is_dir()
