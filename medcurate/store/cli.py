@@ -1,0 +1,98 @@
+"""``medcurate datasets list / show / pull / diff``: the scientist's door to released versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from medcurate.store.objects import StoreError, open_store
+
+datasets_app = typer.Typer(
+    name="datasets",
+    help="List, show, pull and diff immutable dataset versions.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+StoreOpt = typer.Option(
+    None,
+    "--store",
+    help="store root: a folder or fsspec URL (default $MEDCURATE_STORE, else "
+    "$MEDCURATE_HOME/releases)",
+)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+@datasets_app.command("list")
+def list_cmd(store: str | None = StoreOpt) -> None:
+    """Datasets and their versions (id = vN-<manifest digest>)."""
+    from medcurate.store.publish import list_datasets, list_versions
+
+    s = open_store(store)
+    names = list_datasets(s)
+    if not names:
+        typer.echo(f"no datasets in {s.url}")
+        return
+    for name in names:
+        for info in list_versions(s, name):
+            typer.echo(f"{info.ref}\t{info.id}\t{info.n_samples} samples")
+
+
+@datasets_app.command("show")
+def show_cmd(
+    ref: str = typer.Argument(..., help="NAME or NAME@vN"),
+    store: str | None = StoreOpt,
+    card: bool = typer.Option(False, "--card", help="print the datasheet (card.md) too"),
+) -> None:
+    """Counts per split and label, the digest, and optionally the datasheet."""
+    from medcurate.store.publish import read_version_file, resolve, version_summary
+
+    s = open_store(store)
+    try:
+        info = resolve(s, ref)
+        typer.echo(json.dumps(version_summary(s, info), indent=2))
+        if card and "card.md" in info.files:
+            typer.echo(read_version_file(s, info, "card.md").decode())
+    except StoreError as exc:
+        raise _fail(exc) from exc
+
+
+@datasets_app.command("pull")
+def pull_cmd(
+    ref: str = typer.Argument(..., help="NAME@vN (or NAME for the newest)"),
+    dest: Path = typer.Argument(..., help="folder to pull into"),
+    fmt: str = typer.Option("nifti", "--format", "-f", help="layout: nifti or nnunet"),
+    store: str | None = StoreOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Pull a version, verifying every sha256; reuses files of sibling pulls."""
+    from medcurate.store.pull import pull
+
+    try:
+        res = pull(open_store(store), ref, dest, fmt=fmt, progress=not quiet)
+    except StoreError as exc:
+        raise _fail(exc) from exc
+    typer.echo(res.summary_line())
+
+
+@datasets_app.command("diff")
+def diff_cmd(
+    ref_a: str = typer.Argument(..., help="NAME@vA"),
+    ref_b: str = typer.Argument(..., help="NAME@vB"),
+    store: str | None = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Samples added, removed, relabelled, moved split, and files changed."""
+    from medcurate.store.diff import diff_versions
+
+    try:
+        d = diff_versions(open_store(store), ref_a, ref_b)
+    except StoreError as exc:
+        raise _fail(exc) from exc
+    typer.echo(json.dumps(d.to_dict(), indent=2, default=str) if as_json else d.format())

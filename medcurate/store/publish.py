@@ -1,0 +1,282 @@
+"""Publishing immutable versions atomically, and finding them again.
+
+Order of a publish: objects first (content-addressed, so writing one twice is harmless and an
+orphan from a crash is only garbage), then the version folder. On a local store the folder is
+built under ``<dataset>/.staging/`` and renamed into place in one step; on object stores, where no
+folder rename exists, ``version.json`` is written last and is the commit marker: a folder without
+it is not a version, is never listed, and is replaced by the next publish. Either way a crash at
+any point leaves no partial version, and the re-run publishes the same digest because nothing
+time- or run-dependent enters the manifest.
+
+A single writer per dataset is assumed (one Dagster asset run at a time); the rename refuses to
+overwrite an existing version, so a racing second writer fails instead of clobbering.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medcurate.hashing import sha256_bytes
+from medcurate.store.manifest import (
+    file_entries,
+    manifest_bytes,
+    manifest_digest,
+    normalise_manifest,
+    read_manifest,
+)
+from medcurate.store.objects import RESERVED_NAMES, ObjectStore, StoreError, TamperedObjectError
+
+VERSION_JSON = "version.json"
+MANIFEST = "manifest.parquet"
+STAGING = ".staging"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_VERSION = re.compile(r"^v([1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What ``version.json`` holds: the id is ``vN-<first 12 hex of the manifest digest>``."""
+
+    dataset: str
+    version: str
+    digest: str
+    n_samples: int
+    files: dict[str, str] = field(default_factory=dict)
+    previous: str | None = None
+
+    @property
+    def number(self) -> int:
+        return int(self.version[1:])
+
+    @property
+    def id(self) -> str:
+        return f"{self.version}-{self.digest[:12]}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.dataset}@{self.version}"
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        d["id"] = self.id
+        return (json.dumps(d, sort_keys=True, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> VersionInfo:
+        d = json.loads(data)
+        d.pop("id", None)
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    info: VersionInfo
+    created: bool
+    objects_written: int
+    bytes_written: int
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name) or name in RESERVED_NAMES:
+        raise StoreError(f"invalid dataset name {name!r} (letters, digits, '._-'; not 'objects')")
+    return name
+
+
+def list_datasets(store: ObjectStore) -> list[str]:
+    """Datasets with at least one committed version."""
+    out = []
+    for name in store.listdir(store.root):
+        if name in RESERVED_NAMES or not _NAME.match(name):
+            continue
+        if list_versions(store, name):
+            out.append(name)
+    return out
+
+
+def list_versions(store: ObjectStore, dataset: str) -> list[VersionInfo]:
+    """Committed versions (those with version.json), oldest first."""
+    check_name(dataset)
+    found = []
+    for name in store.listdir(store.path(dataset)):
+        m = _VERSION.match(name)
+        if m and store.exists(store.path(dataset, name, VERSION_JSON)):
+            found.append((int(m.group(1)), name))
+    return [read_info(store, dataset, v) for _, v in sorted(found)]
+
+
+def read_info(store: ObjectStore, dataset: str, version: str) -> VersionInfo:
+    p = store.path(dataset, version, VERSION_JSON)
+    if not store.exists(p):
+        raise StoreError(f"{dataset}@{version} does not exist in {store.url}")
+    return VersionInfo.from_json(store.read_bytes(p))
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """``NAME``, ``NAME@latest`` or ``NAME@vN`` -> (name, version or None for latest)."""
+    name, _, version = ref.partition("@")
+    check_name(name)
+    if version in ("", "latest"):
+        return name, None
+    if not _VERSION.match(version):
+        raise StoreError(f"invalid version {version!r} in {ref!r}: expected vN, e.g. v1")
+    return name, version
+
+
+def resolve(store: ObjectStore, ref: str) -> VersionInfo:
+    """The version a reference names (the newest for ``NAME`` or ``NAME@latest``)."""
+    name, version = parse_ref(ref)
+    if version is not None:
+        return read_info(store, name, version)
+    versions = list_versions(store, name)
+    if not versions:
+        raise StoreError(f"dataset {name!r} has no versions in {store.url}")
+    return versions[-1]
+
+
+def read_version_file(store: ObjectStore, info: VersionInfo, name: str) -> bytes:
+    """A file of a version folder, checked against the sha256 recorded in version.json."""
+    data = store.read_bytes(store.path(info.dataset, info.version, name))
+    want = info.files.get(name)
+    if want is None:
+        raise StoreError(f"{info.ref}: {name} is not part of this version")
+    if sha256_bytes(data) != want:
+        raise TamperedObjectError(
+            f"{store.path(info.dataset, info.version, name)}: sha256 does not match version.json "
+            "(the version was modified after publishing)"
+        )
+    return data
+
+
+def load_manifest(store: ObjectStore, info: VersionInfo) -> pd.DataFrame:
+    """The verified manifest of a version (file hash and manifest digest both checked)."""
+    df = read_manifest(read_version_file(store, info, MANIFEST))
+    if manifest_digest(df) != info.digest:
+        raise TamperedObjectError(f"{info.ref}: manifest digest does not match version.json")
+    return df
+
+
+Renderer = Callable[[VersionInfo, pd.DataFrame], Mapping[str, bytes]]
+
+
+def publish(
+    store: ObjectStore,
+    dataset: str,
+    manifest: pd.DataFrame,
+    sources: Mapping[str, str | os.PathLike[str]],
+    render: Renderer | None = None,
+) -> PublishResult:
+    """Publish a manifest and its files as the next version, atomically.
+
+    ``sources`` maps each sha256 the manifest lists to a local file; ``render`` returns extra
+    documents for the version folder (``dataset.json``, ``card.md``) given its VersionInfo. When
+    the newest version already has this manifest digest, nothing is written and it is returned.
+    """
+    check_name(dataset)
+    manifest = normalise_manifest(manifest)
+    digest = manifest_digest(manifest)
+    versions = list_versions(store, dataset)
+    if versions and versions[-1].digest == digest:
+        return PublishResult(versions[-1], created=False, objects_written=0, bytes_written=0)
+    entries = file_entries(manifest)
+    missing = sorted({sha for _, sha, _ in entries} - set(sources))
+    if missing:
+        raise StoreError(f"no source file for {len(missing)} listed object(s), e.g. {missing[0]}")
+
+    n_written = bytes_written = 0
+    for sha in sorted({sha for _, sha, _ in entries}):
+        _, n = store.put_file(sources[sha], sha)
+        n_written += n > 0
+        bytes_written += n
+
+    number = versions[-1].number + 1 if versions else 1
+    version = f"v{number}"
+    docs: dict[str, bytes] = {MANIFEST: manifest_bytes(manifest)}
+    info = VersionInfo(
+        dataset=dataset,
+        version=version,
+        digest=digest,
+        n_samples=len(manifest),
+        previous=versions[-1].version if versions else None,
+    )
+    if render is not None:
+        for name, data in render(info, manifest).items():
+            if name in (VERSION_JSON, MANIFEST) or "/" in name:
+                raise StoreError(f"a renderer may not write {name!r}")
+            docs[name] = data
+    info = VersionInfo(
+        dataset=dataset,
+        version=version,
+        digest=digest,
+        n_samples=len(manifest),
+        files={k: sha256_bytes(v) for k, v in sorted(docs.items())},
+        previous=info.previous,
+    )
+    docs[VERSION_JSON] = info.to_json()
+    _commit(store, dataset, version, docs)
+    return PublishResult(info, created=True, objects_written=n_written, bytes_written=bytes_written)
+
+
+def _commit(store: ObjectStore, dataset: str, version: str, docs: Mapping[str, bytes]) -> None:
+    final = store.path(dataset, version)
+    if store.exists(store.path(dataset, version, VERSION_JSON)):
+        raise StoreError(f"{dataset}@{version} already exists; versions are immutable")
+    order = [k for k in docs if k != VERSION_JSON] + [VERSION_JSON]  # commit marker last
+    if store.is_local:
+        staging_root = Path(store.path(dataset, STAGING))
+        staging = staging_root / f"{version}-{uuid.uuid4().hex}"
+        staging.mkdir(parents=True)
+        try:
+            for name in order:
+                (staging / name).write_bytes(docs[name])
+                os.chmod(staging / name, 0o444)
+            if Path(final).exists():  # an uncommitted leftover (no version.json): not a version
+                _rmtree(Path(final))
+            os.rename(staging, final)
+        finally:
+            if staging.exists():
+                _rmtree(staging)
+            if staging_root.exists() and not any(staging_root.iterdir()):
+                staging_root.rmdir()
+    else:
+        if store.exists(final):
+            store.fs.rm(final, recursive=True)
+        for name in order:
+            store.write_bytes(store.path(dataset, version, name), docs[name])
+
+
+def _rmtree(path: Path) -> None:
+    for p in sorted(path.rglob("*"), reverse=True):
+        if p.is_dir() and not p.is_symlink():
+            p.rmdir()
+        else:
+            p.unlink()
+    path.rmdir()
+
+
+def version_summary(store: ObjectStore, info: VersionInfo) -> dict[str, Any]:
+    """Counts of a version for ``show``: samples per split and label, patients, bytes."""
+    m = load_manifest(store, info)
+    files = file_entries(m)
+    return {
+        "id": info.id,
+        "dataset": info.dataset,
+        "version": info.version,
+        "digest": info.digest,
+        "previous": info.previous,
+        "samples": len(m),
+        "patients": int(m["patient"].nunique()),
+        "files": len(files),
+        "bytes": sum(b for _, _, b in files),
+        "splits": {str(k): int(v) for k, v in m["split"].value_counts().sort_index().items()},
+        "labels": {str(k): int(v) for k, v in m["label"].value_counts().sort_index().items()},
+        "synthetic": int(m["synthetic"].sum()),
+    }

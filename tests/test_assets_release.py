@@ -1,0 +1,98 @@
+"""The release assets, invoked directly with a build_asset_context and a throwaway home."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from assets.release import curated_samples, dataset_release, dataset_splits
+from assets.resources import MedcurateHome
+from medcurate.config import Zones
+from medcurate.store.objects import ObjectStore
+from medcurate.store.publish import list_versions, load_manifest
+
+
+def _write_inputs(z: Zones, release_cohort, patients: int, start: int = 0):  # type: ignore[no-untyped-def]
+    vol, lab = release_cohort(z.home, patients, start=start)  # writes home/volumes, home/labels
+    vp, lp = z.volumes / "volumes.parquet", z.labels / "labels.parquet"
+    if vp.exists():
+        vol = pd.concat([pd.read_parquet(vp), vol], ignore_index=True)
+        lab = pd.concat([pd.read_parquet(lp), lab], ignore_index=True)
+    vol.to_parquet(vp, index=False)
+    lab.to_parquet(lp, index=False)
+
+
+def _run_chain(z: Zones) -> dict[str, dg.MaterializeResult]:
+    home = MedcurateHome(home=str(z.home))
+    out = {}
+    with dg.build_asset_context() as ctx:
+        out["samples"] = curated_samples(ctx, home=home)
+    with dg.build_asset_context(asset_config={"folds": 2, "seed": 3}) as ctx:
+        out["splits"] = dataset_splits(ctx, home=home)
+    with dg.build_asset_context(asset_config={}) as ctx:
+        out["release"] = dataset_release(ctx, home=home)
+    return out
+
+
+@pytest.mark.integration
+def test_chain_publishes_and_keeps_patients_in_place(zones_tmp: Zones, release_cohort) -> None:  # type: ignore[no-untyped-def]
+    _write_inputs(zones_tmp, release_cohort, 10)
+    r1 = _run_chain(zones_tmp)
+    md = r1["release"].metadata or {}
+    assert md["version"] == "v1" and md["created"] is True
+    assert "| split |" in str(md["splits"].value)  # type: ignore[union-attr]
+    smd = r1["splits"].metadata or {}
+    assert "| label | abnormal |" in str(smd["balance"].value)  # type: ignore[union-attr]
+    assert (zones_tmp.home / "curated" / "samples.parquet").exists()
+    for value in (r1["samples"].metadata or {}).values():  # PHI-free: no UIDs in metadata
+        assert "2.25." not in str(value)
+
+    again = _run_chain(zones_tmp)
+    assert (again["release"].metadata or {})["created"] is False  # nothing changed: no v2
+
+    _write_inputs(zones_tmp, release_cohort, 4, start=10)
+    r2 = _run_chain(zones_tmp)
+    assert (r2["release"].metadata or {})["version"] == "v2"
+    store = ObjectStore(zones_tmp.releases)
+    v1, v2 = list_versions(store, "medcurate-demo")
+    m1 = load_manifest(store, v1).set_index("sample_id")
+    m2 = load_manifest(store, v2).set_index("sample_id").loc[m1.index]
+    assert (m1["split"] == m2["split"]).all() and (m1["fold"] == m2["fold"]).all()
+
+
+def test_curated_samples_without_labels(zones_tmp: Zones, release_cohort) -> None:  # type: ignore[no-untyped-def]
+    vol, _ = release_cohort(zones_tmp.home, 3)
+    vol.to_parquet(zones_tmp.volumes / "volumes.parquet", index=False)
+    home = MedcurateHome(home=str(zones_tmp.home))
+    with dg.build_asset_context() as ctx:
+        res = curated_samples(ctx, home=home)
+    assert (res.metadata or {})["labels_available"] is False
+    s = pd.read_parquet(zones_tmp.home / "curated" / "samples.parquet")
+    assert set(s["label"]) == {"unlabelled"}
+
+
+def test_curated_samples_fails_without_volumes(zones_tmp: Zones) -> None:
+    home = MedcurateHome(home=str(zones_tmp.home))
+    with dg.build_asset_context() as ctx, pytest.raises(dg.Failure):
+        curated_samples(ctx, home=home)
+
+
+@pytest.mark.integration
+def test_materialize_release_assets_in_process(zones_tmp: Zones, release_cohort) -> None:  # type: ignore[no-untyped-def]
+    _write_inputs(zones_tmp, release_cohort, 8)
+    result = dg.materialize(
+        [curated_samples, dataset_splits, dataset_release],
+        resources={"home": MedcurateHome(home=str(zones_tmp.home))},
+        run_config={
+            "ops": {
+                "dataset_release": {"config": {"dataset": "demo-x"}},
+                "dataset_splits": {"config": {"dataset": "demo-x", "folds": 2}},
+            }
+        },
+    )
+    assert result.success
+    mats = result.asset_materializations_for_node("dataset_release")
+    assert mats[0].metadata["version"].value == "v1"
+    card = (zones_tmp.releases / "demo-x" / "v1" / "card.md").read_text()
+    assert result.run_id in card  # lineage names the Dagster run

@@ -1,0 +1,235 @@
+"""Properties of the patient-level stratified splits (hypothesis on random cohorts)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from medcurate.splits import (
+    EXTERNAL,
+    NO_FOLD,
+    SPLITS,
+    SplitConfig,
+    SplitError,
+    age_band,
+    assign_splits,
+    balance_markdown,
+    balance_report,
+    leaking_patients,
+    max_deviation,
+    split_counts,
+)
+
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def cohort(seed: int, patients: int, start: int = 0, abnormal: float = 0.3) -> pd.DataFrame:
+    """Random cohort: 1-3 samples per patient, label/sex/age/site/modality drawn per seed."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(start, start + patients):
+        sex = rng.choice(["F", "M"])
+        age = int(rng.integers(1, 95))
+        site = rng.choice(["a", "b", "c", "d"], p=[0.4, 0.3, 0.2, 0.1])
+        for j in range(int(rng.integers(1, 4))):
+            label = rng.choice(
+                ["normal", "abnormal", "unreadable"], p=[0.9 - abnormal, abnormal, 0.1]
+            )
+            rows.append(
+                {
+                    "sample_id": f"s{i:05d}_{j}",
+                    "patient": f"p{i:05d}",
+                    "label": label,
+                    "sex": sex,
+                    "age_years": age,
+                    "site": site,
+                    "modality": rng.choice(["CT", "MR"]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+cohorts = st.builds(
+    cohort,
+    seed=st.integers(0, 10_000),
+    patients=st.integers(1, 160),
+    abnormal=st.floats(0.05, 0.6),
+)
+
+
+@FAST
+@given(cohorts, st.integers(0, 1000))
+def test_no_patient_in_two_splits_and_every_sample_assigned(df: pd.DataFrame, seed: int) -> None:
+    a = assign_splits(df, SplitConfig(seed=seed))
+    assert leaking_patients(a) == []
+    assert set(a["split"]) <= set(SPLITS)
+    assert len(a) == len(df) and list(a["sample_id"]) == list(df["sample_id"])
+    # folds: per patient, only inside train, 0..k-1
+    train = a["split"] == "train"
+    assert set(a.loc[~train, "fold"]) <= {NO_FOLD}
+    assert set(a.loc[train, "fold"]) <= set(range(5))
+    assert (a.groupby("patient")["fold"].nunique() == 1).all()
+
+
+@FAST
+@given(
+    seed=st.integers(0, 10_000),
+    patients=st.integers(60, 200),
+    abnormal=st.floats(0.1, 0.5),
+    split_seed=st.integers(0, 1000),
+)
+def test_balance_within_tolerance(
+    seed: int, patients: int, abnormal: float, split_seed: int
+) -> None:
+    df = cohort(seed, patients, abnormal=abnormal)
+    a = assign_splits(df, SplitConfig(seed=split_seed))
+    counts = split_counts(a).set_index("split")
+    for split, target in zip(SPLITS, (0.70, 0.15, 0.15), strict=True):
+        assert abs(counts.loc[split, "share"] - target) <= 0.05
+    report = balance_report(a)
+    sizes = a["split"].value_counts()
+    # deviation of a split's stratum proportion, in units of 1/sqrt(samples in that split)
+    internal = report.loc[report["split"].isin(SPLITS)]
+    scaled = internal["deviation"].abs() * np.sqrt(internal["split"].map(sizes))
+    assert scaled.max() <= 1.5
+
+
+def test_stratified_beats_random_patient_assignment() -> None:
+    ours, rand = [], []
+    for seed in range(12):
+        df = cohort(seed, 120)
+        ours.append(max_deviation(balance_report(assign_splits(df, SplitConfig(seed=seed)))))
+        pats = sorted(set(df["patient"]))
+        pick = np.random.default_rng(seed).choice(3, size=len(pats), p=[0.7, 0.15, 0.15])
+        where = dict(zip(pats, pick, strict=True))
+        b = df.assign(split=[SPLITS[where[p]] for p in df["patient"]], fold=-1)
+        rand.append(max_deviation(balance_report(b)))
+    assert np.mean(ours) < 0.6 * np.mean(rand)
+
+
+@FAST
+@given(
+    seed=st.integers(0, 10_000),
+    first=st.integers(1, 120),
+    batches=st.lists(st.integers(1, 60), min_size=1, max_size=3),
+)
+def test_stable_when_patients_are_added(seed: int, first: int, batches: list[int]) -> None:
+    df = cohort(seed, first)
+    a = assign_splits(df, SplitConfig(seed=3))
+    start = first
+    for i, n in enumerate(batches):
+        df = pd.concat([df, cohort(seed + 1 + i, n, start=start)], ignore_index=True)
+        start += n
+        b = assign_splits(df, SplitConfig(seed=3), previous=a)
+        old = a.set_index("sample_id")[["split", "fold"]]
+        new = b.set_index("sample_id").loc[old.index, ["split", "fold"]]
+        assert (old == new).all().all()  # nobody moves, not even between folds
+        assert leaking_patients(b) == []
+        a = b
+
+
+def test_stable_batches_keep_balance() -> None:
+    df = cohort(5, 80)
+    a = assign_splits(df, SplitConfig(seed=1))
+    for k in range(4):
+        df = pd.concat([df, cohort(50 + k, 40, start=80 + 40 * k)], ignore_index=True)
+        a = assign_splits(df, SplitConfig(seed=1), previous=a)
+    shares = split_counts(a).set_index("split")["share"]
+    assert abs(shares["train"] - 0.70) < 0.03
+    assert max_deviation(balance_report(a)) < 0.12
+
+
+def test_deterministic_and_independent_of_row_order() -> None:
+    df = cohort(1, 90)
+    a = assign_splits(df, SplitConfig(seed=9))
+    b = assign_splits(df.sample(frac=1.0, random_state=4), SplitConfig(seed=9))
+    ja = a.set_index("sample_id")[["split", "fold"]].sort_index()
+    jb = b.set_index("sample_id")[["split", "fold"]].sort_index()
+    assert ja.equals(jb)
+    c = assign_splits(df, SplitConfig(seed=10))
+    assert not c["split"].equals(a["split"])
+
+
+def test_site_holdout_is_external_and_alone() -> None:
+    df = cohort(2, 100)
+    a = assign_splits(df, SplitConfig(seed=0, holdout_sites=("d",)))
+    assert set(a.loc[a["site"] == "d", "split"]) == {EXTERNAL}
+    assert EXTERNAL not in set(a.loc[a["site"] != "d", "split"])
+    internal = split_counts(a.loc[a["split"] != EXTERNAL]).set_index("split")["share"]
+    assert abs(internal["train"] - 0.70) < 0.05
+
+
+def test_synthetic_samples_only_in_train() -> None:
+    df = cohort(3, 40)
+    syn = pd.DataFrame(
+        {
+            "sample_id": [f"syn{i}" for i in range(10)],
+            "patient": [f"gen-{i}" for i in range(10)],
+            "label": "abnormal",
+            "synthetic": True,
+            "generator_id": "gan-1",
+        }
+    )
+    a = assign_splits(pd.concat([df.assign(synthetic=False), syn], ignore_index=True))
+    s = a.loc[a["synthetic"].astype(bool)]
+    assert set(s["split"]) == {"train"} and set(s["fold"]) == {NO_FOLD}
+    counts = split_counts(a).set_index("split")
+    assert counts.loc["train", "synthetic"] == 10
+
+
+def test_ratios_and_folds_from_config() -> None:
+    df = cohort(4, 150)
+    a = assign_splits(df, SplitConfig(ratios=(0.8, 0.0, 0.2), folds=0))
+    assert "validation" not in set(a["split"])
+    assert set(a["fold"]) == {NO_FOLD}
+    shares = split_counts(a).set_index("split")["share"]
+    assert abs(shares["test"] - 0.2) < 0.03
+    b = assign_splits(df, SplitConfig(folds=3))
+    per_fold = b.loc[b["split"] == "train"].groupby("fold").size()
+    assert sorted(per_fold.index) == [0, 1, 2]
+    assert per_fold.max() - per_fold.min() <= 3
+
+
+def test_bad_inputs_raise() -> None:
+    with pytest.raises(SplitError):
+        SplitConfig(folds=1)
+    with pytest.raises(SplitError):
+        SplitConfig(ratios=(1.0, -0.1, 0.1))
+    df = cohort(0, 5)
+    with pytest.raises(SplitError, match="duplicate"):
+        assign_splits(pd.concat([df, df]))
+    prev = pd.DataFrame(
+        {"sample_id": ["x1", "x2"], "patient": ["p00000", "p00000"], "split": ["train", "test"]}
+    )
+    with pytest.raises(SplitError, match="patient"):
+        assign_splits(df, previous=prev)
+
+
+@pytest.mark.parametrize(
+    ("age", "band"),
+    [
+        (0, "0-17"),
+        (17.9, "0-17"),
+        (18, "18-29"),
+        (64, "50-64"),
+        (85, "85+"),
+        (None, "unknown"),
+        (float("nan"), "unknown"),
+        (-3, "unknown"),
+        ("x", "unknown"),
+    ],
+)
+def test_age_band(age: object, band: str) -> None:
+    assert age_band(age) == band
+
+
+def test_balance_markdown_lists_every_split() -> None:
+    a = assign_splits(cohort(7, 50))
+    md = balance_markdown(balance_report(a))
+    header = md.splitlines()[0]
+    for col in ("attribute", "value", "all", "train", "validation", "test"):
+        assert col in header
+    assert "| label | abnormal |" in md
