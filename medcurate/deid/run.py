@@ -1,0 +1,458 @@
+"""Files in, de-identified files out: process pool, verifier, quarantine, crosswalk, manifest.
+
+Every input file ends as exactly one of: a de-identified output under ``dst`` (paths made of the
+pseudonym and new UIDs only) or a row in ``reasons.csv`` with its original copied to the
+quarantine folder under ``restricted/``. Workers write under temporary names; the parent claims the
+final names in input order, so the result is the same for any number of workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from medcurate.config import MissingSaltError
+from medcurate.deid.engine import DICOMDIR_SOP_CLASS, Deidentifier, burned_in_reason
+from medcurate.deid.policy import Policy
+from medcurate.deid.verify import verify
+
+MANIFEST_COLUMNS = [
+    "path",
+    "patient",
+    "study_uid",
+    "series_uid",
+    "sop_uid",
+    "frame_of_reference_uid",
+    "sop_class_uid",
+    "modality",
+    "manufacturer",
+    "site",
+    "sex",
+    "age_years",
+    "patient_size_m",
+    "patient_weight_kg",
+    "study_date",
+    "series_description",
+    "rows",
+    "columns",
+    "number_of_frames",
+    "sha256",
+    "source_sha256",
+    "profile",
+]
+REASONS_COLUMNS = ["source", "reason", "message"]
+REASONS = (
+    "unreadable",
+    "not_an_instance",
+    "dicomdir",
+    "burned_in",
+    "deid_error",
+    "write_error",
+    "verifier_hit",
+    "duplicate_instance",
+)
+
+
+@dataclass
+class DeidResult:
+    """Counts of one run, the manifest rows, and a one-line summary (counts only, no PHI)."""
+
+    profile: str
+    received: int = 0
+    written: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+    verified_files: int = 0
+    verifier_hit_files: int = 0
+    verifier_hits: int = 0
+    verifier_tokens: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+    def summary_line(self) -> str:
+        q = ", ".join(f"{k} {v}" for k, v in sorted(self.quarantined.items())) or "none"
+        return (
+            f"deid: {self.received} received, {self.written} written, "
+            f"{self.quarantined_total} quarantined ({q}); verifier: {self.verified_files} files "
+            f"checked, {self.verifier_hit_files} with hits; profile: {self.profile}"
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        """PHI-free figures for Dagster metadata."""
+        meta: dict[str, Any] = {
+            "received": self.received,
+            "written": self.written,
+            "quarantined": self.quarantined_total,
+            "verifier_files_checked": self.verified_files,
+            "verifier_files_with_hits": self.verifier_hit_files,
+            "verifier_hits": self.verifier_hits,
+            "verifier_tokens_checked": self.verifier_tokens,
+            "patients": len({r["patient"] for r in self.rows}),
+            "studies": len({r["study_uid"] for r in self.rows}),
+            "profile": self.profile,
+        }
+        for reason in REASONS:
+            meta[f"quarantined_{reason}"] = self.quarantined.get(reason, 0)
+        return meta
+
+
+@dataclass
+class _Outcome:
+    index: int
+    reason: str | None = None
+    message: str = ""
+    relpath: str = ""
+    tmp: str = ""
+    row: dict[str, Any] | None = None
+    crosswalk: list[tuple[str, str, str]] = field(default_factory=list)
+    verified: bool = False
+    hits: int = 0
+    tokens: int = 0
+
+
+# -- worker side ------------------------------------------------------------------------------
+_ENGINE: Deidentifier | None = None
+_DST: Path | None = None
+
+
+def _init_worker(salt: bytes, policy: Policy, dst: str) -> None:
+    global _ENGINE, _DST
+    _ENGINE = Deidentifier(salt, policy)
+    _DST = Path(dst)
+
+
+def _process(task: tuple[int, str, str]) -> _Outcome:
+    """One file, with pydicom's warnings silenced: they quote element values (PHI) verbatim."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logger = logging.getLogger("pydicom")
+        level = logger.level
+        logger.setLevel(logging.CRITICAL)
+        try:
+            return _process_quiet(task)
+        finally:
+            logger.setLevel(level)
+
+
+def _process_quiet(task: tuple[int, str, str]) -> _Outcome:
+    index, src, rel = task
+    assert _ENGINE is not None and _DST is not None
+    out = _Outcome(index)
+    try:
+        data = Path(src).read_bytes()
+    except OSError as exc:
+        out.reason, out.message = "unreadable", f"cannot read file ({type(exc).__name__})"
+        return out
+    source_sha = hashlib.sha256(data).hexdigest()
+    try:
+        ds = pydicom.dcmread(BytesIO(data), force=True)
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        has_uids = all(str(ds.get(k, "") or "").strip() for k in _PATH_UIDS)
+    except Exception as exc:
+        out.reason, out.message = "unreadable", f"not parseable as DICOM ({type(exc).__name__})"
+        return out
+    if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        out.reason, out.message = "dicomdir", "DICOMDIR: regenerate it from the outputs instead"
+        return out
+    if not sop_class or not has_uids:
+        out.reason = "not_an_instance"
+        out.message = "no SOP class, study, series or instance UID (not a DICOM instance)"
+        return out
+    risk = burned_in_reason(ds, _ENGINE.policy)
+    if risk is not None:
+        out.reason, out.message = "burned_in", f"burned-in identity risk: {risk}; review"
+        return out
+    try:
+        info = _ENGINE.deidentify(ds)
+    except Exception as exc:
+        out.reason, out.message = "deid_error", f"de-identification failed ({type(exc).__name__})"
+        return out
+    relpath = "/".join(
+        (
+            info.patient,
+            str(ds.StudyInstanceUID),
+            str(ds.SeriesInstanceUID),
+            f"{ds.SOPInstanceUID}.dcm",
+        )
+    )
+    try:
+        buf = BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        blob = buf.getvalue()
+    except Exception as exc:
+        out.reason, out.message = "write_error", f"cannot encode output ({type(exc).__name__})"
+        return out
+    result = verify(data, blob, relpath, source_name=rel)
+    out.verified, out.hits, out.tokens = True, result.hits, result.checked
+    if not result.clean:
+        out.reason, out.message = "verifier_hit", result.describe()
+        return out
+    final = _DST / relpath
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp{index}")
+    tmp.write_bytes(blob)
+    out.relpath, out.tmp, out.crosswalk = relpath, str(tmp), info.crosswalk
+    out.row = _manifest_row(ds, relpath, info.patient, info.site, blob, source_sha)
+    return out
+
+
+_PATH_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def _manifest_row(
+    ds: Dataset, relpath: str, patient: str, site: str, blob: bytes, source_sha: str
+) -> dict[str, Any]:
+    def s(kw: str) -> str | None:
+        v = ds.get(kw)
+        if v is None or v == "":
+            return None
+        return str(v).strip() or None
+
+    def f(kw: str) -> float | None:
+        try:
+            v = ds.get(kw)
+            return float(v) if v not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    def i(kw: str) -> int | None:
+        try:
+            v = ds.get(kw)
+            return int(v) if v not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    study_date = s("StudyDate")
+    iso = (
+        f"{study_date[:4]}-{study_date[4:6]}-{study_date[6:8]}"
+        if study_date and len(study_date) == 8
+        else None
+    )
+    assert _ENGINE is not None
+    return {
+        "path": relpath,
+        "patient": patient,
+        "study_uid": s("StudyInstanceUID"),
+        "series_uid": s("SeriesInstanceUID"),
+        "sop_uid": s("SOPInstanceUID"),
+        "frame_of_reference_uid": s("FrameOfReferenceUID"),
+        "sop_class_uid": s("SOPClassUID"),
+        "modality": s("Modality"),
+        "manufacturer": s("Manufacturer"),
+        "site": site,
+        "sex": s("PatientSex"),
+        "age_years": age_years(s("PatientAge")),
+        "patient_size_m": f("PatientSize"),
+        "patient_weight_kg": f("PatientWeight"),
+        "study_date": iso,
+        "series_description": s("SeriesDescription"),
+        "rows": i("Rows"),
+        "columns": i("Columns"),
+        "number_of_frames": i("NumberOfFrames") or (1 if "PixelData" in ds else None),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "source_sha256": source_sha,
+        "profile": _ENGINE.policy.options.profile_text(),
+    }
+
+
+def age_years(value: str | None) -> float | None:
+    """DICOM AS ('045Y', '006M', '012W', '003D') in years; None when absent or malformed."""
+    if not value or len(value) != 4 or not value[:3].isdigit():
+        return None
+    n = int(value[:3])
+    per_year = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}.get(value[3].upper())
+    return None if per_year is None else round(n / per_year, 4)
+
+
+# -- parent side ------------------------------------------------------------------------------
+def deidentify_tree(
+    src: Path, dst: Path, restricted: Path, salt: bytes, workers: int = 1
+) -> DeidResult:
+    """Every file under ``src`` (recursively) -> ``dst``; quarantine and crosswalk -> restricted."""
+    _require_salt(salt)
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"source folder not found: {src}")
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    return deidentify_files(files, dst, restricted, salt, workers=workers, root=src)
+
+
+def deidentify_files(
+    files: list[Path],
+    dst: Path,
+    restricted: Path,
+    salt: bytes,
+    workers: int = 1,
+    manifest_path: Path | None = None,
+    *,
+    root: Path | None = None,
+    quarantine_dir: Path | None = None,
+    crosswalk_path: Path | None = None,
+    policy: Policy | None = None,
+) -> DeidResult:
+    """De-identify ``files``; see the module docstring for where everything goes.
+
+    ``root`` names the folder that source paths in reasons.csv are relative to (default: the
+    files' common folder); ``quarantine_dir`` defaults to ``restricted/quarantine`` and
+    ``crosswalk_path`` to ``restricted/crosswalk/crosswalk.csv``.
+    """
+    _require_salt(salt)
+    policy = policy or Policy.from_env()
+    dst, restricted = Path(dst), Path(restricted)
+    quarantine_dir = Path(quarantine_dir) if quarantine_dir else restricted / "quarantine"
+    crosswalk_path = (
+        Path(crosswalk_path) if crosswalk_path else restricted / "crosswalk" / "crosswalk.csv"
+    )
+    manifest_path = Path(manifest_path) if manifest_path else dst / "deid.parquet"
+    files = [Path(p) for p in files]
+    if root is None:
+        root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else Path(".")
+    rels = [_relative(p, root) for p in files]
+    dst.mkdir(parents=True, exist_ok=True)
+
+    result = DeidResult(profile=policy.options.profile_text(), received=len(files))
+    tasks = [(i, str(p), rels[i]) for i, p in enumerate(files)]
+    outcomes = _run(tasks, salt, policy, dst, workers)
+
+    claimed: set[str] = set()
+    crosswalk: set[tuple[str, str, str]] = set()
+    reasons: list[tuple[str, str, str]] = []
+    for o in sorted(outcomes, key=lambda o: o.index):
+        result.verified_files += o.verified
+        result.verifier_tokens += o.tokens
+        if o.hits:
+            result.verifier_hit_files += 1
+            result.verifier_hits += o.hits
+        if o.reason is None and o.relpath in claimed:
+            Path(o.tmp).unlink(missing_ok=True)
+            o.reason, o.message = "duplicate_instance", "same SOP instance as an earlier input"
+        if o.reason is not None:
+            result.quarantined[o.reason] += 1
+            reasons.append((rels[o.index], o.reason, o.message))
+            _quarantine_copy(files[o.index], quarantine_dir / "files" / rels[o.index])
+            continue
+        claimed.add(o.relpath)
+        os.replace(o.tmp, dst / o.relpath)
+        assert o.row is not None
+        result.rows.append(o.row)
+        crosswalk.update(o.crosswalk)
+        result.written += 1
+
+    _write_reasons(quarantine_dir / "reasons.csv", reasons)
+    _write_crosswalk(crosswalk_path, crosswalk)
+    write_manifest(manifest_path, result.rows)
+    return result
+
+
+def _run(
+    tasks: list[tuple[int, str, str]], salt: bytes, policy: Policy, dst: Path, workers: int
+) -> list[_Outcome]:
+    if workers <= 1 or len(tasks) < 2:
+        _init_worker(salt, policy, str(dst))
+        return [_process(t) for t in tasks]
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    ctx = mp.get_context(method)
+    chunk = max(1, min(16, len(tasks) // (workers * 4) or 1))
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(salt, policy, str(dst))) as pool:
+        return list(pool.imap_unordered(_process, tasks, chunksize=chunk))
+
+
+def _require_salt(salt: bytes) -> None:
+    if not salt:
+        raise MissingSaltError(
+            "MEDCURATE_DEID_SALT is not set: de-identification needs a secret salt; "
+            "no file was touched."
+        )
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _quarantine_copy(src: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # reasons.csv still records it; the original stays put
+        shutil.copy2(src, target)
+
+
+def _write_reasons(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(REASONS_COLUMNS)
+        w.writerows(rows)
+
+
+def _write_crosswalk(path: Path, rows: set[tuple[str, str, str]]) -> None:
+    """original -> pseudonym/new UID, for an honest broker; merged with what is already there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing: set[tuple[str, str, str]] = set()
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as fh:
+            existing = {(r[0], r[1], r[2]) for r in list(csv.reader(fh))[1:] if len(r) == 3}
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["kind", "original", "replacement"])
+        w.writerows(sorted(existing | rows))
+
+
+def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    if len(df):
+        df = df.sort_values("path", kind="stable").reset_index(drop=True)
+    for col in ("age_years", "patient_size_m", "patient_weight_kg"):
+        df[col] = df[col].astype("float64")
+    for col in ("rows", "columns", "number_of_frames"):
+        df[col] = df[col].astype("Int64")
+    for col in set(MANIFEST_COLUMNS) - {
+        "age_years",
+        "patient_size_m",
+        "patient_weight_kg",
+        "rows",
+        "columns",
+        "number_of_frames",
+    }:
+        df[col] = df[col].astype("string")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(path, index=False)
+
+
+def read_deid_manifest(z_deid_root: Path, batch: str | None = None) -> Any:
+    """The manifest of one batch (``manifests/<batch>.parquet``), or of all batches together.
+
+    Falls back to ``deid.parquet`` at the root (the CLI's layout) when no batch manifests exist.
+    """
+    import pandas as pd
+
+    root = Path(z_deid_root)
+    if batch is not None:
+        return pd.read_parquet(root / "manifests" / f"{batch}.parquet")
+    parts = sorted((root / "manifests").glob("*.parquet")) if (root / "manifests").is_dir() else []
+    if not parts:
+        single = root / "deid.parquet"
+        if single.exists():
+            return pd.read_parquet(single)
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
