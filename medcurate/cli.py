@@ -97,5 +97,34 @@ def _register_datasets() -> None:
 _register_datasets()
 
 
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: shown as one line, not as a traceback."""
+    from medcurate.config import ConfigError
+
+    types: list[type[BaseException]] = [ConfigError, FileNotFoundError, NotADirectoryError]
+    try:
+        from medcurate.splits import SplitError
+        from medcurate.store.manifest import ManifestError
+        from medcurate.store.objects import StoreError
+
+        types += [StoreError, ManifestError, SplitError]
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def main() -> None:
+    """Console entry point: clear one-line errors for bad input, exit status 2."""
+    import sys
+
+    try:
+        app()
+    except Exception as exc:
+        if isinstance(exc, _user_error_types()):
+            print(f"medcurate: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
 if __name__ == "__main__":
-    app()
+    main()
