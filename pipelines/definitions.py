@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets import deid as deid_assets
 from assets import ingest
+from assets import normalize as normalize_assets
+from assets import release as release_assets
 from assets.resources import DeidSecrets, MedcurateHome
 from pipelines.sensors import inbox_sensor
 
-ASSET_MODULES = [ingest]
+ASSET_MODULES = [ingest, deid_assets, normalize_assets, release_assets]
 
 all_assets = dg.load_assets_from_modules(ASSET_MODULES)
 all_checks = dg.load_asset_checks_from_modules(ASSET_MODULES)

@@ -1,0 +1,455 @@
+"""Run normalization over many series: a process pool, one series at a time per worker.
+
+The parent reads headers only and assembles series; workers get one plan each (paths plus
+settings, a few kilobytes), read its pixels, run the chain, write the NIfTI and return a row. So
+peak memory is one series per worker, whatever the batch size. A series whose input content
+hashes and config hash match its existing row (and whose file is still there) is not recomputed.
+
+Tables are upserted per series UID under a file lock, so batches may run side by side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medcurate.hashing import sha256_file
+from medcurate.normalize.assembly import (
+    LOAD_ERROR,
+    UNREADABLE,
+    InstanceInfo,
+    Outcome,
+    Rejection,
+    VolumePlan,
+    assemble,
+    read_instance,
+    sample_id,
+    source_digest,
+)
+from medcurate.normalize.config import NormalizeConfig, load_config
+
+VOLUMES_TABLE = "volumes.parquet"
+QUARANTINE_TABLE = "quarantine.parquet"
+UNKNOWN_SITE = "S-unknown"
+_SKIP_SUFFIXES = (".parquet", ".json", ".csv", ".txt", ".md", ".nii", ".gz", ".lock")
+
+VOLUME_COLUMNS = [
+    "sample_id", "patient", "study_uid", "series_uid", "part", "kind", "modality",
+    "manufacturer", "site", "sex", "age_years", "orig_shape", "orig_spacing", "out_shape",
+    "out_spacing", "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "p01",
+    "p99", "source_min", "source_max", "affine", "transform_config_hash", "nifti_path",
+    "nifti_sha256", "n_instances", "source_digest", "status", "notes", "batch",
+]  # fmt: skip
+QUARANTINE_COLUMNS = [
+    "sample_id", "patient", "study_uid", "series_uid", "part", "modality", "reason", "detail",
+    "n_instances", "source_digest", "source_paths", "batch",
+]  # fmt: skip
+
+
+@dataclass
+class NormalizeResult:
+    """What one run did. Counts add up: instances_total = used + quarantined, and
+    volumes_planned = written + skipped_unchanged + quarantined['load_error']."""
+
+    series_found: int = 0
+    volumes_planned: int = 0
+    written: int = 0
+    skipped_unchanged: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    instances_total: int = 0
+    instances_used: int = 0
+    instances_quarantined: int = 0
+    config_hashes: dict[str, str] = field(default_factory=dict)
+    volumes_table: str = ""
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+    def summary_line(self) -> str:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.quarantined.items())) or "none"
+        return (
+            f"normalize: {self.series_found} series, {self.volumes_planned} volume(s) planned: "
+            f"{self.written} written, {self.skipped_unchanged} unchanged; "
+            f"{self.quarantined_total} quarantined ({reasons}); "
+            f"{self.instances_used}/{self.instances_total} instances used"
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        """PHI-free numbers for Dagster metadata."""
+        return {
+            "series_found": self.series_found,
+            "volumes_planned": self.volumes_planned,
+            "volumes_written": self.written,
+            "skipped_unchanged": self.skipped_unchanged,
+            "quarantined": self.quarantined_total,
+            "quarantine_reasons": dict(sorted(self.quarantined.items())),
+            "instances_total": self.instances_total,
+            "instances_used": self.instances_used,
+            "instances_quarantined": self.instances_quarantined,
+            "transform_config_hashes": dict(sorted(self.config_hashes.items())),
+        }
+
+
+@dataclass
+class SeriesMeta:
+    """Per-series facts from the de-identification manifest (override the headers)."""
+
+    site: str = UNKNOWN_SITE
+    sex: str | None = None
+    age_years: float | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def normalize_tree(src: Path, dst: Path, workers: int = 1) -> NormalizeResult:
+    """DICOM under ``src`` (recursive) -> ``dst/<sample_id>.nii.gz`` + ``dst/volumes.parquet``.
+
+    Site, sex and age come from ``src/deid.parquet`` when it is there, else from the headers
+    (site ``S-unknown``). Quarantined series go to ``dst/quarantine.parquet``.
+    """
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    manifest_path = src / "deid.parquet"
+    manifest = pd.read_parquet(manifest_path) if manifest_path.exists() else None
+    sha_by_rel: dict[str, str] = {}
+    if manifest is not None and "sha256" in manifest.columns:
+        sha_by_rel = dict(zip(manifest["path"].astype(str), manifest["sha256"], strict=False))
+    files = [
+        p
+        for p in sorted(src.rglob("*"))
+        if p.is_file() and not p.name.lower().endswith(_SKIP_SUFFIXES) and not _inside(p, dst)
+    ]
+    rels = [p.relative_to(src).as_posix() for p in files]
+    shas = [sha_by_rel.get(r) or sha256_file(p) for r, p in zip(rels, files, strict=True)]
+    return _normalize(src, rels, shas, _series_meta(manifest), dst, workers=workers, batch="")
+
+
+def normalize_batch(
+    manifest: pd.DataFrame,
+    deid_root: Path,
+    volumes_root: Path,
+    *,
+    batch: str = "",
+    workers: int = 1,
+    config: NormalizeConfig | None = None,
+) -> NormalizeResult:
+    """The asset's entry: one batch's de-identification manifest rows -> volumes, upserted.
+
+    ``manifest['path']`` is relative to ``deid_root``; its ``sha256`` drives incremental skips.
+    """
+    rels = [str(p) for p in manifest["path"]]
+    if "sha256" in manifest.columns:
+        shas = [str(s) for s in manifest["sha256"]]
+    else:
+        shas = [sha256_file(Path(deid_root) / r) for r in rels]
+    return _normalize(
+        Path(deid_root), rels, shas, _series_meta(manifest), Path(volumes_root),
+        workers=workers, batch=batch, config=config,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Core
+
+
+def _inside(p: Path, root: Path) -> bool:
+    try:
+        p.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _series_meta(manifest: pd.DataFrame | None) -> dict[str, SeriesMeta]:
+    if manifest is None or manifest.empty or "series_uid" not in manifest.columns:
+        return {}
+    out: dict[str, SeriesMeta] = {}
+    first = manifest.drop_duplicates("series_uid")
+    for row in first.to_dict("records"):
+        age = row.get("age_years")
+        out[str(row["series_uid"])] = SeriesMeta(
+            site=str(row.get("site") or UNKNOWN_SITE),
+            sex=None if pd.isna(row.get("sex")) else str(row.get("sex")),
+            age_years=None if age is None or pd.isna(age) else float(age),
+        )
+    return out
+
+
+def _normalize(
+    root: Path,
+    rels: Sequence[str],
+    shas: Sequence[str],
+    meta: dict[str, SeriesMeta],
+    out_root: Path,
+    *,
+    workers: int,
+    batch: str,
+    config: NormalizeConfig | None = None,
+) -> NormalizeResult:
+    cfg = config or load_config()
+    out_root.mkdir(parents=True, exist_ok=True)
+    result = NormalizeResult(instances_total=len(rels), volumes_table=VOLUMES_TABLE)
+    rel_of: dict[str, str] = {}
+    infos: list[InstanceInfo] = []
+    unreadable: list[str] = []
+    for rel, sha in zip(rels, shas, strict=True):
+        path = str(root / rel)
+        info = read_instance(path, sha256=sha)
+        if info is None:
+            unreadable.append(rel)
+            continue
+        rel_of[path] = rel
+        infos.append(info)
+    outcomes = assemble(infos, cfg.assembly)
+    result.series_found = len({i.series_uid for i in infos})
+
+    # The table is replaced atomically, so reading it without the lock is safe; the upsert below
+    # re-reads it under the lock, so batches running side by side do not lose each other's rows.
+    old_vol = _read_table(out_root / VOLUMES_TABLE, VOLUME_COLUMNS)
+    old_by_id: dict[str, dict[str, Any]] = {
+        str(r["sample_id"]): {str(k): v for k, v in r.items()} for r in old_vol.to_dict("records")
+    }
+    tasks: list[tuple[VolumePlan, dict[str, Any], str, str, str]] = []
+    kept: list[dict[str, Any]] = []
+    rejections: list[Rejection] = [o for o in outcomes if isinstance(o, Rejection)]
+    for o in outcomes:
+        if not isinstance(o, VolumePlan):
+            continue
+        result.volumes_planned += 1
+        modality = o.first.modality
+        chash = cfg.config_hash(modality)
+        result.config_hashes[modality or "?"] = chash
+        digest = source_digest(o)
+        old = old_by_id.get(o.sample_id)
+        if (
+            old is not None
+            and old.get("status") == "ok"
+            and old.get("source_digest") == digest
+            and old.get("transform_config_hash") == chash
+            and (out_root / str(old.get("nifti_path"))).exists()
+        ):
+            kept.append(old)
+            result.skipped_unchanged += 1
+            result.instances_used += len(o.instances)
+            continue
+        tasks.append((o, cfg.settings(modality), chash, digest, str(out_root)))
+
+    rows: list[dict[str, Any]] = []
+    for plan, res in zip((t[0] for t in tasks), _run_tasks(tasks, workers), strict=True):
+        if isinstance(res, str):
+            rejections.append(
+                Rejection(plan.series_uid, plan.part, LOAD_ERROR, res, plan.instances)
+            )
+            continue
+        res.update(_identity(plan, meta), batch=batch)
+        rows.append(res)
+        result.written += 1
+        result.instances_used += len(plan.instances)
+
+    q_rows = [_rejection_row(r, meta, rel_of, batch) for r in rejections]
+    for rel in unreadable:
+        q_rows.append(
+            {
+                "sample_id": sample_id("", rel), "patient": "", "study_uid": "",
+                "series_uid": "", "part": "", "modality": "", "reason": UNREADABLE,
+                "detail": "not readable as DICOM with a SeriesInstanceUID",
+                "n_instances": 1, "source_digest": "", "source_paths": [rel], "batch": batch,
+            }
+        )  # fmt: skip
+    result.quarantined = dict(Counter(r["reason"] for r in q_rows))
+    result.instances_quarantined = sum(int(r["n_instances"]) for r in q_rows)
+
+    seen = {i.series_uid for i in infos}
+    new_vol = rows + kept
+    with _locked(out_root):
+        old_vol = _read_table(out_root / VOLUMES_TABLE, VOLUME_COLUMNS)
+        _remove_orphans(out_root, old_vol, seen, {r["sample_id"] for r in new_vol})
+        _upsert(out_root / VOLUMES_TABLE, VOLUME_COLUMNS, old_vol, new_vol, seen)
+        old_q = _read_table(out_root / QUARANTINE_TABLE, QUARANTINE_COLUMNS)
+        if len(old_q) and unreadable:
+            old_q = old_q[~old_q["sample_id"].isin({r["sample_id"] for r in q_rows})]
+        _upsert(out_root / QUARANTINE_TABLE, QUARANTINE_COLUMNS, old_q, q_rows, seen)
+    return result
+
+
+def _identity(plan: VolumePlan, meta: dict[str, SeriesMeta]) -> dict[str, Any]:
+    first = plan.first
+    m = meta.get(plan.series_uid, SeriesMeta())
+    return {
+        "sample_id": plan.sample_id,
+        "patient": first.patient,
+        "study_uid": first.study_uid,
+        "series_uid": plan.series_uid,
+        "part": plan.part,
+        "kind": plan.kind,
+        "modality": first.modality,
+        "manufacturer": first.manufacturer,
+        "site": m.site,
+        "sex": m.sex if m.sex is not None else first.sex,
+        "age_years": m.age_years if m.age_years is not None else first.age_years,
+        "n_instances": len(plan.instances),
+        "status": "ok",
+        "notes": "; ".join(plan.notes),
+    }
+
+
+def _rejection_row(
+    r: Rejection, meta: dict[str, SeriesMeta], rel_of: dict[str, str], batch: str
+) -> dict[str, Any]:
+    first = r.instances[0]
+    return {
+        "sample_id": r.sample_id,
+        "patient": first.patient,
+        "study_uid": first.study_uid,
+        "series_uid": r.series_uid,
+        "part": r.part,
+        "modality": first.modality,
+        "reason": r.reason,
+        "detail": r.detail,
+        "n_instances": len(r.instances),
+        "source_digest": source_digest(r),
+        "source_paths": sorted(rel_of.get(i.path, "") for i in r.instances),
+        "batch": batch,
+    }
+
+
+def _run_tasks(
+    tasks: list[tuple[VolumePlan, dict[str, Any], str, str, str]], workers: int
+) -> list[dict[str, Any] | str]:
+    if workers <= 1 or len(tasks) <= 1:
+        return [process_plan(*t) for t in tasks]
+    ctx = get_context("spawn")  # no forked copies of the parent's torch/dagster state
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        return list(pool.map(_process_packed, tasks, chunksize=1))
+
+
+def _process_packed(task: tuple[VolumePlan, dict[str, Any], str, str, str]) -> dict[str, Any] | str:
+    return process_plan(*task)
+
+
+def process_plan(
+    plan: VolumePlan, settings: dict[str, Any], chash: str, digest: str, out_root: str
+) -> dict[str, Any] | str:
+    """Load, transform and write one volume. Returns its row, or a PHI-free failure reason."""
+    import torch
+
+    from medcurate.normalize.transforms import (
+        intensity_stats,
+        load_plan,
+        run_chain,
+        write_nifti_gz,
+    )
+
+    threads = torch.get_num_threads()
+    rel = f"{plan.sample_id}.nii.gz"
+    try:
+        loaded = load_plan(plan)
+        array, affine = run_chain(loaded, settings)
+        sha = write_nifti_gz(Path(out_root) / rel, array, affine)
+    except Exception as exc:  # one bad series must not stop the batch; no message: may hold PHI
+        return f"{type(exc).__name__} while loading, transforming or writing"
+    finally:
+        torch.set_num_threads(threads)
+    out_spacing = [float(v) for v in (affine[:3, :3] ** 2).sum(axis=0) ** 0.5]
+    row: dict[str, Any] = {
+        "orig_shape": [int(v) for v in loaded.array.shape],
+        "orig_spacing": [round(v, 6) for v in loaded.spacing],
+        "out_shape": [int(v) for v in array.shape],
+        "out_spacing": [round(v, 6) for v in out_spacing],
+        "source_min": float(loaded.array.min()),
+        "source_max": float(loaded.array.max()),
+        "affine": [float(v) for v in affine.ravel()],
+        "transform_config_hash": chash,
+        "nifti_path": rel,
+        "nifti_sha256": sha,
+        "source_digest": digest,
+    }
+    row.update(intensity_stats(array))
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    with open(root / ".normalize.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    if path.exists():
+        return pd.read_parquet(path)
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+def _upsert(
+    path: Path,
+    columns: list[str],
+    old: pd.DataFrame,
+    new_rows: list[dict[str, Any]],
+    series: set[str],
+) -> None:
+    """Replace every row of the given series by ``new_rows``; keep the other series' rows."""
+    keep = old[~old["series_uid"].isin(series)] if len(old) else old
+    new = pd.DataFrame(new_rows, columns=columns)
+    frames = [f for f in (keep, new) if len(f)]
+    table = pd.concat(frames, ignore_index=True) if frames else new
+    table = table.reindex(columns=columns)
+    table = table.sort_values("sample_id", kind="stable").reset_index(drop=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _remove_orphans(root: Path, old: pd.DataFrame, series: set[str], keep_ids: set[str]) -> None:
+    """Delete volumes of re-processed series that no longer exist (e.g. a series now split)."""
+    if not len(old):
+        return
+    gone = old[old["series_uid"].isin(series) & ~old["sample_id"].isin(keep_ids)]
+    for rel in gone["nifti_path"].dropna():
+        p = (root / str(rel)).resolve()
+        if _inside(p, root.resolve()) and p.exists():
+            p.unlink()
+
+
+def outcomes_for(paths: Sequence[Path], config: NormalizeConfig | None = None) -> list[Outcome]:
+    """Assembly only, for checks and tests: read headers and assemble."""
+    cfg = config or load_config()
+    infos = [i for i in (read_instance(p) for p in paths) if i is not None]
+    return assemble(infos, cfg.assembly)
+
+
+def check_batch(volumes_root: Path, batch: str) -> list[str]:
+    """PHI-free problems with one batch's outputs: missing files, wrong hashes, bad rows."""
+    problems: list[str] = []
+    vol = _read_table(Path(volumes_root) / VOLUMES_TABLE, VOLUME_COLUMNS)
+    rows = vol[vol["batch"] == batch] if len(vol) else vol
+    for row in rows.to_dict("records"):
+        path = Path(volumes_root) / str(row["nifti_path"])
+        if not path.exists():
+            problems.append(f"{row['sample_id']}: NIfTI file missing")
+        elif sha256_file(path) != row["nifti_sha256"]:
+            problems.append(f"{row['sample_id']}: NIfTI sha256 differs from the table")
+        if row["status"] != "ok":
+            problems.append(f"{row['sample_id']}: status {row['status']}")
+    if vol["sample_id"].duplicated().any():
+        problems.append("duplicate sample_id rows in volumes.parquet")
+    return problems

@@ -1,0 +1,221 @@
+"""Running over a tree or a batch: tables, counts, incremental skips, upserts, real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pydicom.data
+import pytest
+
+from medcurate.hashing import sha256_file
+from medcurate.normalize import QUARANTINE_TABLE, VOLUMES_TABLE, normalize_batch, normalize_tree
+from medcurate.normalize.assembly import LOAD_ERROR, MISSING_SLICES, REASONS, UNREADABLE
+from medcurate.normalize.config import NormalizeConfig, load_config
+from medcurate.normalize.phantom import PhantomSeries, write_projection, write_series
+from medcurate.normalize.run import VOLUME_COLUMNS, check_batch
+
+TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+
+
+def _tree(root: Path) -> Path:
+    src = root / "src"
+    write_series(src / "ct", PhantomSeries(name="ct", slices=6, patient="P-0001"))
+    write_series(src / "gap", PhantomSeries(name="gap", slices=6, drop_slices=[2]))
+    write_projection(src / "cr", rows=12, cols=10)
+    (src / "notes.dcm").write_bytes(b"not a dicom file")
+    return src
+
+
+def _accounted(r) -> None:  # type: ignore[no-untyped-def]
+    assert r.instances_total == r.instances_used + r.instances_quarantined
+    assert r.volumes_planned == r.written + r.skipped_unchanged + r.quarantined.get(LOAD_ERROR, 0)
+
+
+def test_tree_writes_volumes_tables_and_counts(tmp_path: Path) -> None:
+    src = _tree(tmp_path)
+    r = normalize_tree(src, tmp_path / "out")
+    assert (r.series_found, r.written, r.skipped_unchanged) == (3, 2, 0)
+    assert r.quarantined == {MISSING_SLICES: 1, UNREADABLE: 1}
+    _accounted(r)
+    assert "2 written" in r.summary_line()
+    vol = pd.read_parquet(tmp_path / "out" / VOLUMES_TABLE)
+    assert list(vol.columns) == VOLUME_COLUMNS and len(vol) == 2
+    ct = vol[vol["modality"] == "CT"].iloc[0]
+    assert ct["site"] == "S-unknown" and ct["patient"] == "P-0001" and ct["n_instances"] == 6
+    assert list(ct["orig_shape"]) == [20, 24, 6] and list(ct["orig_spacing"]) == [2.0, 2.0, 3.0]
+    assert list(ct["out_spacing"]) == pytest.approx(load_config().settings("CT")["spacing"])
+    path = tmp_path / "out" / ct["nifti_path"]
+    assert sha256_file(path) == ct["nifti_sha256"]
+    img = nib.load(path)
+    assert np.allclose(img.affine.ravel(), ct["affine"]) and list(img.shape) == list(
+        ct["out_shape"]
+    )
+    assert ct["p01"] <= ct["intensity_mean"] <= ct["p99"]
+    q = pd.read_parquet(tmp_path / "out" / QUARANTINE_TABLE)
+    assert set(q["reason"]) <= set(REASONS) and len(q) == 2
+    assert check_batch(tmp_path / "out", "") == []
+    # metadata is PHI-free: no UIDs, no patient ids, JSON-serializable
+    blob = json.dumps(r.metadata())
+    assert "P-0001" not in blob and all(uid not in blob for uid in vol["series_uid"])
+
+
+def test_same_input_gives_same_bytes_and_unchanged_input_is_skipped(tmp_path: Path) -> None:
+    src = _tree(tmp_path)
+    normalize_tree(src, tmp_path / "a")
+    normalize_tree(src, tmp_path / "b")
+    va = pd.read_parquet(tmp_path / "a" / VOLUMES_TABLE)
+    vb = pd.read_parquet(tmp_path / "b" / VOLUMES_TABLE)
+    pd.testing.assert_frame_equal(va, vb)
+    for rel in va["nifti_path"]:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    again = normalize_tree(src, tmp_path / "a")
+    assert (again.written, again.skipped_unchanged) == (0, 2)
+    _accounted(again)
+    pd.testing.assert_frame_equal(va, pd.read_parquet(tmp_path / "a" / VOLUMES_TABLE))
+
+
+def _manifest(root: Path, rels: list[str]) -> pd.DataFrame:
+    rows = []
+    for rel in rels:
+        ds = pydicom.dcmread(root / rel, stop_before_pixels=True)
+        rows.append(
+            {
+                "path": rel, "patient": ds.PatientID, "study_uid": ds.StudyInstanceUID,
+                "series_uid": ds.SeriesInstanceUID, "sop_uid": ds.SOPInstanceUID,
+                "modality": ds.Modality, "site": "S-07", "sex": "F", "age_years": 61.0,
+                "sha256": sha256_file(root / rel),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_batches_upsert_and_config_change_recomputes_only_its_modality(tmp_path: Path) -> None:
+    deid, vols = tmp_path / "deid", tmp_path / "volumes"
+    a = write_series(deid / "pa" / "st" / "se1", PhantomSeries(name="a", slices=4))
+    b = write_series(deid / "pb" / "st" / "se2", PhantomSeries(name="b", slices=4, modality="MR"))
+    rel = lambda ps: [p.relative_to(deid).as_posix() for p in ps]  # noqa: E731
+    r1 = normalize_batch(_manifest(deid, rel(a)), deid, vols, batch="b1")
+    r2 = normalize_batch(_manifest(deid, rel(b)), deid, vols, batch="b2")
+    assert r1.written == r2.written == 1
+    vol = pd.read_parquet(vols / VOLUMES_TABLE)
+    assert sorted(vol["batch"]) == ["b1", "b2"] and set(vol["site"]) == {"S-07"}
+    assert set(vol["sex"]) == {"F"} and set(vol["age_years"]) == {61.0}
+
+    # change the CT window only: the CT series is recomputed, the MR one is not
+    cfg = load_config()
+    ct = dict(cfg.modalities["CT"])
+    ct["intensity"] = {**ct["intensity"], "a_max": 500.0}
+    changed = NormalizeConfig(cfg.assembly, cfg.defaults, {**cfg.modalities, "CT": ct})
+    both = _manifest(deid, rel(a) + rel(b))
+    r3 = normalize_batch(both, deid, vols, batch="b3", config=changed)
+    assert (r3.written, r3.skipped_unchanged) == (1, 1)
+    vol2 = pd.read_parquet(vols / VOLUMES_TABLE)
+    assert len(vol2) == 2 and not vol2["sample_id"].duplicated().any()
+    assert dict(zip(vol2["modality"], vol2["batch"], strict=True)) == {"CT": "b3", "MR": "b2"}
+
+    # changed content of one slice: new digest, row replaced in place
+    ds = pydicom.dcmread(a[0])
+    ds.RescaleIntercept = "-1000"
+    ds.save_as(a[0])
+    r4 = normalize_batch(_manifest(deid, rel(a)), deid, vols, batch="b4", config=changed)
+    assert r4.written == 1 and len(pd.read_parquet(vols / VOLUMES_TABLE)) == 2
+
+
+def test_series_that_becomes_quarantined_loses_its_volume(tmp_path: Path) -> None:
+    deid, vols = tmp_path / "deid", tmp_path / "volumes"
+    paths = write_series(deid / "s", PhantomSeries(slices=5))
+    rels = [p.relative_to(deid).as_posix() for p in paths]
+    normalize_batch(_manifest(deid, rels), deid, vols, batch="b1")
+    (nifti,) = pd.read_parquet(vols / VOLUMES_TABLE)["nifti_path"]
+    r = normalize_batch(_manifest(deid, rels[:2] + rels[3:]), deid, vols, batch="b2")
+    assert r.quarantined == {MISSING_SLICES: 1}
+    assert len(pd.read_parquet(vols / VOLUMES_TABLE)) == 0 and not (vols / nifti).exists()
+    q = pd.read_parquet(vols / QUARANTINE_TABLE)
+    assert list(q["reason"]) == [MISSING_SLICES] and list(q["batch"]) == ["b2"]
+
+
+def test_undecodable_pixels_are_quarantined_and_the_rest_continues(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    bad = write_series(src / "bad", PhantomSeries(name="bad", slices=3))
+    write_series(src / "good", PhantomSeries(name="good", slices=3))
+    ds = pydicom.dcmread(bad[1])
+    ds.PixelData = ds.PixelData[:100]  # truncated pixel data
+    ds.save_as(bad[1])
+    r = normalize_tree(src, tmp_path / "out")
+    assert r.written == 1 and r.quarantined == {LOAD_ERROR: 1}
+    _accounted(r)
+    detail = pd.read_parquet(tmp_path / "out" / QUARANTINE_TABLE)["detail"].iloc[0]
+    assert str(src) not in detail
+
+
+def test_deid_manifest_in_src_supplies_site_sex_age(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    paths = write_series(src / "p" / "s", PhantomSeries(slices=3))
+    _manifest(src, [p.relative_to(src).as_posix() for p in paths]).to_parquet(src / "deid.parquet")
+    normalize_tree(src, tmp_path / "out")
+    row = pd.read_parquet(tmp_path / "out" / VOLUMES_TABLE).iloc[0]
+    assert (row["site"], row["sex"], row["age_years"]) == ("S-07", "F", 61.0)
+
+
+def test_real_pydicom_series_and_single_images(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(TEST_FILES / "dicomdirtests" / "98892001" / "CT5N", src / "ct5n")
+    shutil.copytree(TEST_FILES / "dicomdirtests" / "98892003" / "MR2", src / "mr2")
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtdose.dcm"):
+        shutil.copy(TEST_FILES / name, src / name)
+    data_store = pytest.importorskip("data_store")
+    store = Path(data_store.__file__).parent / "data"
+    for name in (
+        "MR2_UNCR.dcm",
+        "MR2_J2KR.dcm",
+        "eCT_Supplemental.dcm",
+        "emri_small.dcm",
+        "SC_rgb.dcm",
+    ):
+        shutil.copy(store / name, src / name)
+    r = normalize_tree(src, tmp_path / "out")
+    _accounted(r)
+    assert set(r.quarantined) <= set(REASONS)
+    vol = pd.read_parquet(tmp_path / "out" / VOLUMES_TABLE)
+    ct5n = vol[(vol["modality"] == "CT") & (vol["n_instances"] == 5)]
+    assert len(ct5n) == 1 and list(ct5n["orig_shape"].iloc[0]) == [16, 16, 5]
+    q = pd.read_parquet(tmp_path / "out" / QUARANTINE_TABLE)
+    assert {"multiframe", "multiframe_enhanced", "single_slice"} <= set(q["reason"])
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_same_bytes(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_series(src / "a", PhantomSeries(name="a", slices=4))
+    write_series(src / "b", PhantomSeries(name="b", slices=4, modality="MR"))
+    one = normalize_tree(src, tmp_path / "one", workers=1)
+    two = normalize_tree(src, tmp_path / "two", workers=2)
+    assert one.written == two.written == 2
+    v1 = pd.read_parquet(tmp_path / "one" / VOLUMES_TABLE)
+    pd.testing.assert_frame_equal(v1, pd.read_parquet(tmp_path / "two" / VOLUMES_TABLE))
+
+
+def test_generated_studies_agree_with_their_truth_masks(synth_studies: tuple[Path, Path]) -> None:
+    """medcurate.synth writes each series' label mask with the RAS affine it rendered with."""
+    from medcurate.normalize.assembly import VolumePlan, assemble, read_instance
+    from medcurate.normalize.transforms import load_plan
+
+    studies, truth = synth_studies
+    labels = pd.read_parquet(truth / "labels.parquet")
+    picked = labels[labels["modality"].isin(["CT", "MR"])].drop_duplicates("series_kind")
+    assert len(picked) >= 2
+    for row in picked.head(4).to_dict("records"):
+        files = sorted((studies / row["series_dir"]).glob("*"))
+        (plan,) = assemble([i for i in (read_instance(p) for p in files) if i])
+        assert isinstance(plan, VolumePlan) and len(plan.instances) == row["n_instances"]
+        loaded = load_plan(plan)
+        mine = nib.as_closest_canonical(nib.Nifti1Image(loaded.array, loaded.affine))
+        mask = nib.as_closest_canonical(nib.load(truth / row["mask_file"]))
+        assert mine.shape == mask.shape, row["series_kind"]
+        assert np.allclose(mine.affine, mask.affine, atol=1e-2), row["series_kind"]
