@@ -32,7 +32,7 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+test: lint labelstudio
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: setup
@@ -44,9 +44,14 @@ test-integration: setup
 demo: setup
 	$(BIN)/python -m pipelines.demo
 
-ui: setup
+ui: setup labelstudio
+	@$(BIN)/medcurate labelstudio start
 	@echo "Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)"
 	env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+.PHONY: labelstudio
+labelstudio: setup  # the annotation server in its own venv + a pre-migrated database
+	@$(BIN)/medcurate labelstudio install
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

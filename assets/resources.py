@@ -27,3 +27,28 @@ class DeidSecrets(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def salt(self) -> bytes:
         return deid_salt()
+
+
+class LabelStudioResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The annotation server. URL and API key are read at use time, never stored in run config:
+    from LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY, else from the server `medcurate labelstudio
+    start` runs for MEDCURATE_HOME (its URL and the token in restricted/)."""
+
+    url: str = ""
+
+    def connection(self) -> tuple[str, str]:
+        import os
+
+        from medcurate.services.labelstudio import connection
+
+        env = dict(os.environ)
+        if self.url:
+            env["LABEL_STUDIO_URL"] = self.url
+        return connection(env=env)
+
+    def client(self):  # type: ignore[no-untyped-def]
+        """A ``label_studio_sdk.LabelStudio`` client (imported lazily: it costs ~1 s)."""
+        from label_studio_sdk import LabelStudio
+
+        url, api_key = self.connection()
+        return LabelStudio(base_url=url, api_key=api_key)

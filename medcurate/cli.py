@@ -96,6 +96,52 @@ def _register_datasets() -> None:
 
 _register_datasets()
 
+labelstudio_app = typer.Typer(no_args_is_help=True, help="Run the local Label Studio server.")
+app.add_typer(labelstudio_app, name="labelstudio")
+
+
+@labelstudio_app.command("install")
+def labelstudio_install() -> None:
+    """Install the pinned server into .venv-labelstudio and build its database template."""
+    from medcurate.services.labelstudio import ensure_installed
+
+    print(f"label studio installed in {ensure_installed()}")
+
+
+@labelstudio_app.command("start")
+def labelstudio_start(
+    port: int = typer.Option(8080, "--port", "-p", help="port on the host; refused if busy"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind"),
+) -> None:
+    """Start Label Studio for MEDCURATE_HOME (admin and token from env or restricted/)."""
+    from medcurate.services.labelstudio import LabelStudioError, ServicePaths, start
+
+    try:
+        server = start(port=port, host=host)
+    except LabelStudioError as exc:
+        print(f"medcurate: error: {exc}")
+        raise typer.Exit(1) from None
+    print(f"label studio: {server.url} (pid {server.pid}); credentials: env LABEL_STUDIO_* or")
+    print(f"  {ServicePaths(server.home).credentials_file}")
+
+
+@labelstudio_app.command("stop")
+def labelstudio_stop() -> None:
+    """Stop the Label Studio server of MEDCURATE_HOME."""
+    from medcurate.services.labelstudio import stop
+
+    print("label studio: stopped" if stop() else "label studio: was not running")
+
+
+@labelstudio_app.command("status")
+def labelstudio_status() -> None:
+    """Say whether the server of MEDCURATE_HOME runs and answers."""
+    from medcurate.services.labelstudio import status
+
+    st = status()
+    print(st.line())
+    raise typer.Exit(0 if st.healthy or not st.running else 1)
+
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: shown as one line, not as a traceback."""
