@@ -4,6 +4,7 @@ Thin: each reads its inputs, calls medcurate.splits / medcurate.store, writes it
 returns PHI-free metadata (counts, balance tables, version id and digest).
 """
 
+import base64
 import importlib.metadata
 import subprocess
 from pathlib import Path
@@ -18,6 +19,7 @@ from medcurate.splits import (
     SplitConfig,
     assign_splits,
     balance_markdown,
+    balance_plot,
     balance_report,
     leaking_patients,
     markdown_table,
@@ -88,26 +90,6 @@ def curated_samples(context: dg.AssetExecutionContext, home: MedcurateHome) -> d
     )
 
 
-def _balance_plot(report: pd.DataFrame, out: Path) -> Path | None:
-    """Bar chart of stratum proportions per split; None when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    wide = report.pivot_table(index=["attribute", "value"], columns="split", values="proportion")
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(wide)), 4))
-    wide.plot.bar(ax=ax)
-    ax.set_ylabel("proportion of samples")
-    ax.set_title("stratum balance per split")
-    fig.tight_layout()
-    fig.savefig(out, dpi=80, metadata={"Software": None})
-    plt.close(fig)
-    return out
-
-
 @dg.asset(deps=[curated_samples], group_name="release")
 def dataset_splits(
     context: dg.AssetExecutionContext, config: SplitsConfig, home: MedcurateHome
@@ -137,9 +119,9 @@ def dataset_splits(
         "previous_version": versions[-1].id if versions else "none",
         "path": dg.MetadataValue.path(str(out)),
     }
-    plot = _balance_plot(report, _curated(z) / "balance.png")
-    if plot is not None:
-        metadata["balance_plot"] = dg.MetadataValue.path(str(plot))
+    plot = balance_plot(report, _curated(z) / "balance.png")
+    png = base64.b64encode(plot.read_bytes()).decode()
+    metadata["balance_plot"] = dg.MetadataValue.md(f"![balance](data:image/png;base64,{png})")
     return dg.MaterializeResult(metadata=metadata)  # type: ignore[arg-type]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -417,3 +418,21 @@ def balance_markdown(report: pd.DataFrame) -> str:
     wide.insert(0, "all", overall)
     wide = wide.reset_index()
     return markdown_table(wide)
+
+
+def balance_plot(report: pd.DataFrame, out: Path) -> Path:
+    """Bar chart of stratum proportions per split (PNG, no timestamp inside, so reproducible)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wide = report.pivot_table(index=["attribute", "value"], columns="split", values="proportion")
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(wide)), 4))
+    wide.plot.bar(ax=ax)
+    ax.set_ylabel("proportion of samples")
+    ax.set_title("stratum balance per split")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return out

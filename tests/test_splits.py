@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -233,3 +235,20 @@ def test_balance_markdown_lists_every_split() -> None:
     for col in ("attribute", "value", "all", "train", "validation", "test"):
         assert col in header
     assert "| label | abnormal |" in md
+
+
+def test_balance_plot_is_a_png_and_reproducible(tmp_path: Path) -> None:
+    from medcurate.splits import balance_plot
+
+    report = pd.DataFrame(
+        {
+            "attribute": ["sex", "sex", "sex", "sex"],
+            "value": ["F", "M", "F", "M"],
+            "split": ["train", "train", "test", "test"],
+            "proportion": [0.5, 0.5, 0.4, 0.6],
+        }
+    )
+    a = balance_plot(report, tmp_path / "a.png").read_bytes()
+    b = balance_plot(report, tmp_path / "b.png").read_bytes()
+    assert a[:8] == b"\x89PNG\r\n\x1a\n"
+    assert a == b
