@@ -151,3 +151,24 @@ def test_intensity_stats() -> None:
     assert stats["intensity_min"] == 0 and stats["intensity_max"] == 100
     assert stats["p01"] == pytest.approx(1.0) and stats["p99"] == pytest.approx(99.0)
     assert stats["intensity_mean"] == pytest.approx(50.0)
+
+
+def test_int16_output_is_lossless_enough_and_smaller(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    array = rng.normal(size=(24, 20, 12)).astype(np.float32)
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    write_nifti_gz(tmp_path / "f.nii.gz", array, affine)
+    write_nifti_gz(tmp_path / "i.nii.gz", array, affine, dtype="int16", max_abs_error=1e-3)
+    small = nib.load(tmp_path / "i.nii.gz")
+    assert small.get_data_dtype() == np.int16
+    assert np.abs(small.get_fdata() - array).max() <= 1e-3
+    np.testing.assert_allclose(small.affine, affine)
+    assert (tmp_path / "i.nii.gz").stat().st_size < 0.75 * (tmp_path / "f.nii.gz").stat().st_size
+
+
+def test_int16_falls_back_to_float32_when_the_error_is_too_large(tmp_path: Path) -> None:
+    array = np.linspace(0, 1, 200_000, dtype=np.float32).reshape(100, 100, 20)
+    write_nifti_gz(tmp_path / "x.nii.gz", array, np.eye(4), dtype="int16", max_abs_error=1e-9)
+    img = nib.load(tmp_path / "x.nii.gz")
+    assert img.get_data_dtype() == np.float32
+    assert np.array_equal(img.get_fdata(dtype=np.float32), array)

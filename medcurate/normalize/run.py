@@ -357,7 +357,14 @@ def process_plan(
     try:
         loaded = load_plan(plan)
         array, affine = run_chain(loaded, settings)
-        sha = write_nifti_gz(Path(out_root) / rel, array, affine)
+        output = settings.get("output") or {}
+        sha = write_nifti_gz(
+            Path(out_root) / rel,
+            array,
+            affine,
+            dtype=str(output.get("dtype", "float32")),
+            max_abs_error=float(output.get("max_abs_error", 0.0)),
+        )
     except Exception as exc:  # one bad series must not stop the batch; no message: may hold PHI
         return f"{type(exc).__name__} while loading, transforming or writing"
     finally:
