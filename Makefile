@@ -41,7 +41,7 @@ test-unit: setup
 test-integration: setup
 	$(BIN)/pytest -q -m integration
 
-demo: setup
+demo: setup labelstudio
 	$(BIN)/python -m pipelines.demo
 
 ui: setup labelstudio

@@ -143,6 +143,22 @@ def labelstudio_status() -> None:
     raise typer.Exit(0 if st.healthy or not st.running else 1)
 
 
+@app.command("annotate-sim")
+def annotate_sim(
+    round_number: int = typer.Option(..., "--round", "-r", min=1, help="round N (round-N)"),
+    annotators: int = typer.Option(3, "--annotators", "-k", min=1, help="simulated annotators"),
+    noise: str = typer.Option("moderate", "--noise", help="none, low, moderate or high"),
+    truth: Path | None = typer.Option(
+        None, "--truth", help="the generator's truth folder (default: restricted/demo-truth/*)"
+    ),
+    seed: int = typer.Option(0, "--seed", "-s", help="seed of the annotators' noise"),
+) -> None:
+    """Simulated annotators sign up in Label Studio and label round N from ground truth."""
+    from annotation.simulate import annotate_round  # lazy: the CLI core needs no annotation
+
+    print(annotate_round(round_number, annotators, noise, truth=truth, seed=seed))
+
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: shown as one line, not as a traceback."""
     from medcurate.config import ConfigError

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets import annotation as annotation_assets
+from assets import annotation_model as annotation_model_assets
 from assets import deid as deid_assets
 from assets import ingest
 from assets import normalize as normalize_assets
 from assets import release as release_assets
-from assets.resources import DeidSecrets, MedcurateHome
-from pipelines.sensors import inbox_sensor
+from assets.resources import DeidSecrets, LabelStudioResource, MedcurateHome
+from pipelines.sensors import inbox_sensor, round_sensor
 
-ASSET_MODULES = [ingest, deid_assets, normalize_assets, release_assets]
+ASSET_MODULES = [
+    ingest,
+    deid_assets,
+    normalize_assets,
+    release_assets,
+    annotation_assets,
+    annotation_model_assets,
+]
 
 all_assets = dg.load_assets_from_modules(ASSET_MODULES)
 all_checks = dg.load_asset_checks_from_modules(ASSET_MODULES)
@@ -19,6 +28,10 @@ all_checks = dg.load_asset_checks_from_modules(ASSET_MODULES)
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    sensors=[inbox_sensor],
-    resources={"home": MedcurateHome(), "secrets": DeidSecrets()},
+    sensors=[inbox_sensor, round_sensor],
+    resources={
+        "home": MedcurateHome(),
+        "secrets": DeidSecrets(),
+        "labelstudio": LabelStudioResource(),
+    },
 )

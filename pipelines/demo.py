@@ -1,8 +1,10 @@
 """`make demo`: the whole chain on generated studies, through the Dagster instance.
 
 It does what a person would do in the UI: drop studies into the inbox, let the inbox sensor's claim
-turn them into a batch partition, materialize the batch's assets, then the dataset-wide ones. Runs
-are recorded in the instance, so `make ui` shows them afterwards.
+turn them into a batch partition, materialize the batch's assets, open annotation round-1 in the
+managed Label Studio (started here, stopped at the end) where three simulated annotators label it,
+export it, then the dataset-wide assets (consensus labels ... release). Runs are recorded in the
+instance, so `make ui` shows them afterwards.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import secrets
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from assets.partitions import batch_partitions
-from medcurate.config import zones
+from assets.partitions import batch_partitions, round_partitions
+from medcurate.config import Zones, zones
 from medcurate.home import init_home
 from medcurate.ingest import claim_inbox, drop_into_inbox
 from medcurate.synth import generate_studies
@@ -59,8 +62,36 @@ def run_demo(patients: int = 12, seed: int = 7) -> int:
     if not os.environ.get("MEDCURATE_DEID_SALT"):
         os.environ["MEDCURATE_DEID_SALT"] = demo_salt(z.restricted)
     print(init_home(z))
+    started = _start_labelstudio(z.home)
+    try:
+        return _run(z, patients, seed)
+    finally:
+        if started:
+            from medcurate.services.labelstudio import stop
+
+            stop(z.home)
+            print("label studio: stopped")
+
+
+def _start_labelstudio(home: Path) -> bool:
+    """Start the managed Label Studio for MEDCURATE_HOME unless it already runs (then it is left
+    running afterwards). True when this demo started it."""
+    from medcurate.services import labelstudio as ls
+
+    if ls.status(home).running:
+        print(f"label studio: already running ({ls.status(home).url})")
+        return False
+    port = int(os.environ.get("MEDCURATE_LABELSTUDIO_PORT", ls.DEFAULT_PORT))
+    if not ls.port_is_free(ls.DEFAULT_HOST, port):
+        port = ls.free_port()
+    server = ls.start(home=home, port=port)
+    print(f"label studio: {server.url}")
+    return True
+
+
+def _run(z: Zones, patients: int, seed: int) -> int:
+    truth = z.restricted / "demo-truth" / f"seed-{seed}"
     with tempfile.TemporaryDirectory(dir=z.restricted) as staging:
-        truth = z.restricted / "demo-truth" / f"seed-{seed}"
         summary = generate_studies(
             Path(staging) / "drop", patients=patients, seed=seed, truth=truth
         )
@@ -92,6 +123,8 @@ def run_demo(patients: int = 12, seed: int = 7) -> int:
     print("\n".join(_metadata_line(result)))
     if not result.success:
         return 1
+    if not _annotation_round(instance, everything, resources, "round-1", truth):
+        return 1
     if other_keys:
         result = dg.materialize(
             everything,  # type: ignore[arg-type]
@@ -106,6 +139,50 @@ def run_demo(patients: int = 12, seed: int = 7) -> int:
             return 1
     print(f"done. MEDCURATE_HOME={z.home}; `make ui` shows the runs.")
     return 0
+
+
+def _annotation_round(
+    instance: dg.DagsterInstance,
+    everything: list[Any],
+    resources: Any,
+    round_key: str,
+    truth: Path,
+) -> bool:
+    """One annotation round: its tasks in Label Studio, three simulated annotators with moderate
+    noise, then the export. Other round assets (the pre-annotation model) run before the tasks."""
+    from annotation.rounds import round_number
+    from annotation.simulate import annotate_round
+
+    instance.add_dynamic_partitions(round_partitions.name, [round_key])  # type: ignore[arg-type]
+    round_assets = [a for a in all_assets if a.partitions_def == round_partitions]  # type: ignore[union-attr]
+    keys = [k for a in round_assets for k in a.keys]  # type: ignore[union-attr]
+    tasks, exported = dg.AssetKey("annotation_tasks"), dg.AssetKey("annotations")
+    before = [k for k in keys if k not in (tasks, exported)]
+    for selection in ([before] if before else []) + [[tasks]]:
+        result = dg.materialize(
+            everything,  # type: ignore[arg-type]
+            instance=instance,
+            resources=resources,
+            partition_key=round_key,
+            selection=selection,
+            raise_on_error=False,
+        )
+        print(f"{round_key} run {result.run_id}: {'success' if result.success else 'FAILED'}")
+        print("\n".join(_metadata_line(result)))
+        if not result.success:
+            return False
+    print(annotate_round(round_number(round_key), annotators=3, noise="moderate", truth=truth))
+    result = dg.materialize(
+        everything,  # type: ignore[arg-type]
+        instance=instance,
+        resources=resources,
+        partition_key=round_key,
+        selection=[exported],
+        raise_on_error=False,
+    )
+    print(f"{round_key} export run {result.run_id}: {'success' if result.success else 'FAILED'}")
+    print("\n".join(_metadata_line(result)))
+    return bool(result.success)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,11 @@
-"""Sensors: the inbox watcher that turns files dropped together into one batch partition."""
+"""Sensors: the inbox watcher that turns files dropped together into one batch partition, and the
+round watcher that notices a finished annotation round."""
 
 import dagster as dg
 
 from assets.ingest import raw_instances
-from assets.partitions import batch_partitions
-from assets.resources import MedcurateHome
+from assets.partitions import batch_partitions, round_partitions
+from assets.resources import LabelStudioResource, MedcurateHome
 from medcurate.ingest import claim_inbox
 
 INBOX_MIN_AGE_S = 10.0  # a file untouched this long is taken as fully written
@@ -31,8 +32,10 @@ def batch_asset_keys(repository_def: dg.RepositoryDefinition | None) -> list[dg.
 @dg.sensor(
     name="inbox_sensor",
     minimum_interval_seconds=15,
-    target=dg.AssetSelection.assets(raw_instances).downstream(),
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    # the batch assets only: a job cannot mix the batch and round partitions
+    target=dg.AssetSelection.assets(raw_instances).downstream()
+    - dg.AssetSelection.keys("annotation_tasks").downstream(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="Claims settled files in $MEDCURATE_HOME/inbox as one batch and requests its run.",
 )
 def inbox_sensor(context: dg.SensorEvaluationContext, home: MedcurateHome) -> dg.SensorResult:
@@ -50,3 +53,76 @@ def inbox_sensor(context: dg.SensorEvaluationContext, home: MedcurateHome) -> dg
         ],
         dynamic_partitions_requests=[batch_partitions.build_add_request([batch])],
     )
+
+
+# --------------------------------------------------------------------------- annotation rounds
+
+
+def _round_downstream_keys(repository_def: dg.RepositoryDefinition | None) -> list[dg.AssetKey]:
+    """``consensus_labels`` and the unpartitioned assets downstream of it (curated samples,
+    splits, release...): what a finished round makes worth recomputing."""
+    from assets.annotation import consensus_labels
+
+    if repository_def is None:
+        return [consensus_labels.key]
+    graph = repository_def.asset_graph
+    keys = dg.AssetSelection.assets(consensus_labels).downstream().resolve(graph)
+    return sorted(
+        (k for k in keys if graph.get(k).partitions_def is None), key=lambda k: k.to_user_string()
+    )
+
+
+@dg.sensor(
+    name="round_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Notices a finished annotation round (every task has its k annotations in Label Studio) "
+        "and requests annotations[round]; once that is materialized, consensus_labels and what "
+        "follows it."
+    ),
+)
+def round_sensor(
+    context: dg.SensorEvaluationContext, home: MedcurateHome, labelstudio: LabelStudioResource
+) -> dg.SensorResult:
+    from annotation.rounds import Api, read_round_info, round_progress
+    from assets.annotation import annotations, consensus_labels
+
+    z = home.zones()
+    try:
+        api = Api(*labelstudio.connection())
+    except Exception as exc:  # a server that is down is a reason to wait, not an error
+        return dg.SensorResult(skip_reason=f"Label Studio not reachable ({type(exc).__name__})")
+    requests: list[dg.RunRequest] = []
+    waiting = []
+    for rk in sorted(context.instance.get_dynamic_partitions(str(round_partitions.name))):
+        info = read_round_info(z.annotation, rk)
+        if info is None:
+            continue
+        try:
+            done, total = round_progress(api, info)
+        except Exception as exc:  # Label Studio down or restarting: look again next tick
+            return dg.SensorResult(skip_reason=f"Label Studio not reachable ({type(exc).__name__})")
+        if total and done == total:
+            # the run key changes when the round's project changes (e.g. tasks were added)
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{rk}-project-{info['project_id']}-tasks-{total}",
+                    partition_key=rk,
+                    asset_selection=[annotations.key],
+                )
+            )
+        else:
+            waiting.append(f"{rk}: {done}/{total}")
+    latest = context.instance.get_latest_materialization_event(annotations.key)
+    consensus = context.instance.get_latest_materialization_event(consensus_labels.key)
+    if latest is not None and (consensus is None or consensus.timestamp < latest.timestamp):
+        requests.append(
+            dg.RunRequest(
+                run_key=f"consensus-after-{latest.run_id}",
+                asset_selection=_round_downstream_keys(context.repository_def),
+            )
+        )
+    if not requests:
+        return dg.SensorResult(skip_reason="no finished round: " + ("; ".join(waiting) or "none"))
+    return dg.SensorResult(run_requests=requests)

@@ -120,3 +120,69 @@ def labelstudio(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
         yield server
     finally:
         ls.stop(home)
+
+
+@pytest.fixture(scope="session")
+def annotation_cohort(labelstudio):  # type: ignore[no-untyped-def]
+    """Eight tiny normalized CT volumes in the session Label Studio's MEDCURATE_HOME (its
+    ``annotation/`` is the server's local-files root) and a generator-style truth folder for them:
+    masks in a flipped (LPS-like) series geometry, labels keyed by ORIGINAL series UIDs (the
+    volumes table holds the salt's new UIDs), planted PHI in phi.json and in the truth table's
+    folder names. Returns (zones, truth folder, salt bytes)."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    from medcurate.deid.pseudonyms import Keyer
+    from medcurate.deid.uids import UIDMapper
+
+    z = Zones(labelstudio.home).ensure()
+    salt = TEST_SALT.encode()
+    new_uid = UIDMapper(Keyer(salt))
+    truth = z.restricted / "test-truth"
+    (truth / "masks").mkdir(parents=True, exist_ok=True)
+    z.volumes.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    shape = (40, 36, 9)
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    affine[:3, 3] = [-30.0, -27.0, 12.0]
+    # the series geometry: i and j run the other way (as LPS does), same voxel centres
+    series_affine = np.diag([-1.5, -1.5, 3.0, 1.0])
+    series_affine[:3, 3] = affine[:3, 3] + [1.5 * (shape[0] - 1), 1.5 * (shape[1] - 1), 0.0]
+    ii, jj, kk = np.indices(shape)
+    phi, vols, labs = [], [], []
+    for n in range(8):
+        mask = np.zeros(shape, dtype=np.uint8)
+        if n % 4 != 3:  # three of four abnormal: one big lesion, sometimes a small one too
+            ci, cj = 12 + 2 * n, 14 + n
+            mask[((ii - ci) / 6.5) ** 2 + ((jj - cj) / 5.5) ** 2 + ((kk - 4) / 2.6) ** 2 < 1] = 1
+            if n % 2:
+                mask[30:32, 26:28, 2:4] = 1
+        vol = rng.normal(0.55, 0.05, shape).astype(np.float32)
+        vol[mask > 0] -= 0.2
+        sid = f"{n:02d}c0ffee{n:08x}"
+        original = f"1.2.826.0.1.3680043.8.498.777{n}.{1000 + n}"
+        name = f"TESTPATIENT^ANNOTATOR{n:03d}"
+        folder = f"TESTPATIENT_ANNOTATOR{n:03d}_MRN9{n}4412"
+        phi += [name, folder, f"MRN9{n}4412"]
+        nib.save(nib.Nifti1Image(vol, affine), z.volumes / f"{sid}.nii.gz")
+        mask_file = f"masks/{folder}/S1_SE001.nii.gz"
+        (truth / mask_file).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(mask[::-1, ::-1, :].copy(), series_affine), truth / mask_file)
+        vols.append(
+            {"sample_id": sid, "patient": f"P-{n:04d}", "series_uid": new_uid(original),
+             "modality": "CT", "site": f"S-0{n % 2}", "sex": "F", "age_years": 50.0,
+             "nifti_path": f"{sid}.nii.gz", "status": "ok"}
+        )  # fmt: skip
+        labs.append(
+            {"series_uid": original, "label": "abnormal" if mask.any() else "normal",
+             "mask_file": mask_file, "series_dir": f"{folder}/20200101_CT/SE001",
+             "patient_key": folder}
+        )  # fmt: skip
+    pd.DataFrame(vols).to_parquet(z.volumes / "volumes.parquet", index=False)
+    pd.DataFrame(labs).to_parquet(truth / "labels.parquet", index=False)
+    doc = {"phi": sorted(phi), "uids": {"all": [r["series_uid"] for r in labs]}, "patients": {}}
+    (truth / "phi.json").write_text(json.dumps(doc))
+    return z, truth, salt

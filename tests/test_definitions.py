@@ -67,3 +67,29 @@ def test_inbox_sensor_requests_one_batch_run(
     [add] = result.dynamic_partitions_requests or []
     assert list(add.partition_keys or []) == [batch]
     assert not any(zones_tmp.inbox.iterdir())
+
+
+@pytest.mark.integration
+def test_round_sensor_waits_when_label_studio_is_down(
+    defs: dg.Definitions, zones_tmp: Zones, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from assets.resources import LabelStudioResource
+    from medcurate.services.labelstudio import free_port
+    from pipelines.sensors import round_sensor
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "not-a-real-token")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("round", ["round-1"])
+    (zones_tmp.annotation / "round-1").mkdir(parents=True)
+    info = {"project_id": 1, "annotators": 2, "task_keys": ["s1-k000"]}
+    (zones_tmp.annotation / "round-1" / "round.json").write_text(json.dumps(info))
+    resources = {
+        "home": MedcurateHome(home=str(zones_tmp.home)),
+        "labelstudio": LabelStudioResource(url=f"http://127.0.0.1:{free_port()}"),
+    }
+    ctx = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+    result = round_sensor(ctx)
+    assert not result.run_requests  # type: ignore[union-attr]
+    assert "not reachable" in str(result.skip_reason)  # type: ignore[union-attr]

@@ -1,0 +1,401 @@
+"""A round's consensus per sample, its agreement, and adjudication of the samples that disagree.
+
+Per slice (task): the class is the majority of the annotators' choices. Per sample: the lesion
+mask is STAPLE (or majority) over the annotators' label maps on the annotated slices; the sample
+is ``abnormal`` if any slice's consensus says so or the consensus mask is not empty,
+``unreadable`` if most slices are, else ``normal``. Agreement: Fleiss' kappa (Cohen's for two
+annotators) over a round's tasks and over each sample's slices; mean pairwise Dice per sample
+(on the annotated slices) and its mean per round.
+
+A sample goes to adjudication when a slice has no majority or its masks agree below
+``min_dice``. The reviewer works in a separate project (``medcurate round-N adjudication``) and
+sees every annotator's labels as pre-annotations (model_version = the annotator's pseudonym).
+Whatever the reviewer submits for a slice replaces the consensus of that slice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from annotation.agreement import cohen_kappa, fleiss_kappa_from_ratings, mean_pairwise_dice
+from annotation.consensus import majority_class, majority_mask, staple
+from annotation.export import decode_export, pseudonyms, slice_sizes
+from annotation.render import volume_mask_slice, write_label_nifti
+from annotation.rounds import ROUND_RE, ensure_project, project_title, round_number, sync_tasks
+from annotation.sync import snapshot_export
+from annotation.tasks import build_task, prediction
+from medcurate.config import Zones
+
+NO_CHOICE = "none"  # a rating for an annotation without a class (kappa needs a category)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_dice: float = 0.5  # mean pairwise Dice below this sends a sample to adjudication
+    min_support: float = 0.5  # a slice's class needs more than this share of the votes
+    method: str = "staple"  # or "majority"
+
+
+@dataclass
+class SampleConsensus:
+    sample_id: str
+    label: str
+    slice_classes: dict[int, str | None]
+    mask: NDArray[np.uint8]
+    annotators: list[str]
+    mean_dice: float | None
+    class_support: float
+    needs_adjudication: bool
+    adjudicated_slices: list[int] = field(default_factory=list)
+    kappa: float | None = None  # class agreement over the sample's slices
+
+    @property
+    def agreement(self) -> float:
+        """One number per sample: mean pairwise Dice where masks were drawn, else class support."""
+        return float(self.mean_dice) if self.mean_dice is not None else float(self.class_support)
+
+
+def sample_label(slice_classes: Mapping[int, str | None], mask: NDArray[np.generic]) -> str:
+    votes = [c for c in slice_classes.values() if c is not None]
+    if np.any(mask) or "abnormal" in votes:
+        return "abnormal"
+    if votes and sum(c == "unreadable" for c in votes) * 2 > len(slice_classes):
+        return "unreadable"
+    return "normal"
+
+
+def combine_masks(
+    maps: Sequence[NDArray[np.generic]], slices: Sequence[int], method: str
+) -> NDArray[np.uint8]:
+    """Consensus of 3D maps computed on the annotated slices only (the rest stays empty)."""
+    shape = maps[0].shape
+    out = np.zeros(shape, dtype=np.uint8)
+    if not slices:
+        return out
+    ks = sorted(slices)
+    sub = [np.asarray(m)[:, :, ks] != 0 for m in maps]
+    if len(sub) == 1:
+        out[:, :, ks] = sub[0]
+        return out
+    if method == "staple":
+        out[:, :, ks] = staple(sub).mask
+    elif method == "majority":
+        out[:, :, ks] = majority_mask(sub)
+    else:
+        raise ValueError(f"unknown mask consensus method {method!r}")
+    return out
+
+
+def sample_consensus(
+    sample_id: str,
+    rows: pd.DataFrame,
+    maps: Mapping[str, NDArray[np.generic]],
+    shape: tuple[int, int, int],
+    thresholds: Thresholds = Thresholds(),
+    decisions: Mapping[int, tuple[str | None, NDArray[np.bool_]]] | None = None,
+) -> SampleConsensus:
+    """Consensus of one sample from its annotation rows (one per annotator per slice) and each
+    annotator's 3D map; ``decisions`` (slice -> adjudicated class and 2D mask) win."""
+    rows = rows[~rows["was_cancelled"].astype(bool)] if "was_cancelled" in rows else rows
+    slices = sorted({int(k) for k in rows["slice_k"]})
+    classes: dict[int, str | None] = {}
+    supports = []
+    for k in slices:
+        votes = [
+            str(c) if c is not None else NO_CHOICE for c in rows[rows["slice_k"] == k]["choice"]
+        ]
+        vote = majority_class(votes, thresholds.min_support)
+        classes[k] = str(vote.label) if vote.label not in (None, NO_CHOICE) else None
+        supports.append(vote.support)
+    annotators = sorted(set(rows["annotator"].astype(str)))
+    complete = [
+        a
+        for a in annotators
+        if a in maps and set(rows[rows["annotator"] == a]["slice_k"].astype(int)) == set(slices)
+    ]
+    use = complete or [a for a in annotators if a in maps]
+    stack = [np.asarray(maps[a]) for a in use]
+    mask = combine_masks(stack, slices, thresholds.method) if stack else np.zeros(shape, np.uint8)
+    drawn = any(np.any(m) for m in stack)
+    mean_dice = (
+        mean_pairwise_dice([m[:, :, slices] for m in stack]) if drawn and len(stack) > 1 else None
+    )
+    disagree = any(c is None for c in classes.values()) or (
+        mean_dice is not None and mean_dice < thresholds.min_dice
+    )
+    adjudicated = []
+    for k, (choice, m2d) in sorted((decisions or {}).items()):
+        if k not in classes:
+            continue
+        classes[k] = choice
+        mask[:, :, k] = np.asarray(m2d).T != 0
+        adjudicated.append(k)
+    pending = disagree and set(adjudicated) != set(slices)
+    return SampleConsensus(
+        sample_id=sample_id,
+        label=sample_label(classes, mask),
+        slice_classes=classes,
+        mask=mask,
+        annotators=annotators,
+        mean_dice=mean_dice,
+        class_support=float(np.mean(supports)) if supports else 0.0,
+        needs_adjudication=pending,
+        adjudicated_slices=adjudicated,
+        kappa=round_kappa(rows),
+    )
+
+
+def round_kappa(rows: pd.DataFrame) -> float | None:
+    """Class agreement of a round: Fleiss' kappa over tasks rated by the usual number of
+    annotators (Cohen's when that number is two); None with fewer than two raters."""
+    rows = rows[~rows["was_cancelled"].astype(bool)] if "was_cancelled" in rows else rows
+    if rows.empty:
+        return None
+    per_task = {
+        key: [str(c) if c is not None else NO_CHOICE for c in g.sort_values("annotator")["choice"]]
+        for key, g in rows.groupby("task_key")
+    }
+    sizes = pd.Series([len(v) for v in per_task.values()])
+    k = int(sizes.mode().max())
+    items = [v for v in per_task.values() if len(v) == k]
+    if k < 2 or not items:
+        return None
+    if k == 2:
+        return cohen_kappa([v[0] for v in items], [v[1] for v in items])
+    return fleiss_kappa_from_ratings(items)
+
+
+# --------------------------------------------------------------------------- adjudication
+
+
+def adjudication_tasks(
+    slices: pd.DataFrame,
+    rows: pd.DataFrame,
+    maps: Mapping[tuple[str, str], NDArray[np.generic]],
+    samples: Sequence[str],
+) -> list[dict[str, Any]]:
+    """Tasks for the reviewer: the same slice images, each annotator's labels as a prediction."""
+    out = []
+    wanted = set(samples)
+    for s in slices.sort_values("task_key").to_dict("records"):
+        sid, k = str(s["sample_id"]), int(s["slice_k"])
+        if sid not in wanted:
+            continue
+        preds = []
+        mine = rows[(rows["sample_id"] == sid) & (rows["slice_k"] == k)].sort_values("annotator")
+        for r in mine.to_dict("records"):
+            label = maps.get((sid, str(r["annotator"])))
+            m = volume_mask_slice(label, k) if label is not None else None
+            choice = r["choice"] if r["choice"] is not None else None
+            preds.append(prediction(str(r["annotator"]), 1.0, choice=choice, mask=m))
+        out.append(
+            build_task(sid, k, str(s["image_relpath"]), preds, extra={"round": str(s["round"])})
+        )
+    return out
+
+
+def adjudication_decisions(
+    decoded_rows: Sequence[Mapping[str, Any]],
+    masks: Mapping[tuple[str, str], Mapping[int, NDArray[np.bool_]]],
+) -> dict[str, dict[int, tuple[str | None, NDArray[np.bool_]]]]:
+    """Per sample, per slice: the reviewer's class and 2D mask (the latest reviewer's, by
+    updated time, when several reviewed one slice)."""
+    best: dict[tuple[str, int], Mapping[str, Any]] = {}
+    for r in decoded_rows:
+        if r.get("was_cancelled"):
+            continue
+        key = (str(r["sample_id"]), int(r["slice_k"]))
+        prev = best.get(key)
+        if prev is None or str(r["updated_at"]) > str(prev["updated_at"]):
+            best[key] = r
+    out: dict[str, dict[int, tuple[str | None, NDArray[np.bool_]]]] = {}
+    for (sid, k), r in sorted(best.items()):
+        mask = masks[(sid, str(r["annotator"]))][k]
+        out.setdefault(sid, {})[k] = (r["choice"], mask)
+    return out
+
+
+# --------------------------------------------------------------------------- a round from disk
+
+
+@dataclass
+class RoundConsensus:
+    round_key: str
+    samples: list[SampleConsensus]
+    kappa: float | None
+    rows: pd.DataFrame
+    slices: pd.DataFrame
+    maps: dict[tuple[str, str], NDArray[np.uint8]]
+    references: dict[str, str]  # sample -> nifti_path (relative to the volumes root)
+
+    @property
+    def mean_dice(self) -> float | None:
+        values = [s.mean_dice for s in self.samples if s.mean_dice is not None]
+        return float(np.mean(values)) if values else None
+
+
+def load_round(annotation_root: Any, round_key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(annotation rows, slices) of a round as the annotations asset wrote them."""
+    root = Path(annotation_root) / round_key
+    return pd.read_parquet(root / "annotations.parquet"), pd.read_parquet(root / "slices.parquet")
+
+
+def consensus_for_round(
+    annotation_root: Any,
+    round_key: str,
+    thresholds: Thresholds = Thresholds(),
+    decisions: Mapping[str, Mapping[int, tuple[str | None, NDArray[np.bool_]]]] | None = None,
+) -> RoundConsensus:
+    """Consensus of every sample of a round, from annotations.parquet and the annotator maps."""
+    import nibabel as nib
+
+    root = Path(annotation_root)
+    rows, slices = load_round(root, round_key)
+    maps: dict[tuple[str, str], NDArray[np.uint8]] = {}
+    with_mask = rows.dropna(subset=["mask_path"]).drop_duplicates(["sample_id", "annotator"])
+    for r in with_mask.to_dict("records"):
+        img: Any = nib.load(str(root / str(r["mask_path"])))
+        maps[(str(r["sample_id"]), str(r["annotator"]))] = np.asarray(img.dataobj, dtype=np.uint8)
+    shapes = {
+        str(r["sample_id"]): tuple(int(x) for x in r["shape"])
+        for r in slices.drop_duplicates("sample_id").to_dict("records")
+    }
+    refs = {
+        str(r["sample_id"]): str(r["nifti_path"])
+        for r in slices.drop_duplicates("sample_id").to_dict("records")
+    }
+    results = []
+    for sid in sorted(shapes):
+        mine = rows[rows["sample_id"] == sid]
+        if mine.empty:
+            continue
+        per = {str(a): m for (s, a), m in maps.items() if s == sid}
+        results.append(
+            sample_consensus(
+                sid,
+                mine,
+                per,
+                shapes[sid],  # type: ignore[arg-type]
+                thresholds,
+                (decisions or {}).get(sid),
+            )
+        )
+    return RoundConsensus(round_key, results, round_kappa(rows), rows, slices, maps, refs)
+
+
+# --------------------------------------------------------------------------- all rounds -> labels/
+
+LABEL_COLUMNS = [
+    "sample_id", "label", "mask_path", "source_round", "agreement", "mean_dice", "kappa",
+    "class_support", "n_annotators", "annotated_slices", "adjudicated", "pending_adjudication",
+]  # fmt: skip
+
+
+def round_keys(annotation_root: Path) -> list[str]:
+    keys = [
+        p.parent.name
+        for p in annotation_root.glob("round-*/annotations.parquet")
+        if ROUND_RE.match(p.parent.name)
+    ]
+    return sorted(keys, key=round_number)
+
+
+def decisions_of(api: Any, z: Zones, round_key: str, salt: bytes) -> dict[str, Any]:
+    """The reviewer's labels of a round's adjudication project (empty when there is none)."""
+
+    path = z.annotation / round_key / "adjudication.json"
+    if api is None or not path.exists():
+        return {}
+    info = json.loads(path.read_text())
+    slices = pd.read_parquet(z.annotation / round_key / "slices.parquet")
+    exported = snapshot_export(api.client(), int(info["project_id"]))
+    decoded = decode_export(exported, round_key, pseudonyms(api, salt), slice_sizes(slices))
+    return adjudication_decisions(decoded.rows, decoded.masks)
+
+
+def send_to_adjudication(api: Any, z: Zones, rc: RoundConsensus, samples: list[str]) -> int:
+    path = z.annotation / rc.round_key / "adjudication.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    pid, _ = ensure_project(
+        api,
+        project_title(rc.round_key, "adjudication"),
+        1,
+        z.annotation / rc.round_key,
+        known_id=known.get("project_id"),
+    )
+    tasks = adjudication_tasks(rc.slices, rc.rows, rc.maps, samples)
+    imported, _ = sync_tasks(api, pid, tasks)
+    doc = {"project_id": pid, "samples": sorted(set(samples) | set(known.get("samples", [])))}
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return imported
+
+
+def build_consensus(z: Zones, thresholds: Thresholds, api: Any, salt: bytes) -> dict[str, Any]:
+    """Consensus of all rounds into ``labels/labels.parquet`` and ``labels/masks/`` (a later
+    round wins for a sample seen twice). With ``api``, samples that disagree are sent to their
+    round's adjudication project and the reviewer's labels are read back; without it (no Label
+    Studio), consensus is computed from the exported files alone."""
+    per_round: dict[str, dict[str, Any]] = {}
+    final: dict[str, dict[str, Any]] = {}
+    masks_dir = z.labels / "masks"
+    adjudicated = 0
+    for rk in round_keys(z.annotation):
+        decisions = decisions_of(api, z, rk, salt)
+        rc = consensus_for_round(z.annotation, rk, thresholds, decisions)
+        pending = [s.sample_id for s in rc.samples if s.needs_adjudication]
+        sent = send_to_adjudication(api, z, rc, pending) if api is not None and pending else 0
+        per_round[rk] = {
+            "samples": len(rc.samples),
+            "kappa": None if rc.kappa is None else round(float(rc.kappa), 4),
+            "mean_dice": None if rc.mean_dice is None else round(rc.mean_dice, 4),
+            "pending_adjudication": len(pending),
+            "sent_to_adjudication": sent,
+        }
+        for s in rc.samples:
+            rel = None
+            if s.mask.any():
+                rel = f"masks/{s.sample_id}.nii.gz"
+                write_label_nifti(s.mask, z.volumes / rc.references[s.sample_id], z.labels / rel)
+            adjudicated += bool(s.adjudicated_slices)
+            final[s.sample_id] = {
+                "sample_id": s.sample_id,
+                "label": s.label,
+                "mask_path": rel,
+                "source_round": rk,
+                "agreement": round(s.agreement, 6),
+                "mean_dice": None if s.mean_dice is None else round(s.mean_dice, 6),
+                "kappa": None if s.kappa is None else round(float(s.kappa), 6),
+                "class_support": round(s.class_support, 6),
+                "n_annotators": len(s.annotators),
+                "annotated_slices": sorted(s.slice_classes),
+                "adjudicated": bool(s.adjudicated_slices),
+                "pending_adjudication": s.needs_adjudication,
+            }
+    for stale in sorted(masks_dir.glob("*.nii.gz")) if masks_dir.exists() else []:
+        if (
+            stale.name[: -len(".nii.gz")] not in final
+            or final[stale.name[:-7]]["mask_path"] is None
+        ):
+            stale.unlink()
+    table = pd.DataFrame([final[k] for k in sorted(final)], columns=LABEL_COLUMNS)
+    z.labels.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(z.labels / "labels.parquet", index=False)
+    kappas = [v["kappa"] for v in per_round.values() if v["kappa"] is not None]
+    dices = [v["mean_dice"] for v in per_round.values() if v["mean_dice"] is not None]
+    return {
+        "samples": len(table),
+        "rounds": per_round,
+        "labels": {str(k): int(v) for k, v in table["label"].value_counts().sort_index().items()},
+        "kappa": float(np.mean(kappas)) if kappas else float("nan"),
+        "mean_dice": float(np.mean(dices)) if dices else float("nan"),
+        "pending_adjudication": int(table["pending_adjudication"].sum()) if len(table) else 0,
+        "adjudicated": adjudicated,
+    }

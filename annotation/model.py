@@ -1,0 +1,582 @@
+"""The pre-annotation model: a small MONAI 2D UNet on axial slices, trained on consensus labels.
+
+Small on purpose: it must train on a CPU in minutes on the demo and in seconds in the tests, and
+its job is to propose masks a person corrects and to say where it is unsure (which drives active
+learning), not to be a finished segmenter. Slices are taken along the volume's third (RAS S-I)
+axis and halved in-plane (1.5 mm -> 3 mm, the resolution the lesions are labelled at), which
+quarters the cost of training and prediction. CT is shown through a soft-tissue window so the
+30 HU contrast of a liver lesion is visible; other modalities are robustly standardized.
+
+Training is deterministic (seeded, single-threaded, deterministic algorithms), so the same labels
+and config give the same weights. torch and MONAI are imported inside functions: importing this
+module costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage as ndi
+
+MODEL_FILE = "model.pt"
+ARCH = "unet2d"
+# CT volumes are scaled to 0..1 from the HU window -1000..1000: HU = 2000 * v - 1000
+CT_WINDOW_HU = (-160.0, 240.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that changes the weights. Its hash is part of the model version."""
+
+    channels: tuple[int, ...] = (8, 16, 32)
+    strides: tuple[int, ...] = (2, 2)
+    num_res_units: int = 1
+    dropout: float = 0.1
+    zoom: int = 2  # in-plane downsampling factor before the network
+    patch: int = 48  # training patch side, in downsampled pixels
+    batch_size: int = 16
+    epochs: int = 30  # 1200 steps: about 30 s on one core; 10 epochs underfit real lesions
+    steps_per_epoch: int = 40
+    lr: float = 1e-2
+    pos_fraction: float = 0.5  # share of patches centred on a labelled lesion
+    neg_slices_per_volume: int = 6
+    flip: bool = True  # left-right flips of training patches
+    norm: str = "batch"  # instance norm sees 48-px patches in training, whole slices after
+    threshold: float = 0.5
+    min_component_voxels: int = 8
+    seed: int = 0
+
+    def config_hash(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(f"{ARCH}:{text}".encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        for k in ("channels", "strides"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclass
+class TrainExample:
+    """One labelled volume: intensities (x, y, z) or (x, y), its modality and its mask
+    (None for a volume labelled normal: all its slices are negatives)."""
+
+    volume: NDArray[np.floating]
+    modality: str
+    mask: NDArray[np.integer] | None = None
+
+
+@dataclass
+class TrainResult:
+    model: Any  # the torch module
+    config: ModelConfig
+    losses: list[float] = field(default_factory=list)  # mean loss per epoch
+    train_size: int = 0  # labelled volumes
+    slices: int = 0
+    version: str = ""
+
+
+def model_version(config: ModelConfig, train_ids: Sequence[str]) -> str:
+    """``unet2d-<config hash>-<training set hash>``: same config and labels, same version."""
+    h = hashlib.sha256("\n".join(sorted(train_ids)).encode()).hexdigest()[:8]
+    return f"{ARCH}-{config.config_hash()[:8]}-{h}"
+
+
+def as_3d(volume: NDArray[Any]) -> NDArray[Any]:
+    v = np.asarray(volume)
+    return v[:, :, None] if v.ndim == 2 else v
+
+
+def input_window(volume: NDArray[np.floating], modality: str) -> NDArray[np.float32]:
+    """What the network sees: CT through a soft-tissue window mapped to 0..1; anything else
+    standardized by its median and inter-percentile range and clipped."""
+    v = np.asarray(volume, dtype=np.float32)
+    if modality.upper() == "CT":
+        lo, hi = ((np.array(CT_WINDOW_HU) + 1000.0) / 2000.0).tolist()
+        return np.clip((v - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    p1, p50, p99 = np.percentile(v, [1, 50, 99])
+    scale = float(p99 - p1) or 1.0
+    return np.clip((v - p50) / scale, -2.0, 2.0).astype(np.float32)
+
+
+def _downsample(sl: NDArray[np.float32], zoom: int, reduce: str = "mean") -> NDArray[np.float32]:
+    """Block-reduce the first two axes by ``zoom`` (edges padded by replication)."""
+    if zoom == 1:
+        return sl
+    x, y = sl.shape[:2]
+    px, py = (-x) % zoom, (-y) % zoom
+    if px or py:
+        pad = [(0, px), (0, py)] + [(0, 0)] * (sl.ndim - 2)
+        sl = np.pad(sl, pad, mode="edge")
+    x, y = sl.shape[:2]
+    b = sl.reshape(x // zoom, zoom, y // zoom, zoom, *sl.shape[2:])
+    out = b.max(axis=(1, 3)) if reduce == "max" else b.mean(axis=(1, 3))
+    return np.asarray(out, dtype=np.float32)
+
+
+def build_network(config: ModelConfig) -> Any:
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=config.channels,
+        strides=config.strides,
+        num_res_units=config.num_res_units,
+        dropout=config.dropout,
+        norm=config.norm,
+    )
+
+
+class _Deterministic:
+    """Seeded, single-threaded, deterministic torch for the duration of a block."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.threads = torch.get_num_threads()
+        self.det = torch.are_deterministic_algorithms_enabled()
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        torch.use_deterministic_algorithms(self.det)
+
+
+def _training_slices(
+    examples: Sequence[TrainExample], config: ModelConfig, rng: np.random.Generator
+) -> tuple[list[NDArray[np.float32]], list[NDArray[np.float32]]]:
+    """Downsampled (image, mask) slices: every slice with a lesion plus a few without."""
+    imgs, masks = [], []
+    for ex in examples:
+        v = as_3d(input_window(ex.volume, ex.modality))
+        m = (
+            np.zeros(v.shape, dtype=np.float32)
+            if ex.mask is None
+            else (as_3d(np.asarray(ex.mask)) > 0).astype(np.float32)
+        )
+        if m.shape != v.shape:
+            raise ValueError(f"mask shape {m.shape} differs from volume shape {v.shape}")
+        pos = np.flatnonzero(m.reshape(-1, m.shape[2]).any(axis=0))
+        neg = np.setdiff1d(np.arange(v.shape[2]), pos)
+        if neg.size:
+            neg = rng.choice(neg, size=min(config.neg_slices_per_volume, neg.size), replace=False)
+        for k in sorted({*pos.tolist(), *neg.tolist()}):
+            imgs.append(_downsample(v[:, :, k], config.zoom))
+            masks.append(_downsample(m[:, :, k], config.zoom, reduce="max"))
+    return imgs, masks
+
+
+def _patch(
+    img: NDArray[np.float32],
+    mask: NDArray[np.float32],
+    size: int,
+    rng: np.random.Generator,
+    positive: bool,
+    flip: bool = False,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    pad = [(size // 2, size // 2), (size // 2, size // 2)]
+    img_p = np.pad(img, pad, mode="edge")
+    mask_p = np.pad(mask, pad)
+    if positive and mask.any():
+        cand = np.argwhere(mask > 0)
+        cx, cy = cand[int(rng.integers(len(cand)))] + rng.integers(-size // 4, size // 4 + 1, 2)
+    else:
+        cx, cy = int(rng.integers(img.shape[0])), int(rng.integers(img.shape[1]))
+    cx = int(np.clip(cx, 0, img.shape[0] - 1))
+    cy = int(np.clip(cy, 0, img.shape[1] - 1))
+    sl = (slice(cx, cx + size), slice(cy, cy + size))
+    img_c, mask_c = img_p[sl], mask_p[sl]
+    if flip and rng.random() < 0.5:  # left-right flip: lesions sit in both kidneys and lungs
+        img_c, mask_c = img_c[::-1], mask_c[::-1]
+    return np.ascontiguousarray(img_c), np.ascontiguousarray(mask_c)
+
+
+def train(examples: Sequence[TrainExample], config: ModelConfig | None = None) -> TrainResult:
+    """Train a fresh UNet on labelled volumes (deterministic for the same inputs and config)."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    cfg = config or ModelConfig()
+    if not examples:
+        raise ValueError("no labelled volumes to train on")
+    rng = np.random.default_rng(cfg.seed)
+    imgs, masks = _training_slices(examples, cfg, rng)
+    pos_idx = [i for i, m in enumerate(masks) if m.any()]
+    result = TrainResult(model=None, config=cfg, train_size=len(examples), slices=len(imgs))
+    with _Deterministic(cfg.seed):
+        net = build_network(cfg)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        # cosine decay: the last weights are not a snapshot of a noisy high-rate walk
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=cfg.epochs * cfg.steps_per_epoch, eta_min=cfg.lr * 0.02
+        )
+        loss_fn = DiceCELoss(sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4, batch=True)
+        net.train()
+        for _ in range(cfg.epochs):
+            total = 0.0
+            for _ in range(cfg.steps_per_epoch):
+                xs, ys = [], []
+                for _ in range(cfg.batch_size):
+                    positive = bool(pos_idx) and rng.random() < cfg.pos_fraction
+                    i = int(rng.choice(pos_idx)) if positive else int(rng.integers(len(imgs)))
+                    x, y = _patch(imgs[i], masks[i], cfg.patch, rng, positive, cfg.flip)
+                    xs.append(x)
+                    ys.append(y)
+                xb = torch.from_numpy(np.stack(xs)[:, None])
+                yb = torch.from_numpy(np.stack(ys)[:, None])
+                opt.zero_grad()
+                loss = loss_fn(net(xb), yb)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach())
+            result.losses.append(round(total / cfg.steps_per_epoch, 6))
+        net.eval()
+    result.model = net
+    return result
+
+
+def predict(
+    model: Any,
+    volume: NDArray[np.floating],
+    modality: str = "CT",
+    config: ModelConfig | None = None,
+    mc_samples: int = 0,
+    batch: int = 16,
+) -> NDArray[np.float32]:
+    """Lesion probability per voxel, in the volume's own grid and shape. With ``mc_samples`` > 0
+    dropout stays on and the probabilities of that many passes are averaged (MC dropout)."""
+    import torch
+    import torch.nn.functional as F
+
+    cfg = config or ModelConfig()
+    v0 = np.asarray(volume)
+    v = as_3d(input_window(v0, modality))
+    x, y, nz = v.shape
+    div = int(np.prod(cfg.strides))
+    small = np.stack([_downsample(v[:, :, k], cfg.zoom) for k in range(nz)])  # (z, x', y')
+    sx, sy = small.shape[1:]
+    px, py = (-sx) % div, (-sy) % div
+    small = np.pad(small, [(0, 0), (0, px), (0, py)], mode="edge")
+    passes = max(1, mc_samples)
+    out = np.zeros((nz, x, y), dtype=np.float32)
+    with _Deterministic(cfg.seed), torch.no_grad():
+        model.eval()
+        if mc_samples > 0:  # dropout on, normalization still on its running statistics
+            for m in model.modules():
+                if isinstance(m, torch.nn.Dropout | torch.nn.Dropout2d):
+                    m.train()
+        for start in range(0, nz, batch):
+            xb = torch.from_numpy(np.ascontiguousarray(small[start : start + batch, None]))
+            acc = torch.zeros_like(xb)
+            for _ in range(passes):
+                acc += torch.sigmoid(model(xb))
+            prob = (acc / passes)[:, :, :sx, :sy]
+            up = F.interpolate(prob, scale_factor=cfg.zoom, mode="bilinear", align_corners=False)
+            out[start : start + batch] = up[:, 0, :x, :y].numpy()
+        model.eval()
+    prob_xyz = np.ascontiguousarray(np.transpose(out, (1, 2, 0)))
+    return prob_xyz.reshape(v0.shape) if v0.ndim == 2 else prob_xyz
+
+
+def binary_entropy(p: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Entropy in bits of a Bernoulli(p), elementwise (0 at p = 0 or 1, 1 at p = 0.5)."""
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.asarray(-(q * np.log2(q) + (1 - q) * np.log2(1 - q)), dtype=np.float32)
+
+
+def sample_scores(
+    prob: NDArray[np.floating], threshold: float = 0.5, top_k: int = 200
+) -> tuple[float, float]:
+    """(uncertainty, p_abnormal) of one sample.
+
+    Uncertainty is the mean binary entropy over the region that matters: the voxels predicted
+    positive plus the ``top_k`` most probable voxels. Averaging over the whole body would drown a
+    lesion's doubt in millions of confident background voxels; adding the top-k voxels makes a
+    volume where the model almost fires (p near 0.5, no voxel over the threshold) uncertain too.
+    p_abnormal is the mean of the ``top_k`` highest probabilities (robust to a stray voxel).
+    """
+    p = np.asarray(prob, dtype=np.float32).ravel()
+    if p.size == 0:
+        return 0.0, 0.0
+    k = min(top_k, p.size)
+    top = np.partition(p, p.size - k)[p.size - k :]
+    region = np.concatenate([top, p[p >= threshold]])
+    unc = float(binary_entropy(region).mean())
+    return round(unc, 6), round(float(top.mean()), 6)
+
+
+def to_mask(prob: NDArray[np.floating], config: ModelConfig | None = None) -> NDArray[np.uint8]:
+    """Threshold and drop components smaller than ``min_component_voxels``."""
+    cfg = config or ModelConfig()
+    m = np.asarray(prob) >= cfg.threshold
+    if not m.any():
+        return m.astype(np.uint8)
+    lab, _n = ndi.label(m)
+    sizes = np.bincount(lab.ravel())
+    keep = sizes >= cfg.min_component_voxels
+    keep[0] = False
+    return keep[lab].astype(np.uint8)
+
+
+def dice(pred: NDArray[Any], truth: NDArray[Any]) -> float:
+    """Dice of two binary masks (1.0 when both are empty)."""
+    a, b = np.asarray(pred) > 0, np.asarray(truth) > 0
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
+
+
+def save_model(path: Path, result: TrainResult, extra: dict[str, Any] | None = None) -> Path:
+    """Weights, config, config hash and version in one torch file (e.g. round-N/model/model.pt)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "arch": ARCH,
+        "config": asdict(result.config),
+        "config_hash": result.config.config_hash(),
+        "version": result.version,
+        "train_size": result.train_size,
+        "losses": result.losses,
+        "state_dict": result.model.state_dict(),
+        "extra": extra or {},
+    }
+    torch.save(payload, path)
+    return path
+
+
+def load_model(path: Path) -> tuple[Any, ModelConfig, dict[str, Any]]:
+    """(network in eval mode, its config, the saved metadata). Refuses a file whose config does
+    not hash to the recorded hash (it was edited or written by other code)."""
+    import torch
+
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    cfg = ModelConfig.from_dict(payload["config"])
+    if cfg.config_hash() != payload.get("config_hash"):
+        raise ValueError(f"{path}: the config does not match its recorded hash")
+    net = build_network(cfg)
+    net.load_state_dict(payload["state_dict"])
+    net.eval()
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return net, cfg, meta
+
+
+# --- one annotation round: proposals (round 1) or a model trained on earlier rounds' labels ---
+
+PRED_DIR = "pred"
+SCORES_FILE = "scores.parquet"
+SCORE_COLUMNS = ["sample_id", "uncertainty", "p_abnormal", "model_version"]
+TRAINABLE = ("normal", "abnormal")
+
+
+@dataclass
+class RoundOutcome:
+    """What a round's model did, PHI-free (counts, hashes, metrics): the asset's metadata."""
+
+    round_no: int
+    method: str  # "proposal" or "unet"
+    model_version: str
+    train_size: int = 0
+    train_positives: int = 0
+    val_size: int = 0
+    val_dice: float | None = None
+    predictions: int = 0
+    final_loss: float | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: v for k, v in d.items() if v is not None}
+
+
+def round_number(key: str | int) -> int:
+    """``"round-3"`` (a partition key) or ``3`` -> 3."""
+    if isinstance(key, int):
+        return key
+    text = str(key).strip().lower().removeprefix("round-")
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"not a round key: {key!r} (expected 'round-N', N >= 1)")
+    return int(text)
+
+
+def earlier_labels(labels: Any, round_no: int) -> Any:
+    """Rows of labels.parquet from rounds before ``round_no``. A row whose source_round is not
+    ``round-N`` (missing, or e.g. an import) counts as earlier: a label is a label."""
+
+    def num(r: object) -> int:
+        try:
+            return round_number(r) if isinstance(r, str | int) else 0
+        except ValueError:
+            return 0
+
+    if labels is None or labels.empty or "source_round" not in labels.columns:
+        return labels
+    return labels[labels["source_round"].map(num) < round_no]
+
+
+def _load(path: Path) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    import nibabel as nib
+
+    img: Any = nib.load(str(path))
+    return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine)
+
+
+def write_mask(path: Path, mask: NDArray[Any], affine: NDArray[np.floating]) -> None:
+    """A uint8 NIfTI with exactly the volume's affine (qform and sform)."""
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(mask, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, str(path))
+
+
+def _validation_patients(patients: Sequence[str], fraction: float = 0.2) -> set[str]:
+    """A fixed share of patients, chosen by a hash of the pseudonym (no RNG state to keep)."""
+    uniq = sorted(set(patients))
+    ranked = sorted(uniq, key=lambda p: hashlib.sha256(f"val:{p}".encode()).hexdigest())
+    return set(ranked[: max(1, round(len(uniq) * fraction))])
+
+
+def build_round(
+    volumes_dir: Path,
+    labels_dir: Path,
+    out_dir: Path,
+    round_no: int,
+    config: ModelConfig | None = None,
+    min_val_positives: int = 3,
+    log: Any = None,
+) -> RoundOutcome:
+    """Write ``out_dir/pred/<sample_id>.nii.gz`` for every sample without an earlier label and
+    ``out_dir/scores.parquet``; with labels from earlier rounds also ``out_dir/model.pt``.
+
+    ``out_dir`` is ``annotation/round-N/model``. Round 1 (or no usable labels yet) uses the
+    intensity proposal of :mod:`annotation.proposal`. Otherwise a UNet is trained on the earlier
+    rounds' normal/abnormal labels; when enough abnormal samples exist, a fifth of the patients
+    is held out and the Dice on them reported, and the model trained without them is the one
+    used (the metric then describes the model that makes the predictions).
+    """
+    import shutil
+
+    import pandas as pd
+
+    from annotation.proposal import PROPOSAL_VERSION, ProposalConfig, propose, spacing_from_affine
+
+    cfg = config or ModelConfig()
+    say = log or (lambda msg: None)
+    volumes = pd.read_parquet(Path(volumes_dir) / "volumes.parquet")
+    if "status" in volumes.columns:
+        volumes = volumes[volumes["status"].fillna("ok") == "ok"]
+    volumes = volumes.drop_duplicates("sample_id").sort_values("sample_id", kind="stable")
+    labels_file = Path(labels_dir) / "labels.parquet"
+    labels = pd.read_parquet(labels_file) if labels_file.exists() else pd.DataFrame()
+    labels = earlier_labels(labels, round_no)
+    labelled = set(labels["sample_id"]) if not labels.empty else set()
+    usable = (
+        labels[labels["label"].isin(TRAINABLE) & labels["sample_id"].isin(set(volumes.sample_id))]
+        if not labels.empty
+        else labels
+    )
+    out_dir = Path(out_dir)
+    pred_dir = out_dir / PRED_DIR
+    if pred_dir.exists():
+        shutil.rmtree(pred_dir)  # a re-run replaces the round's predictions, never mixes them
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    todo = volumes[~volumes["sample_id"].isin(labelled)]
+
+    if round_no == 1 or usable.empty:
+        pcfg = ProposalConfig()
+        phash = hashlib.sha256(json.dumps(pcfg.as_dict(), sort_keys=True).encode()).hexdigest()
+        version = f"{PROPOSAL_VERSION}-{phash[:8]}"
+        outcome = RoundOutcome(round_no, "proposal", version)
+        (out_dir / "proposal.json").write_text(
+            json.dumps({"version": version, "config": pcfg.as_dict()}, indent=1, sort_keys=True)
+            + "\n"
+        )
+        model_file = out_dir / MODEL_FILE
+        if model_file.exists():
+            model_file.unlink()
+        for r in todo.itertuples():
+            vol, aff = _load(Path(volumes_dir) / str(r.nifti_path))
+            prop = propose(vol, spacing_from_affine(aff), pcfg, modality=str(r.modality))
+            write_mask(pred_dir / f"{r.sample_id}.nii.gz", prop.mask.reshape(vol.shape), aff)
+            # the proposal has no calibrated doubt: its score sits nearest 0.5 when it is unsure
+            unc = float(binary_entropy(np.array([prop.score]))[0])
+            rows.append(dict(sample_id=r.sample_id, uncertainty=round(unc, 6),
+                             p_abnormal=prop.score, model_version=version))  # fmt: skip
+        say(f"round {round_no}: proposals for {len(rows)} samples")
+    else:
+        by_id = volumes.set_index("sample_id")
+        examples: list[tuple[str, str, TrainExample]] = []
+        for lr in usable.sort_values("sample_id", kind="stable").itertuples():
+            v = by_id.loc[lr.sample_id]
+            vol, _ = _load(Path(volumes_dir) / str(v["nifti_path"]))
+            mask: NDArray[np.uint8] | None = None
+            if lr.label == "abnormal":
+                mp = getattr(lr, "mask_path", None)
+                if not isinstance(mp, str) or not mp:
+                    continue  # abnormal without a mask teaches the segmenter nothing
+                raw, _ = _load(Path(labels_dir) / mp)
+                mask = (raw.reshape(vol.shape) > 0).astype(np.uint8)
+            examples.append(
+                (str(v["patient"]), str(lr.sample_id), TrainExample(vol, str(v["modality"]), mask))
+            )
+        positives = [e for e in examples if e[2].mask is not None]
+        val: list[tuple[str, str, TrainExample]] = []
+        if len({p for p, _, _ in positives}) > min_val_positives:
+            held = _validation_patients([p for p, _, _ in positives])
+            val = [e for e in examples if e[0] in held]
+        train_set = [e for e in examples if e not in val] if val else examples
+        result = train([e[2] for e in train_set], cfg)
+        result.version = model_version(cfg, [sid for _, sid, _ in train_set])
+        outcome = RoundOutcome(
+            round_no, "unet", result.version, train_size=len(train_set),
+            train_positives=sum(e[2].mask is not None for e in train_set),
+            final_loss=result.losses[-1] if result.losses else None,
+        )  # fmt: skip
+        if val:
+            inter = total = 0
+            for _, _, ex in val:
+                pm = to_mask(predict(result.model, ex.volume, ex.modality, cfg), cfg) > 0
+                tm = np.zeros(pm.shape, bool) if ex.mask is None else ex.mask > 0
+                inter += int((pm & tm).sum())
+                total += int(pm.sum() + tm.sum())
+            outcome.val_size = len(val)
+            outcome.val_dice = round(2 * inter / total, 4) if total else 1.0
+        save_model(out_dir / MODEL_FILE, result, extra={"round": round_no})
+        for r in todo.itertuples():
+            vol, aff = _load(Path(volumes_dir) / str(r.nifti_path))
+            prob = predict(result.model, vol, str(r.modality), cfg)
+            write_mask(pred_dir / f"{r.sample_id}.nii.gz", to_mask(prob, cfg), aff)
+            unc, pab = sample_scores(prob, cfg.threshold)
+            rows.append(dict(sample_id=r.sample_id, uncertainty=unc, p_abnormal=pab,
+                             model_version=result.version))  # fmt: skip
+        say(
+            f"round {round_no}: trained on {len(train_set)} labelled samples, predicted {len(rows)}"
+        )
+    scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    scores.to_parquet(out_dir / SCORES_FILE, index=False)
+    outcome.predictions = len(rows)
+    return outcome

@@ -1,0 +1,423 @@
+"""Simulated annotators: real Label Studio users who label from the generator's ground truth.
+
+They exist so that ``make demo`` and the tests exercise the whole annotation loop (sign-up through
+the invite link, per-user tokens, submissions through the API, overlap, export, agreement,
+consensus) without people. Their labels are the truth with realistic, seeded noise:
+
+- boundary jitter: a lesion's outline on a slice is dilated or eroded by a pixel now and then;
+- missed small lesions: a lesion below ``small_voxels`` is skipped with some probability;
+- wrong class: the slice's class is flipped now and then (a flipped slice keeps no mask).
+
+Truth masks live in the original series geometry; the normalized volume was resampled to RAS, so
+the truth is carried over by nearest neighbour through the two affines. The truth is keyed by the
+ORIGINAL series UID, which the de-identified volumes table no longer holds: the salt's
+:class:`~medcurate.deid.uids.UIDMapper` maps originals to the new UIDs the same way deid did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from annotation.render import volume_mask_slice
+from annotation.rounds import Api
+from annotation.tasks import brush_result, choice_result
+
+SIM_DOMAIN = "medcurate.local"
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Probabilities of the three kinds of error a simulated annotator makes."""
+
+    jitter: float  # per lesion and slice: chance of a one-pixel dilation or erosion
+    miss_small: float  # per small lesion: chance it is not drawn at all
+    small_voxels: int  # "small": fewer voxels than this
+    wrong_class: float  # per slice: chance of picking the wrong class
+
+
+NOISE_LEVELS: dict[str, Noise] = {
+    "none": Noise(0.0, 0.0, 0, 0.0),
+    "low": Noise(0.3, 0.1, 30, 0.02),
+    "moderate": Noise(0.6, 0.3, 60, 0.05),
+    "high": Noise(0.9, 0.6, 120, 0.15),
+}
+
+
+def noise_level(name: str) -> Noise:
+    try:
+        return NOISE_LEVELS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown noise level {name!r}; expected one of {sorted(NOISE_LEVELS)}"
+        ) from None
+
+
+def rng_for(seed: int, *parts: str) -> np.random.Generator:
+    """A generator seeded from the seed and names (annotator, sample): stable across runs."""
+    digest = hashlib.sha256("\x00".join((str(seed), *parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def resample_nearest(
+    src: NDArray[np.generic],
+    src_affine: NDArray[np.floating[Any]],
+    shape: Sequence[int],
+    affine: NDArray[np.floating[Any]],
+) -> NDArray[np.generic]:
+    """``src`` (voxel -> world by ``src_affine``) sampled at every voxel of a grid of ``shape``
+    with ``affine``, nearest neighbour; outside ``src`` is 0."""
+    src3 = np.asarray(src)
+    while src3.ndim < 3:
+        src3 = src3[..., None]
+    shape3 = tuple(int(s) for s in shape) + (1,) * (3 - len(shape))
+    to_src = np.linalg.inv(np.asarray(src_affine, dtype=np.float64)) @ np.asarray(
+        affine, dtype=np.float64
+    )
+    idx = np.indices(shape3, dtype=np.float64).reshape(3, -1)
+    pts = to_src[:3, :3] @ idx + to_src[:3, 3:4]
+    near = np.rint(pts).astype(np.int64)
+    inside = np.all((near >= 0) & (near < np.asarray(src3.shape[:3])[:, None]), axis=0)
+    out = np.zeros(idx.shape[1], dtype=src3.dtype)
+    n = near[:, inside]
+    out[inside] = src3[n[0], n[1], n[2]]
+    return out.reshape(shape3)
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def noisy_mask(
+    truth: NDArray[np.generic], noise: Noise, rng: np.random.Generator
+) -> NDArray[np.bool_]:
+    """One annotator's version of a (3D) lesion mask: a small lesion may be missed as a whole;
+    the outline is jittered slice by slice (people draw slice by slice), each drawn slice of a
+    lesion dilated or eroded in-plane by one pixel with probability ``jitter``."""
+    from scipy import ndimage
+
+    fg = np.asarray(truth) != 0
+    labels, n = ndimage.label(fg)
+    out = np.zeros(fg.shape, dtype=bool)
+    for lesion in range(1, n + 1):
+        comp = labels == lesion
+        # the same random draws whatever happens, so one lesion's fate never shifts another's
+        u_miss = rng.random()
+        ks = np.flatnonzero(comp.any(axis=(0, 1)))
+        u = rng.random((len(ks), 2))
+        if int(comp.sum()) < noise.small_voxels and u_miss < noise.miss_small:
+            continue
+        for (u_jit, u_dir), k in zip(u, ks, strict=True):
+            plane = comp[:, :, k]
+            if u_jit < noise.jitter:
+                if u_dir < 0.5:
+                    plane = ndimage.binary_dilation(plane)
+                else:
+                    eroded = ndimage.binary_erosion(plane)
+                    plane = eroded if eroded.any() else plane
+            out[:, :, k] |= plane
+    return out
+
+
+def slice_choice(has_lesion: bool, noise: Noise, rng: np.random.Generator) -> str:
+    """The class an annotator picks for a slice; a wrong pick is the other of normal/abnormal."""
+    truth = "abnormal" if has_lesion else "normal"
+    if rng.random() < noise.wrong_class:
+        return "normal" if truth == "abnormal" else "abnormal"
+    return truth
+
+
+def slice_result(
+    mask3d: NDArray[np.generic], k: int, noise: Noise, rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """The result list one annotator submits for slice ``k`` (PNG orientation)."""
+    mask = volume_mask_slice(mask3d, k)
+    choice = slice_choice(bool(mask.any()), noise, rng)
+    result = [choice_result(choice)]
+    if choice == "abnormal" and mask.any():
+        result.append(brush_result(mask))
+    return result
+
+
+# --------------------------------------------------------------------------- truth lookup
+
+
+@dataclass(frozen=True)
+class TruthVolume:
+    label: str  # 'normal' | 'abnormal' as the generator knows it
+    mask: NDArray[np.uint8]  # in the normalized volume's grid
+
+
+def truth_index(truth: Path, salt: bytes) -> dict[str, Mapping[str, Any]]:
+    """Truth rows keyed by the de-identified series UID (what volumes.parquet holds)."""
+    import pandas as pd
+
+    from medcurate.deid.pseudonyms import Keyer
+    from medcurate.deid.uids import UIDMapper
+
+    mapper = UIDMapper(Keyer(salt))
+    rows: list[dict[str, Any]] = pd.read_parquet(Path(truth) / "labels.parquet").to_dict("records")  # type: ignore[assignment]
+    return {mapper(str(r["series_uid"])): r for r in rows}
+
+
+def truth_for_volume(
+    row: Mapping[str, Any], index: Mapping[str, Mapping[str, Any]], truth: Path, volume: Path
+) -> TruthVolume | None:
+    """The generator's truth for one normalized volume, carried into its grid (None if unknown)."""
+    import nibabel as nib
+
+    t = index.get(str(row["series_uid"]))
+    if t is None:
+        return None
+    vol: Any = nib.load(str(volume))
+    shape = vol.shape[:3]
+    mask_path = Path(truth) / str(t["mask_file"])
+    if not mask_path.exists():
+        return TruthVolume(str(t["label"]), np.zeros(shape, dtype=np.uint8))
+    m: Any = nib.load(str(mask_path))
+    data = np.asarray(m.dataobj)
+    mask = resample_nearest(data, m.affine, shape, vol.affine)
+    return TruthVolume(str(t["label"]), (mask != 0).astype(np.uint8).reshape(shape))
+
+
+# --------------------------------------------------------------------------- users
+
+
+@dataclass(frozen=True)
+class SimUser:
+    email: str
+    token: str
+
+    def __repr__(self) -> str:
+        return f"SimUser(email={self.email!r}, token=***)"
+
+
+def sim_email(i: int) -> str:
+    return f"sim-annotator-{i}@{SIM_DOMAIN}"
+
+
+def _passwords(path: Path) -> dict[str, str]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_passwords(path: Path, data: Mapping[str, str]) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(dict(data), indent=1, sort_keys=True) + "\n")
+
+
+def _csrf(session: Any, url: str) -> str:
+    resp = session.get(url, timeout=30)
+    token = session.cookies.get("csrftoken")
+    if not token:
+        found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', resp.text)
+        token = found.group(1) if found else ""
+    if not token:
+        raise RuntimeError(f"no CSRF token on {urllib.parse.urlsplit(url).path}")
+    return str(token)
+
+
+def signup_user(base_url: str, admin_key: str, email: str, password: str) -> str:
+    """Sign a user up through the organization's invite link (or log in if they exist); returns
+    that user's API token."""
+    import requests
+
+    base = base_url.rstrip("/")
+    invite = requests.get(
+        f"{base}/api/invite", headers={"Authorization": f"Token {admin_key}"}, timeout=30
+    )
+    invite.raise_for_status()
+    org_token = invite.json()["token"]
+    with requests.Session() as s:
+        signup = f"{base}/user/signup/?token={urllib.parse.quote(org_token)}"
+        csrf = _csrf(s, signup)
+        form = {"email": email, "password": password, "csrfmiddlewaretoken": csrf}
+        s.post(signup, data=form, headers={"Referer": signup}, timeout=30)
+        if s.get(f"{base}/api/current-user/whoami", timeout=30).status_code != 200:
+            login = f"{base}/user/login/"
+            csrf = _csrf(s, login)
+            form = {"email": email, "password": password, "csrfmiddlewaretoken": csrf}
+            s.post(login, data=form, headers={"Referer": login}, timeout=30)
+        who = s.get(f"{base}/api/current-user/whoami", timeout=30)
+        if who.status_code != 200 or who.json().get("email") != email:
+            raise RuntimeError(f"could not sign up or log in simulated annotator {email}")
+        tok = s.get(f"{base}/api/current-user/token", timeout=30)
+        tok.raise_for_status()
+        return str(tok.json()["token"])
+
+
+def sim_users(base_url: str, admin_key: str, n: int, secrets_file: Path) -> list[SimUser]:
+    """``n`` simulated annotators (created on first use; passwords kept in ``secrets_file``)."""
+    stored = _passwords(secrets_file)
+    changed = False
+    users = []
+    for i in range(1, n + 1):
+        email = sim_email(i)
+        if email not in stored:
+            stored[email] = secrets.token_urlsafe(18)
+            changed = True
+        if changed:
+            _save_passwords(secrets_file, stored)
+            changed = False
+        users.append(SimUser(email, signup_user(base_url, admin_key, email, stored[email])))
+    return users
+
+
+# --------------------------------------------------------------------------- submitting
+
+
+@dataclass(frozen=True)
+class SimSummary:
+    annotators: int
+    submitted: int
+    skipped_existing: int
+    tasks: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.annotators} simulated annotators: {self.submitted} annotations submitted, "
+            f"{self.skipped_existing} already there, {self.tasks} tasks"
+        )
+
+
+def annotate_as(
+    base_url: str,
+    user: SimUser,
+    index: int,
+    project: int,
+    truths: Mapping[str, TruthVolume],
+    noise: Noise,
+    seed: int,
+) -> tuple[int, int, int]:
+    """Submit one annotator's labels for every task of a project they have not labelled yet.
+
+    Returns (submitted, skipped, tasks). The noisy mask is drawn once per sample (3D), so an
+    annotator's slices of one lesion are consistent, as a person's would be.
+    """
+    import requests
+
+    base = base_url.rstrip("/")
+    headers = {"Authorization": f"Token {user.token}"}
+    me = requests.get(f"{base}/api/current-user/whoami", headers=headers, timeout=30).json()["id"]
+    tasks = Api(base, user.token).tasks(project)
+    masks: dict[str, NDArray[np.bool_]] = {}
+    submitted = skipped = 0
+    for task in sorted(tasks, key=lambda t: str(t["data"]["task_key"])):
+        sid, k = str(task["data"]["sample_id"]), int(task["data"]["slice_k"])
+        done = [a for a in task.get("annotations") or [] if _user_id(a.get("completed_by")) == me]
+        if done:
+            skipped += 1
+            continue
+        truth = truths.get(sid)
+        if truth is None:
+            continue
+        if sid not in masks:
+            masks[sid] = noisy_mask(truth.mask, noise, rng_for(seed, str(index), sid, "mask"))
+        rng = rng_for(seed, str(index), str(task["data"]["task_key"]))
+        result = slice_result(masks[sid], k, noise, rng)
+        lead_time = float(np.round(rng.gamma(4.0, 5.0), 3))
+        resp = requests.post(
+            f"{base}/api/tasks/{task['id']}/annotations/",
+            json={"result": result, "lead_time": lead_time, "was_cancelled": False},
+            headers=headers,
+            timeout=60,
+        )
+        resp.raise_for_status()
+        submitted += 1
+    return submitted, skipped, len(tasks)
+
+
+def _user_id(completed_by: Any) -> int | None:
+    if isinstance(completed_by, dict):
+        return int(completed_by["id"])
+    return int(completed_by) if completed_by is not None else None
+
+
+def simulate_round(
+    base_url: str,
+    admin_key: str,
+    project: int,
+    truths: Mapping[str, TruthVolume],
+    annotators: int,
+    noise: str | Noise,
+    secrets_file: Path,
+    seed: int = 0,
+) -> SimSummary:
+    """K simulated annotators sign up and label every task of ``project``, in parallel."""
+    level = noise_level(noise) if isinstance(noise, str) else noise
+    users = sim_users(base_url, admin_key, annotators, secrets_file)
+    with ThreadPoolExecutor(max_workers=max(1, annotators)) as pool:
+        results = list(
+            pool.map(
+                lambda iu: annotate_as(base_url, iu[1], iu[0], project, truths, level, seed),
+                enumerate(users, start=1),
+            )
+        )
+    return SimSummary(
+        annotators=annotators,
+        submitted=sum(r[0] for r in results),
+        skipped_existing=sum(r[1] for r in results),
+        tasks=max((r[2] for r in results), default=0),
+    )
+
+
+def annotate_round(
+    round_number: int,
+    annotators: int = 3,
+    noise: str = "moderate",
+    truth: Path | None = None,
+    seed: int = 0,
+) -> SimSummary:
+    """``medcurate annotate-sim``: simulated annotators label round N's project of MEDCURATE_HOME.
+
+    Reads ``annotation/round-N/round.json`` (written by ``annotation_tasks``) and the volumes
+    table, finds each sample's truth through the salt, and submits as each annotator.
+    """
+    import pandas as pd
+
+    from medcurate.config import ConfigError, deid_salt, zones
+    from medcurate.services.labelstudio import ServicePaths, connection
+
+    z = zones()
+    round_key = f"round-{int(round_number)}"
+    info_path = z.annotation / round_key / "round.json"
+    if not info_path.exists():
+        raise ConfigError(f"{info_path}: no such round yet (materialize annotation_tasks first)")
+    info = json.loads(info_path.read_text())
+    if truth is None:
+        found = sorted(p for p in (z.restricted / "demo-truth").glob("*") if p.is_dir())
+        if len(found) != 1:
+            raise ConfigError("give --truth DIR (the generator's ground truth folder)")
+        truth = found[0]
+    if noise not in NOISE_LEVELS:
+        raise ConfigError(f"unknown noise level {noise!r}; expected one of {sorted(NOISE_LEVELS)}")
+    index = truth_index(truth, deid_salt())
+    volumes = pd.read_parquet(z.volumes / "volumes.parquet")
+    wanted = {str(s) for s in info["samples"]}
+    truths: dict[str, TruthVolume] = {}
+    records: list[dict[str, Any]] = volumes.to_dict("records")  # type: ignore[assignment]
+    for row in records:
+        if str(row["sample_id"]) in wanted:
+            t = truth_for_volume(row, index, truth, z.volumes / str(row["nifti_path"]))
+            if t is not None:
+                truths[str(row["sample_id"])] = t
+    url, key = connection()
+    secrets_file = ServicePaths(z.home).secrets_dir / "sim-annotators.json"
+    return simulate_round(
+        url, key, int(info["project_id"]), truths, annotators, noise, secrets_file, seed
+    )

@@ -1,0 +1,48 @@
+"""``annotation_model[round]``: pre-annotations and uncertainty for a round's samples.
+
+Thin on purpose: the logic is :func:`annotation.model.build_round` (round 1: the intensity
+proposal of :mod:`annotation.proposal`; later rounds: a small UNet trained on the labels of the
+earlier rounds). Outputs, under ``annotation/round-N/model/``: ``pred/<sample_id>.nii.gz`` (uint8
+masks in each volume's geometry) for every sample without a label, ``scores.parquet``
+(sample_id, uncertainty, p_abnormal, model_version) and, from round 2, ``model.pt``.
+``annotation_tasks[round]`` reads them to pick samples and attach pre-annotations.
+"""
+
+import dagster as dg
+
+from annotation.model import ModelConfig, build_round, round_number
+from assets.partitions import round_partitions
+from assets.resources import MedcurateHome
+
+
+class AnnotationModelConfig(dg.Config):
+    """Training knobs exposed in the launchpad (the rest of ModelConfig keeps its defaults)."""
+
+    epochs: int = ModelConfig.epochs
+    steps_per_epoch: int = ModelConfig.steps_per_epoch
+    seed: int = ModelConfig.seed
+
+
+@dg.asset(
+    partitions_def=round_partitions,
+    # no declared edge to series_volumes: it reads volumes.parquet, but a batch -> round edge
+    # would pull this asset into the inbox sensor's batch job (a job cannot mix partitions)
+    group_name="annotation",
+    kinds={"pytorch", "nifti", "parquet"},
+    description=(
+        "Pre-annotation masks and per-sample uncertainty for an annotation round: an intensity "
+        "proposal in round 1, a small MONAI 2D UNet trained on earlier rounds' consensus labels "
+        "afterwards. annotation/round-N/model/{pred/*.nii.gz, scores.parquet, model.pt}."
+    ),
+)
+def annotation_model(
+    context: dg.AssetExecutionContext, home: MedcurateHome, config: AnnotationModelConfig
+) -> dg.MaterializeResult:
+    z = home.zones()
+    round_no = round_number(context.partition_key)
+    out = z.annotation / f"round-{round_no}" / "model"
+    cfg = ModelConfig(
+        epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, seed=config.seed
+    )
+    outcome = build_round(z.volumes, z.labels, out, round_no, cfg, log=context.log.info)
+    return dg.MaterializeResult(metadata=outcome.metadata())
