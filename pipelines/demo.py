@@ -56,7 +56,7 @@ def _metadata_line(result: dg.ExecuteInProcessResult) -> list[str]:
     return lines
 
 
-def run_demo(patients: int = 12, seed: int = 7) -> int:
+def run_demo(patients: int = 12, seed: int = 7, rounds: int = 2) -> int:
     z = zones()
     os.environ.setdefault("DAGSTER_HOME", str(z.dagster_home))
     if not os.environ.get("MEDCURATE_DEID_SALT"):
@@ -64,7 +64,7 @@ def run_demo(patients: int = 12, seed: int = 7) -> int:
     print(init_home(z))
     started = _start_labelstudio(z.home)
     try:
-        return _run(z, patients, seed)
+        return _run(z, patients, seed, rounds)
     finally:
         if started:
             from medcurate.services.labelstudio import stop
@@ -89,7 +89,7 @@ def _start_labelstudio(home: Path) -> bool:
     return True
 
 
-def _run(z: Zones, patients: int, seed: int) -> int:
+def _run(z: Zones, patients: int, seed: int, rounds: int) -> int:
     truth = z.restricted / "demo-truth" / f"seed-{seed}"
     with tempfile.TemporaryDirectory(dir=z.restricted) as staging:
         summary = generate_studies(
@@ -123,8 +123,21 @@ def _run(z: Zones, patients: int, seed: int) -> int:
     print("\n".join(_metadata_line(result)))
     if not result.success:
         return 1
-    if not _annotation_round(instance, everything, resources, "round-1", truth):
-        return 1
+    for n in range(1, rounds + 1):
+        if not _annotation_round(instance, everything, resources, f"round-{n}", truth):
+            return 1
+        if n < rounds:  # the next round's model trains on this round's consensus
+            result = dg.materialize(
+                everything,  # type: ignore[arg-type]
+                instance=instance,
+                resources=resources,
+                selection=[dg.AssetKey("consensus_labels")],
+                raise_on_error=False,
+            )
+            print(f"consensus run {result.run_id}: {'success' if result.success else 'FAILED'}")
+            print("\n".join(_metadata_line(result)))
+            if not result.success:
+                return 1
     if other_keys:
         result = dg.materialize(
             everything,  # type: ignore[arg-type]
@@ -189,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--patients", type=int, default=12)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=2, help="annotation rounds (>= 1)")
     args = parser.parse_args(argv)
-    return run_demo(patients=args.patients, seed=args.seed)
+    return run_demo(patients=args.patients, seed=args.seed, rounds=max(1, args.rounds))
 
 
 if __name__ == "__main__":
