@@ -59,6 +59,9 @@ class SplitConfig:
     seed: int = 0
     strata: tuple[str, ...] = DEFAULT_STRATA
     holdout_sites: tuple[str, ...] = field(default_factory=tuple)
+    #: How much each attribute's balance counts (default 1). The label weighs most: a split
+    #: without abnormal cases is worse than one a little off on age.
+    weights: tuple[tuple[str, float], ...] = (("label", 8.0),)
 
     def __post_init__(self) -> None:
         if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or sum(self.ratios) <= 0:
@@ -106,13 +109,25 @@ def _informative(df: pd.DataFrame, strata: Sequence[str]) -> list[str]:
 
 
 def _feature_matrix(
-    df: pd.DataFrame, strata: Sequence[str], patients: Sequence[str]
+    df: pd.DataFrame,
+    strata: Sequence[str],
+    patients: Sequence[str],
+    weights: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per patient: sample counts per attribute value (columns) and total sample counts."""
+    """Per patient: sample counts per attribute value (columns) and total sample counts.
+
+    A column is scaled by the square root of its attribute's weight, so that its squared
+    deficit counts ``weight`` times in the stratifier's objective.
+    """
     if not strata:
         counts = df.groupby("patient").size().reindex(list(patients)).to_numpy(dtype=float)
         return np.zeros((len(patients), 0)), counts
-    parts = [pd.crosstab(df["patient"], df[c].map(lambda v, c=c: f"{c}={v}")) for c in strata]
+    w = weights or {}
+    parts = [
+        pd.crosstab(df["patient"], df[c].map(lambda v, c=c: f"{c}={v}"))
+        * float(np.sqrt(w.get(c, 1.0)))
+        for c in strata
+    ]
     feats = pd.concat(parts, axis=1).reindex(index=list(patients)).fillna(0)
     feats = feats[sorted(feats.columns)]
     sizes = df.groupby("patient").size().reindex(list(patients)).to_numpy(dtype=float)
@@ -254,7 +269,9 @@ def assign_splits(
     cols = _informative(internal, strata)
     ratios = config.normalised_ratios()
     if new:
-        _place(internal, cols, new, split_of, list(SPLITS), ratios, config.seed)
+        _place(
+            internal, cols, new, split_of, list(SPLITS), ratios, config.seed, dict(config.weights)
+        )
     # folds inside train: earlier train patients keep their fold, new ones fill the deficits
     real_patients = set(real["patient"])
     if config.folds >= 2:
@@ -273,6 +290,7 @@ def assign_splits(
                 [str(i) for i in range(config.folds)],
                 np.full(config.folds, 1.0 / config.folds),
                 config.seed + 1,
+                dict(config.weights),
             )
             for p in new_train:
                 fold_of[p] = int(fold_split[p])
@@ -300,12 +318,13 @@ def _place(
     bins: list[str],
     ratios: np.ndarray,
     seed: int,
+    weights: dict[str, float] | None = None,
 ) -> None:
     """Stratify the ``new`` patients of ``df`` into ``bins``, given the fixed ``assignment``."""
     held = [p for p in sorted(set(df["patient"])) if p in assignment and assignment[p] in bins]
     # features must share columns: build on the union of old and new patients
     everyone = held + list(new)
-    feats, sizes = _feature_matrix(df.loc[df["patient"].isin(everyone)], cols, everyone)
+    feats, sizes = _feature_matrix(df.loc[df["patient"].isin(everyone)], cols, everyone, weights)
     new_feats, new_sizes = feats[len(held) :], sizes[len(held) :]
     held_f = np.zeros((len(bins), feats.shape[1]))
     held_s = np.zeros(len(bins))

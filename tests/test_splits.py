@@ -252,3 +252,28 @@ def test_balance_plot_is_a_png_and_reproducible(tmp_path: Path) -> None:
     b = balance_plot(report, tmp_path / "b.png").read_bytes()
     assert a[:8] == b"\x89PNG\r\n\x1a\n"
     assert a == b
+
+
+def test_label_weighs_most_so_rare_findings_reach_every_split() -> None:
+    """12 patients, 4 with findings (2 samples each), other attributes mixed: with the default
+    weights, validation and test each get at least one abnormal patient."""
+    rows = []
+    for i in range(12):
+        abnormal = i in (1, 4, 7, 10)
+        for j in range(2 if abnormal else 1 + i % 3):
+            rows.append(
+                {
+                    "sample_id": f"s{i:02d}{j}",
+                    "patient": f"p{i:02d}",
+                    "label": "abnormal" if abnormal else ("normal" if j == 0 else "unlabelled"),
+                    "sex": "MF"[(i * 7) % 2],
+                    "age_years": 20.0 + (i * 13) % 70,
+                    "site": f"s{i % 4}",
+                    "modality": "CT" if j < 2 else "MR",
+                }
+            )
+    samples = pd.DataFrame(rows)
+    for seed in range(5):
+        assigned = assign_splits(samples, SplitConfig(seed=seed))
+        found = assigned.loc[assigned["label"] == "abnormal"].groupby("split")["patient"].nunique()
+        assert found.get("validation", 0) >= 1 and found.get("test", 0) >= 1, (seed, found)
