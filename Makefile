@@ -47,7 +47,9 @@ demo: setup labelstudio
 ui: setup labelstudio
 	@$(BIN)/medcurate labelstudio start
 	@echo "Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)"
-	env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	@# after `make demo`, runs use the demo's salt unless MEDCURATE_DEID_SALT is set
+	@MEDCURATE_DEID_SALT="$${MEDCURATE_DEID_SALT:-$$(cat $(MEDCURATE_HOME)/restricted/demo-salt 2>/dev/null)}" \
+	  env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 .PHONY: labelstudio
 labelstudio: setup  # the annotation server in its own venv + a pre-migrated database

@@ -7,6 +7,7 @@ from assets.ingest import raw_instances
 from assets.partitions import batch_partitions, round_partitions
 from assets.resources import LabelStudioResource, MedcurateHome
 from medcurate.ingest import claim_inbox
+from pipelines.jobs import consensus_job, round_export_job
 
 INBOX_MIN_AGE_S = 10.0  # a file untouched this long is taken as fully written
 
@@ -58,23 +59,10 @@ def inbox_sensor(context: dg.SensorEvaluationContext, home: MedcurateHome) -> dg
 # --------------------------------------------------------------------------- annotation rounds
 
 
-def _round_downstream_keys(repository_def: dg.RepositoryDefinition | None) -> list[dg.AssetKey]:
-    """``consensus_labels`` and the unpartitioned assets downstream of it (curated samples,
-    splits, release...): what a finished round makes worth recomputing."""
-    from assets.annotation import consensus_labels
-
-    if repository_def is None:
-        return [consensus_labels.key]
-    graph = repository_def.asset_graph
-    keys = dg.AssetSelection.assets(consensus_labels).downstream().resolve(graph)
-    return sorted(
-        (k for k in keys if graph.get(k).partitions_def is None), key=lambda k: k.to_user_string()
-    )
-
-
 @dg.sensor(
     name="round_sensor",
     minimum_interval_seconds=60,
+    jobs=[round_export_job, consensus_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Notices a finished annotation round (every task has its k annotations in Label Studio) "
@@ -109,7 +97,7 @@ def round_sensor(
                 dg.RunRequest(
                     run_key=f"{rk}-project-{info['project_id']}-tasks-{total}",
                     partition_key=rk,
-                    asset_selection=[annotations.key],
+                    job_name=round_export_job.name,
                 )
             )
         else:
@@ -120,7 +108,7 @@ def round_sensor(
         requests.append(
             dg.RunRequest(
                 run_key=f"consensus-after-{latest.run_id}",
-                asset_selection=_round_downstream_keys(context.repository_def),
+                job_name=consensus_job.name,
             )
         )
     if not requests:

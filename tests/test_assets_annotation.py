@@ -29,6 +29,8 @@ def _sensor(instance: dg.DagsterInstance, resources: dict) -> dg.SensorResult:  
     ctx = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
     result = round_sensor(ctx)
     assert isinstance(result, dg.SensorResult)
+    targets = {t.job_name for t in round_sensor.targets}  # the daemon refuses untargeted runs
+    assert all(r.job_name in targets for r in result.run_requests or [])
     return result
 
 
@@ -82,12 +84,12 @@ def test_round_assets_sensor_and_adjudication(labelstudio, annotation_cohort, mo
     )  # fmt: skip
 
     (request,) = _sensor(instance, resources).run_requests
-    assert request.partition_key == RK and request.asset_selection == [annotations.key]
+    assert request.partition_key == RK and request.job_name == "round_export"
     md = run(["annotations"], RK)
     assert (md["annotations"].value, md["tasks_complete"].value) == (24, 12)
     follow_up = _sensor(instance, resources).run_requests
     consensus_request = next(r for r in follow_up if r.partition_key is None)
-    assert consensus_labels.key in (consensus_request.asset_selection or [])
+    assert consensus_request.job_name == "consensus_and_release"
 
     strict = {"ops": {"consensus_labels": {"config": {"min_dice": 1.01}}}}
     md = run(["consensus_labels"], None, strict)
