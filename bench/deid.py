@@ -23,6 +23,7 @@ import pydicom
 from dicognito.anonymizer import Anonymizer
 
 from medcurate.deid import deidentify_files
+from medcurate.hashing import sha256_file
 from medcurate.synth import generate_studies
 
 SALT = b"bench-salt-not-a-secret"
@@ -52,18 +53,34 @@ def dicognito_alone(files: list[Path], out: Path) -> float:
     return time.perf_counter() - t
 
 
+_OUTCOMES: dict[int, str] = {}
+
+
+_BUSY: dict[int, float] = {}
+
+
 def medcurate(files: list[Path], out: Path, workers: int) -> float:
+    c0 = os.times()
     t = time.perf_counter()
     res = deidentify_files(files, out / "dst", out / "restricted", SALT, workers=workers)
     elapsed = time.perf_counter() - t
+    c1 = os.times()
+    cpu = sum(getattr(c1, k) - getattr(c0, k) for k in ("user", "system"))
+    cpu += sum(getattr(c1, k) - getattr(c0, k) for k in ("children_user", "children_system"))
+    _BUSY[workers] = cpu / elapsed
     assert res.received == res.written + res.quarantined_total
+    _OUTCOMES[workers] = (
+        f"{res.written} written, {res.quarantined_total} quarantined, "
+        f"{res.verifier_hit_files} verifier hits, {res.verifier_tokens} tokens checked, "
+        f"manifest sha256 {sha256_file(out / 'dst' / 'deid.parquet')[:12]}"
+    )
     return elapsed
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--patients", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=2, help="best of N for each measurement")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N for each measurement")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     tmp = Path(tempfile.mkdtemp(prefix="bench-deid-"))
@@ -83,6 +100,7 @@ def main() -> None:
                 shutil.rmtree(out, ignore_errors=True)
             return min(times)
 
+        load_before = os.getloadavg()
         t_plain = best(plain)
         t_dicognito = best(dicognito_alone)
         t_med = best(medcurate, 1)
@@ -100,6 +118,18 @@ def main() -> None:
         print(f"medcurate / dicognito    : {t_dicognito / t_med:8.2f}x  (goal >= 1.5)")
         print(f"medcurate / plain        : {t_plain / t_med:8.2f}x  (goal >= 0.5)")
         print(f"2-worker speed-up        : {t_med / t_med2:8.2f}x")
+        print(
+            "cores kept busy          : "
+            + ", ".join(f"{_BUSY[w]:.2f} with {w} worker(s)" for w in sorted(_BUSY))
+            + " (CPU seconds / wall seconds, last repeat)"
+        )
+        for w, outcome in sorted(_OUTCOMES.items()):
+            print(f"medcurate {w} worker(s)   : {outcome}")
+        print(
+            "load average (1 min)     : "
+            f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after "
+            "(other processes compete for the 2 cores when this is above ~0.5)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

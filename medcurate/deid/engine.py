@@ -10,7 +10,9 @@ Why not dicognito's whole Anonymizer underneath: it walks every element of every
 handlers, converting each raw element to a Python value (the cost that makes it 3-4x slower than a
 plain read+write), then leaves private tags, free text and about 284 table rows for us to redo.
 Here only the elements the table or the VR rules touch are decoded; the rest are written back as
-the raw bytes they were read as.
+the raw bytes they were read as. Replacements of text values (new UIDs, shifted dates and times,
+pseudonyms, the markers) are stored as raw bytes too, so ``encode`` can pack them without
+pydicom's per-element writer.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from typing import Any
 from dicognito.idanonymizer import IDAnonymizer
 from dicognito.pnanonymizer import PNAnonymizer
 from dicognito.randomizer import Randomizer
+from pydicom.charset import default_encoding
 from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_sequence
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
@@ -127,7 +132,7 @@ class Deidentifier:
         self._id = IDAnonymizer(randomizer, "", "", *id_keywords)
         self._vr_cache: dict[int, str] = {}
         self._actions: dict[tuple[int, str | None], tuple[str, Action | None]] = {}
-        self._marker_elements: list[DataElement] | None = None
+        self._marker_elements: dict[tuple[bool, bool] | None, list[Any]] = {}
 
     def __repr__(self) -> str:
         return f"Deidentifier(profile={self.policy.options.profile_text()!r})"
@@ -156,19 +161,23 @@ class Deidentifier:
 
         transfer_syntax = _transfer_syntax(ds)
         self._process(ds, shifter)
-        ds._dict[BaseTag(0x00100020)] = DataElement(0x00100020, "LO", pseudonym)
-        ds._dict[BaseTag(0x00100010)] = DataElement(0x00100010, "PN", pseudonym)
-        self._markers(ds)
+        ds._dict[BaseTag(0x00100020)] = _new_raw(0x00100020, "LO", pseudonym)
+        ds._dict[BaseTag(0x00100010)] = _new_raw(0x00100010, "PN", pseudonym)
+        self._markers(ds, transfer_syntax)
         ds.file_meta = self._file_meta(ds, transfer_syntax)
         ds.preamble = b"\x00" * 128
         return info
 
-    def _markers(self, ds: Dataset) -> None:
+    def _markers(self, ds: Dataset, transfer_syntax: UID) -> None:
         """PatientIdentityRemoved, DeidentificationMethod (+ code sequence), 0028,0303.
 
-        Built once per process and shared: the elements are only read when files are written.
+        Built once per process and encoding, as raw elements (immutable, so they can be shared;
+        written as they are): the code sequence is encoded by pydicom's writer for the output's
+        transfer syntax, so the bytes are those it would write for the decoded sequence.
         """
-        if self._marker_elements is None:
+        encoding = _encoding(transfer_syntax)
+        elements = self._marker_elements.get(encoding)
+        if elements is None:
             opts = self.policy.options
             items = []
             for value, meaning in opts.codes():
@@ -178,13 +187,15 @@ class Deidentifier:
                 item.CodeMeaning = meaning
                 items.append(item)
             longitudinal = "MODIFIED" if opts.retain_longitudinal_modified_dates else "REMOVED"
-            self._marker_elements = [
-                DataElement(0x00120062, "CS", "YES"),
-                DataElement(0x00120063, "LO", opts.method_values()),
-                DataElement(0x00120064, "SQ", Sequence(items)),
-                DataElement(0x00280303, "CS", longitudinal),
+            codes = DataElement(0x00120064, "SQ", Sequence(items))
+            elements = [
+                _new_raw(0x00120062, "CS", "YES"),
+                _new_raw(0x00120063, "LO", opts.method_values()),
+                _encoded_sequence(codes, encoding) if encoding is not None else codes,
+                _new_raw(0x00280303, "CS", longitudinal),
             ]
-        for elem in self._marker_elements:
+            self._marker_elements[encoding] = elements
+        for elem in elements:
             ds._dict[elem.tag] = elem
 
     def _file_meta(self, ds: Dataset, transfer_syntax: UID) -> FileMetaDataset:
@@ -313,9 +324,31 @@ class Deidentifier:
         elif action is Action.UID or (action is Action.DUMMY and vr == "UI"):
             _put_raw(ds, tag, raw, vr, [self.uids(v) for v in values])
         elif action is Action.SHIFT and vr in _DATE_VRS:
-            other_tag = _PAIRS.get(tag)
-            if other_tag is not None and other_tag in ds._dict:
-                return False  # date with its time: the decoded path moves both together
+            other_int = _PAIRS.get(tag)
+            if other_int is not None and len(values) == 1 and other_int in ds._dict:
+                # a date with its time: both move together (days and seconds)
+                other_tag = BaseTag(other_int)
+                other = ds._dict[other_tag]
+                other_values = _raw_strings(other)
+                if other_values is None:
+                    return False  # the other one is decoded already: the decoded path
+                if len(other_values) == 1 and other_values[0].strip():
+                    da, tm = (
+                        (values[0], other_values[0]) if vr == "DA" else (other_values[0], values[0])
+                    )
+                    moved = shifter.shift_da_tm(da, tm)
+                    if moved is not None:
+                        new_da, new_tm = moved
+                        _put_raw(ds, tag, raw, vr, [new_da if vr == "DA" else new_tm])
+                        _put_raw(
+                            ds,
+                            other_tag,
+                            other,
+                            "TM" if vr == "DA" else "DA",
+                            [new_tm if vr == "DA" else new_da],
+                        )
+                        done.add(other_tag)
+                        return True
             fn = {"DA": shifter.shift_da, "TM": shifter.shift_tm, "DT": shifter.shift_dt}[vr]
             new = [fn(v) if v else "" for v in values]
             if any(n is None for n in new):
@@ -419,6 +452,31 @@ def _put_raw(ds: Dataset, tag: BaseTag, raw: Any, vr: str, values: list[str]) ->
     if len(data) & 1:
         data += b"\x00" if vr == "UI" else b" "
     ds._dict[tag] = raw._replace(value=data, length=len(data))
+
+
+def _new_raw(tag: int, vr: str, text: str | list[str]) -> RawDataElement:
+    """An ASCII text element (one value or several) as raw bytes, padded to even length."""
+    data = (text if isinstance(text, str) else "\\".join(text)).encode("ascii")
+    if len(data) & 1:
+        data += b" "
+    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, False, True)
+
+
+def _encoding(transfer_syntax: UID) -> tuple[bool, bool] | None:
+    """(implicit VR, little endian) that pydicom writes a public transfer syntax in, else None."""
+    if transfer_syntax.is_private or not transfer_syntax.is_transfer_syntax:
+        return None
+    return transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
+
+
+def _encoded_sequence(elem: DataElement, encoding: tuple[bool, bool]) -> RawDataElement:
+    """A new sequence as the raw element pydicom's writer would produce in ``encoding``."""
+    implicit, little = encoding
+    buf = DicomBytesIO()
+    buf.is_implicit_VR, buf.is_little_endian = implicit, little
+    write_sequence(buf, elem, [default_encoding])
+    data = buf.getvalue()
+    return RawDataElement(elem.tag, "SQ", len(data), data, 0, implicit, little)
 
 
 def _vr_default(vr: str, tag: BaseTag) -> Action | None:

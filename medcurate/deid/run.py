@@ -27,6 +27,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from medcurate.config import MissingSaltError
+from medcurate.deid.encode import encode
 from medcurate.deid.engine import DICOMDIR_SOP_CLASS, Deidentifier, burned_in_reason
 from medcurate.deid.policy import Policy
 from medcurate.deid.verify import verify
@@ -193,9 +194,7 @@ def _process_quiet(task: tuple[int, str, str]) -> _Outcome:
         )
     )
     try:
-        buf = BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        blob = buf.getvalue()
+        blob = encode(ds)
     except Exception as exc:
         out.reason, out.message = "write_error", f"cannot encode output ({type(exc).__name__})"
         return out

@@ -12,6 +12,13 @@ bare short numbers are skipped, values the profile keeps (sex, age, kept descrip
 allowed where they reappear, and the retained pixel data (byte-identical to the source) is cut out
 of the haystack, so chance byte patterns in images cannot raise a hit. Results carry counts and
 value kinds only, never the values.
+
+The source is read by a small reader of its own, straight from the bytes, for the two
+uncompressed little-endian encodings (most files); it hands every file it is not certain to read
+exactly as pydicom does (other transfer syntaxes, encoding switches, UN sequences, undefined
+lengths outside sequences, truncation) to ``pydicom.dcmread``. Values stay undecoded, except that
+non-ASCII text is also decoded in the source's Specific Character Set, so that a UTF-8 MÜLLER is
+looked for as itself.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import struct
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
@@ -28,7 +37,9 @@ from typing import Any
 
 import pydicom
 import pydicom.uid
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -105,7 +116,17 @@ def _safe_private() -> tuple[frozenset[tuple[str, int]], frozenset[str]]:
     return pairs, frozenset(data["vrs"])
 
 
+_STATUS: dict[tuple[int, str], str] = {}
+
+
 def _status(tag: int, vr: str) -> str:
+    hit = _STATUS.get((tag, vr))
+    if hit is None:
+        hit = _STATUS[(tag, vr)] = _status_uncached(tag, vr)
+    return hit
+
+
+def _status_uncached(tag: int, vr: str) -> str:
     table = _table()
     s = table.get(f"{tag:08x}")
     if s is not None:
@@ -130,6 +151,7 @@ class _Collector:
         self.tokens: dict[bytes, tuple[str, bytes]] = {}  # token -> (kind, boundary chars)
         self.kept: list[bytes] = []
         self.bulk: list[bytes] = []
+        self.codecs: tuple[str, ...] = ()  # Python codecs of the current Specific Character Set
         self._seen: set[str] = set()
 
     def add(self, token: str, kind: str, boundary: bytes = _ALNUM) -> None:
@@ -142,6 +164,12 @@ class _Collector:
             self.tokens.setdefault(t.encode("latin-1"), (kind, boundary))
         if not t.isascii():
             self.tokens.setdefault(t.encode("utf-8"), (kind, boundary))
+            # the output is searched lower-cased by bytes.lower(), which leaves non-ASCII
+            # letters as they are: look for that form too, in the source's own encoding as well
+            folded = "".join(c.lower() if c.isascii() else c for c in token.strip())
+            for codec in ("latin-1", "utf-8", *self.codecs):
+                with contextlib.suppress(UnicodeError, LookupError):
+                    self.tokens.setdefault(folded.encode(codec), (kind, boundary))
 
     def text(self, value: str, kind: str) -> None:
         value = value.strip()
@@ -207,96 +235,318 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
-def _raw_vr(tag: int, raw: Any) -> str:
-    vr = getattr(raw, "VR", None) or ""
-    if vr in ("", "UN"):
+_DICT_VR: dict[int, str] = {}
+
+
+def _vr_of(tag: int, vr: str | None) -> str:
+    """The VR the element is judged by: as stored, or the dictionary's for implicit / UN."""
+    if vr and vr != "UN":
+        return vr.split(" or ")[0]
+    hit = _DICT_VR.get(tag)
+    if hit is None:
         try:
-            vr = str(dictionary_VR(tag))
+            hit = str(dictionary_VR(tag))
         except KeyError:
-            vr = vr or "UN"
-    return str(vr).split(" or ")[0]
+            hit = ""
+        _DICT_VR[tag] = hit
+    return (hit or vr or "UN").split(" or ")[0]
 
 
-def _raw_values(vr: str, raw: Any) -> list[Any]:
-    """Values without pydicom's conversion: text VRs as str (latin-1, so bytes round-trip)."""
-    value = raw.value
+def _raw_values(vr: str, value: Any, encodings: list[str] | None = None) -> list[Any]:
+    """Values without pydicom's conversion: text VRs as str (latin-1, so bytes round-trip).
+
+    Non-ASCII text in a VR that follows the Specific Character Set (``encodings``, as Python
+    codecs) is decoded with it as well, and both readings are returned: a name like MÜLLER in
+    UTF-8 is then also looked for as itself, not only as its latin-1 mis-reading.
+    """
     if isinstance(value, bytes):
         if vr in _BINARY_VRS:
             return [value]
         text = value.decode("latin-1")
-        return [v.strip(" \x00") for v in text.split("\\")]
+        values = [v.strip(" \x00") for v in text.split("\\")]
+        if encodings and vr in _CHARSET_VRS and not value.isascii():
+            try:
+                decoded = decode_bytes(value, encodings, _DELIMITERS)
+            except Exception:
+                decoded = text
+            if decoded != text:
+                values += [v.strip(" \x00") for v in decoded.split("\\")]
+        return values
     return _as_list(value)
 
 
-def _kept_bytes(raw: Any) -> bytes:
-    value = raw.value
+_CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
+_DELIMITERS = {0x5C, 0x5E, 0x3D, 0x0D, 0x0A, 0x09, 0x0C}
+
+
+def _encodings(elements: list[_Element], parent: list[str] | None) -> list[str] | None:
+    """Python codecs of this level's Specific Character Set (an item inherits its parent's)."""
+    for tag, _, value in elements:
+        if tag == 0x00080005:
+            if isinstance(value, bytes):
+                terms = [t.strip(" \x00") for t in value.decode("latin-1").split("\\")]
+            else:
+                terms = [str(t).strip() for t in _as_list(value)]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # unknown terms: pydicom warns and skips them
+                return list(convert_encodings(terms or [""]))
+        if tag > 0x00080005:
+            break
+    return parent
+
+
+def _kept_bytes(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
     return " ".join(str(v) for v in _as_list(value)).encode("utf-8", "replace")
 
 
-def _walk(ds: Dataset, col: _Collector, meta: bool = False) -> None:
-    """Classify every element by tag and VR; only sensitive ones are decoded into tokens."""
-    creators: dict[tuple[int, int], str] = {}
-    safe, safe_vrs = _safe_private()
+# -- the source, element by element ------------------------------------------------------------
+# An element is (tag, VR as stored or None, value): the value is the undecoded bytes (or what
+# pydicom's reader gives for an empty one), or for a sequence a list of items, each a list of
+# elements. ``_read`` builds this from the bytes directly for the common encodings, which is
+# several times faster than a pydicom parse followed by decoding every sequence; anything it
+# is not sure to read exactly as pydicom does goes to ``_from_pydicom`` instead.
+_Element = tuple[int, "str | None", Any]
+_HEAD = struct.Struct("<HH")
+_IMPLICIT = struct.Struct("<HHL")
+_EXPLICIT = struct.Struct("<HH2sH")
+_UL = struct.Struct("<L")
+_UNDEFINED = 0xFFFFFFFF
+_LONG = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+_VRS = _LONG | {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN"}
+_VRS |= {"SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"}
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+class _Unsure(Exception):
+    """The raw reader met something pydicom reads in its own way (switches, guesses, fixes)."""
+
+
+def _looks_explicit(data: bytes, pos: int) -> bool:
+    vr = data[pos + 4 : pos + 6]
+    return len(vr) == 2 and 0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B
+
+
+def _read_items(data: bytes, pos: int, end: int, implicit: bool) -> tuple[list[Any], int]:
+    """Items of a sequence value from ``pos``; ``end`` is None-like (-1) for undefined length."""
+    items: list[Any] = []
+    while end < 0 or pos < end:
+        if pos + 8 > len(data):
+            raise _Unsure
+        group, elem, length = _IMPLICIT.unpack_from(data, pos)
+        pos += 8
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            if end >= 0:
+                raise _Unsure
+            return items, pos
+        if (group, elem) != (0xFFFE, 0xE000):
+            raise _Unsure
+        if length and _looks_explicit(data, pos) == implicit:
+            raise _Unsure  # pydicom would switch the encoding here
+        if length == _UNDEFINED:
+            item, pos = _read_dataset(data, pos, -1, implicit, in_item=True)
+        else:
+            item, stop = _read_dataset(data, pos, pos + length, implicit, in_item=True)
+            pos += length
+            if stop != pos:
+                raise _Unsure
+        items.append(item)
+    if pos != end:
+        raise _Unsure
+    return items, pos
+
+
+def _read_dataset(
+    data: bytes,
+    pos: int,
+    end: int,
+    implicit: bool,
+    in_item: bool = False,
+    group: int | None = None,
+) -> tuple[list[_Element], int]:
+    """Elements from ``pos`` to ``end`` (-1: to an item delimiter); ``group``: only while the
+    elements belong to that group (the file meta)."""
+    out: list[_Element] = []
+    size = len(data) if end < 0 else end
+    while pos < size:
+        if group is not None and (pos + 2 > size or _HEAD.unpack_from(data, pos)[0] != group):
+            return out, pos
+        if pos + 8 > size:
+            raise _Unsure
+        if implicit:
+            grp, elem, length = _IMPLICIT.unpack_from(data, pos)
+            vr: str | None = None
+            pos += 8
+        else:
+            grp, elem, vr_bytes, length = _EXPLICIT.unpack_from(data, pos)
+            pos += 8
+            try:
+                vr = vr_bytes.decode("ascii")
+            except UnicodeDecodeError:
+                raise _Unsure from None
+            if vr not in _VRS:
+                raise _Unsure
+            if vr in _LONG:
+                if pos + 4 > size:
+                    raise _Unsure
+                length = _UL.unpack_from(data, pos)[0]
+                pos += 4
+        tag = grp << 16 | elem
+        if tag == 0xFFFEE00D:
+            if not in_item or length:
+                raise _Unsure
+            return out, pos
+        if grp == 0xFFFE:
+            raise _Unsure
+        judged = _vr_of(tag, vr)
+        if length == _UNDEFINED:
+            if vr != "SQ" and not (implicit and judged == "SQ"):
+                raise _Unsure  # encapsulated pixel data, UN sequences: pydicom's way
+            items, pos = _read_items(data, pos, -1, implicit)
+            out.append((tag, "SQ", items))
+            continue
+        if pos + length > size:
+            raise _Unsure
+        if judged == "SQ":
+            if vr not in (None, "SQ"):
+                raise _Unsure  # UN holding a sequence: pydicom re-reads it as implicit
+            items, _ = _read_items(data, pos, pos + length, implicit)
+            out.append((tag, vr, items))
+        elif length:
+            out.append((tag, vr, data[pos : pos + length]))
+        else:
+            out.append((tag, vr, empty_value_for_VR(vr, raw=True)))
+        pos += length
+    if end >= 0 and pos != end:
+        raise _Unsure
+    if in_item and end < 0:
+        raise _Unsure  # an undefined-length item without its delimiter
+    return out, pos
+
+
+def _read(source: bytes) -> tuple[list[_Element], list[_Element]] | None:
+    """(file meta, dataset) straight from the bytes, or None where pydicom must read it."""
+    if len(source) < 140 or source[128:132] != b"DICM":
+        return None
+    try:
+        meta, meta_end = _read_dataset(source, 132, len(source), implicit=False, group=2)
+        if any(isinstance(v, list) for _, _, v in meta):
+            return None
+        meta = [
+            _as_pydicom_leaves_it(e) if i == 0 or e[0] in (0x00020000, 0x00020010) else e
+            for i, e in enumerate(meta)
+        ]
+        ts_values = [v for t, _, v in meta if t == 0x00020010]
+        if len(ts_values) != 1 or not isinstance(ts_values[0], str):
+            return None
+        ts = ts_values[0]
+        if ts not in (_IMPLICIT_LE, _EXPLICIT_LE):
+            return None
+        implicit = ts == _IMPLICIT_LE
+        if meta_end + 6 <= len(source) and _looks_explicit(source, meta_end) == implicit:
+            return None  # pydicom would switch the encoding
+        body, _ = _read_dataset(source, meta_end, len(source), implicit)
+    except (_Unsure, struct.error):
+        return None
+    return meta, body
+
+
+def _as_pydicom_leaves_it(element: _Element) -> _Element:
+    """dcmread decodes the first file meta element, the group length and the transfer syntax
+    (it checks them): their values as it leaves them, so that the kept text is the same."""
+    tag, vr, value = element
+    if isinstance(value, bytes):
+        if vr == "UL" and len(value) == 4:
+            return tag, vr, _UL.unpack(value)[0]
+        if vr == "UI" and b"\\" not in value:
+            return tag, vr, value.decode("ascii").strip("\x00 ")
+    return element
+
+
+def _from_pydicom(ds: Dataset) -> list[_Element]:
+    out: list[_Element] = []
     d = ds._dict
     for btag in list(d):
-        tag = int(btag)
         raw = d[btag]
-        group, el = tag >> 16, tag & 0xFFFF
-        vr = _raw_vr(tag, raw)
-        if vr == "SQ":
+        tag = int(btag)
+        vr = getattr(raw, "VR", None)
+        if _vr_of(tag, vr) == "SQ":
             items = ds[tag].value or []
-            if meta or group & 1:
-                walker = _walk_all_sensitive
-            else:
-                # Removed or emptied sequences: everything inside must be gone. Others (not
-                # listed, or D / X/Z/U*: kept and cleaned inside) are judged item by item.
-                walker = _walk_all_sensitive if _status(tag, vr) == "sensitive-all" else _walk
-            for item in items:
-                walker(item, col)
+            out.append((tag, "SQ", [_from_pydicom(item) for item in items]))
+        else:
+            out.append((tag, vr, raw.value))
+    return out
+
+
+def _walk(
+    elements: list[_Element],
+    col: _Collector,
+    meta: bool = False,
+    parent: list[str] | None = None,
+) -> None:
+    """Classify every element by tag and VR; only sensitive ones are decoded into tokens."""
+    enc = _encodings(elements, parent) if not meta else None
+    col.codecs = tuple(enc or ())
+    creators: dict[tuple[int, int], str] = {}
+    safe, safe_vrs = _safe_private()
+    for tag, stored_vr, value in elements:
+        group, el = tag >> 16, tag & 0xFFFF
+        vr = _vr_of(tag, stored_vr)
+        if vr == "SQ":
+            # Removed or emptied sequences: everything inside must be gone. Others (not
+            # listed, or D / X/Z/U*: kept and cleaned inside) are judged item by item.
+            all_sensitive = meta or group & 1 or _status(tag, vr) == "sensitive-all"
+            for item in value or []:
+                if all_sensitive:
+                    _walk_all_sensitive(item, col, parent=enc)
+                else:
+                    _walk(item, col, parent=enc)
+            col.codecs = tuple(enc or ())
             continue
         if meta:
             if tag in _KEPT_META:
-                col.kept.append(_kept_bytes(raw))
+                col.kept.append(_kept_bytes(value))
             else:
-                col.sensitive(vr, _raw_values(vr, raw))
+                col.sensitive(vr, _raw_values(vr, value, enc))
             continue
         if group & 1:
             if 0x10 <= el <= 0xFF:
-                v = raw.value
-                text = v.decode("latin-1") if isinstance(v, bytes) else str(v or "")
+                text = value.decode("latin-1") if isinstance(value, bytes) else str(value or "")
                 creators[(group, el)] = text.strip(" \x00").lower()
                 continue
             creator = creators.get((group, el >> 8), "")
             if (creator, el & 0xFF) in safe and vr in safe_vrs:
-                col.kept.append(_kept_bytes(raw))
+                col.kept.append(_kept_bytes(value))
             else:
-                col.sensitive(vr, _raw_values(vr, raw))
+                col.sensitive(vr, _raw_values(vr, value, enc))
             continue
         status = _status(tag, vr)
         if status == "keep":
-            value = raw.value
             if isinstance(value, bytes) and len(value) >= _BULK_MIN:
                 col.bulk.append(value)
             elif value is not None:
-                col.kept.append(_kept_bytes(raw))
+                col.kept.append(_kept_bytes(value))
         elif status == "clean":
-            col.clean(vr, _raw_values(vr, raw))
+            col.clean(vr, _raw_values(vr, value, enc))
         else:
-            col.sensitive(vr, _raw_values(vr, raw))
+            col.sensitive(vr, _raw_values(vr, value, enc))
 
 
-def _walk_all_sensitive(ds: Dataset, col: _Collector) -> None:
-    d = ds._dict
-    for tag in list(d):
-        raw = d[tag]
-        vr = _raw_vr(int(tag), raw)
+def _walk_all_sensitive(
+    elements: list[_Element], col: _Collector, parent: list[str] | None = None
+) -> None:
+    enc = _encodings(elements, parent)
+    col.codecs = tuple(enc or ())
+    for tag, stored_vr, value in elements:
+        vr = _vr_of(tag, stored_vr)
         if vr == "SQ":
-            for item in ds[tag].value or []:
-                _walk_all_sensitive(item, col)
+            for item in value or []:
+                _walk_all_sensitive(item, col, parent=enc)
+            col.codecs = tuple(enc or ())
         else:
-            col.sensitive(vr, _raw_values(vr, raw))
+            col.sensitive(vr, _raw_values(vr, value, enc))
 
 
 def _name_tokens(name: str, col: _Collector) -> None:
@@ -323,16 +573,27 @@ def _occurs(hay: bytes, token: bytes, boundary: bytes) -> bool:
     return False
 
 
+def _elements(source: bytes, fast: bool = True) -> list[tuple[list[_Element], bool]]:
+    """[(file meta elements, True), (dataset elements, False)] of the source file."""
+    parsed = _read(source) if fast else None
+    if parsed is not None:
+        return [(parsed[0], True), (parsed[1], False)]
+    ds = pydicom.dcmread(BytesIO(source), force=True)
+    out = []
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        out.append((_from_pydicom(meta), True))
+    out.append((_from_pydicom(ds), False))
+    return out
+
+
 def collect(
     source: bytes, source_name: str = ""
 ) -> tuple[dict[bytes, tuple[str, bytes]], bytes, list[bytes]]:
     """(sensitive tokens with kind and boundary set, kept text lower-cased, kept bulk values)."""
-    ds = pydicom.dcmread(BytesIO(source), force=True)
     col = _Collector()
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        _walk(meta, col, meta=True)
-    _walk(ds, col)
+    for elements, is_meta in _elements(source):
+        _walk(elements, col, meta=is_meta)
     if source_name:
         _name_tokens(source_name, col)
     # What the DICOM writer itself puts into every file (file meta) is not from the source.
