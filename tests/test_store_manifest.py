@@ -79,3 +79,16 @@ def test_datalist_monai_keys(tmp_path: Path, release_cohort) -> None:  # type: i
     assert n == len(m) and "external_test" not in dl
     item = next(d for d in dl["training"] + dl["validation"] + dl["test"] if "label" in d)
     assert item["label"].startswith("masks/") and item["class"] == "abnormal"
+
+
+def test_labels_pending_adjudication_are_withheld(tmp_path: Path, release_cohort) -> None:  # type: ignore[no-untyped-def]
+    vol, lab = release_cohort(tmp_path, patients=4)
+    lab = lab.copy()
+    lab["pending_adjudication"] = False
+    pending = lab.loc[lab["label"] == "abnormal", "sample_id"].iloc[0]
+    lab.loc[lab["sample_id"] == pending, "pending_adjudication"] = True
+    s = curate_samples(vol, lab).set_index("sample_id")
+    assert s.loc[pending, "label"] == "unlabelled"
+    assert pd.isna(s.loc[pending, "mask_path"])
+    settled = lab.loc[~lab["pending_adjudication"], "sample_id"]
+    assert (s.loc[settled, "label"] == lab.set_index("sample_id").loc[settled, "label"]).all()

@@ -122,7 +122,9 @@ def _dims(v: Any) -> str | None:
 def curate_samples(volumes: pd.DataFrame, labels: pd.DataFrame | None = None) -> pd.DataFrame:
     """Join volumes (one row per series) with consensus labels into the samples table.
 
-    Samples without a label row are ``unlabelled``; real samples get ``synthetic=False``.
+    Samples without a label row are ``unlabelled``, and so are samples whose annotators disagreed
+    and that still wait for adjudication (``pending_adjudication``): a release never ships a label
+    the reviewer has not settled. Real samples get ``synthetic=False``.
     """
     missing = {"sample_id", "patient", "nifti_path"} - set(volumes.columns)
     if missing:
@@ -135,6 +137,8 @@ def curate_samples(volumes: pd.DataFrame, labels: pd.DataFrame | None = None) ->
         if labels["sample_id"].duplicated().any():
             raise ManifestError("labels table has duplicate sample_id values")
         lab = labels[["sample_id", *[c for c in lab_cols if c in labels.columns]]]
+        if "pending_adjudication" in labels.columns:
+            lab = lab.loc[~labels["pending_adjudication"].fillna(False).astype(bool)]
         df = df.drop(columns=[c for c in lab_cols if c in df.columns]).merge(
             lab, on="sample_id", how="left"
         )
