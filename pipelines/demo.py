@@ -15,7 +15,6 @@ import secrets
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
@@ -106,96 +105,64 @@ def _run(z: Zones, patients: int, seed: int, rounds: int) -> int:
 
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(batch_partitions.name, [batch])  # type: ignore[arg-type]
-    resources = defs.resources
-    everything = [*all_assets, *all_checks]
+    run = _Runner(instance)
     batch_keys = [a.key for a in all_assets if a.partitions_def == batch_partitions]  # type: ignore[union-attr]
     other_keys = [a.key for a in all_assets if a.partitions_def is None]  # type: ignore[union-attr]
 
-    result = dg.materialize(
-        everything,  # type: ignore[arg-type]
-        instance=instance,
-        resources=resources,
-        partition_key=batch,
-        selection=batch_keys,
-        raise_on_error=False,
-    )
-    print(f"batch run {result.run_id}: {'success' if result.success else 'FAILED'}")
-    print("\n".join(_metadata_line(result)))
-    if not result.success:
+    if not run("batch", batch_keys, batch):
         return 1
     for n in range(1, rounds + 1):
-        if not _annotation_round(instance, everything, resources, f"round-{n}", truth):
+        if not _annotation_round(run, f"round-{n}", truth):
             return 1
-        if n < rounds:  # the next round's model trains on this round's consensus
-            result = dg.materialize(
-                everything,  # type: ignore[arg-type]
-                instance=instance,
-                resources=resources,
-                selection=[dg.AssetKey("consensus_labels")],
-                raise_on_error=False,
-            )
-            print(f"consensus run {result.run_id}: {'success' if result.success else 'FAILED'}")
-            print("\n".join(_metadata_line(result)))
-            if not result.success:
-                return 1
-    if other_keys:
-        result = dg.materialize(
-            everything,  # type: ignore[arg-type]
-            instance=instance,
-            resources=resources,
-            selection=other_keys,
-            raise_on_error=False,
-        )
-        print(f"dataset run {result.run_id}: {'success' if result.success else 'FAILED'}")
-        print("\n".join(_metadata_line(result)))
-        if not result.success:
+        # the next round's model trains on this round's consensus
+        if n < rounds and not run("consensus", [dg.AssetKey("consensus_labels")]):
             return 1
+    if other_keys and not run("dataset", other_keys):
+        return 1
     print(f"done. MEDCURATE_HOME={z.home}; `make ui` shows the runs.")
     return 0
 
 
-def _annotation_round(
-    instance: dg.DagsterInstance,
-    everything: list[Any],
-    resources: Any,
-    round_key: str,
-    truth: Path,
-) -> bool:
-    """One annotation round: its tasks in Label Studio, three simulated annotators with moderate
-    noise, then the export. Other round assets (the pre-annotation model) run before the tasks."""
+class _Runner:
+    """Materializes a selection of the code location's assets in the instance and reports it."""
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance = instance
+        self.everything = [*all_assets, *all_checks]
+
+    def __call__(
+        self, label: str, selection: list[dg.AssetKey], partition_key: str | None = None
+    ) -> bool:
+        result = dg.materialize(
+            self.everything,  # type: ignore[arg-type]
+            instance=self.instance,
+            resources=defs.resources,
+            partition_key=partition_key,
+            selection=selection,
+            raise_on_error=False,
+        )
+        print(f"{label} run {result.run_id}: {'success' if result.success else 'FAILED'}")
+        print("\n".join(_metadata_line(result)))
+        return bool(result.success)
+
+
+def _annotation_round(run: _Runner, round_key: str, truth: Path) -> bool:
+    """One annotation round: the pre-annotation model, the round's tasks in Label Studio, three
+    simulated annotators with moderate noise, then the export."""
     from annotation.rounds import round_number
     from annotation.simulate import annotate_round
 
-    instance.add_dynamic_partitions(round_partitions.name, [round_key])  # type: ignore[arg-type]
+    run.instance.add_dynamic_partitions(round_partitions.name, [round_key])  # type: ignore[arg-type]
     round_assets = [a for a in all_assets if a.partitions_def == round_partitions]  # type: ignore[union-attr]
     keys = [k for a in round_assets for k in a.keys]  # type: ignore[union-attr]
     tasks, exported = dg.AssetKey("annotation_tasks"), dg.AssetKey("annotations")
     before = [k for k in keys if k not in (tasks, exported)]
-    for selection in ([before] if before else []) + [[tasks]]:
-        result = dg.materialize(
-            everything,  # type: ignore[arg-type]
-            instance=instance,
-            resources=resources,
-            partition_key=round_key,
-            selection=selection,
-            raise_on_error=False,
-        )
-        print(f"{round_key} run {result.run_id}: {'success' if result.success else 'FAILED'}")
-        print("\n".join(_metadata_line(result)))
-        if not result.success:
-            return False
+    if before and not run(round_key, before, round_key):
+        return False
+    if not run(round_key, [tasks], round_key):
+        return False
     print(annotate_round(round_number(round_key), annotators=3, noise="moderate", truth=truth))
-    result = dg.materialize(
-        everything,  # type: ignore[arg-type]
-        instance=instance,
-        resources=resources,
-        partition_key=round_key,
-        selection=[exported],
-        raise_on_error=False,
-    )
-    print(f"{round_key} export run {result.run_id}: {'success' if result.success else 'FAILED'}")
-    print("\n".join(_metadata_line(result)))
-    return bool(result.success)
+    return run(f"{round_key} export", [exported], round_key)
 
 
 def main(argv: list[str] | None = None) -> int:
