@@ -62,30 +62,6 @@ def project_title(round_key: str, suffix: str = "") -> str:
 # --------------------------------------------------------------------------- selection
 
 
-def stratified_seed_set(
-    volumes: pd.DataFrame, n: int, seed: int, exclude: Sequence[str] = ()
-) -> list[str]:
-    """``n`` samples spread over (modality, site) strata: shuffle each stratum with the seed,
-    then take one from each stratum in turn. Sorted output; deterministic for a seed."""
-    pool = volumes[~volumes["sample_id"].astype(str).isin(set(exclude))]
-    if "status" in pool.columns:
-        pool = pool[pool["status"].fillna("ok") == "ok"]
-    rng = np.random.default_rng(seed)
-    strata = []
-    for _, group in sorted(
-        pool.groupby([pool["modality"].astype(str), pool["site"].astype(str)]),
-        key=lambda kv: kv[0],
-    ):
-        ids = sorted(group["sample_id"].astype(str))
-        strata.append([ids[i] for i in rng.permutation(len(ids))])
-    chosen: list[str] = []
-    while len(chosen) < n and any(strata):
-        for stratum in strata:
-            if stratum and len(chosen) < n:
-                chosen.append(stratum.pop(0))
-    return sorted(chosen)
-
-
 def previous_samples(annotation_root: Path, round_key: str) -> list[str]:
     """Samples already sent out in other rounds (round.json files), so rounds do not overlap."""
     seen: set[str] = set()

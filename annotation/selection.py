@@ -11,6 +11,7 @@ inputs give the same selection.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -81,6 +82,8 @@ def select_for_round(
     if "sample_id" not in volumes.columns:
         raise ValueError("volumes has no sample_id column")
     pool = volumes.drop_duplicates("sample_id")
+    if "status" in pool.columns:  # only volumes that were written are worth labelling
+        pool = pool[pool["status"].fillna("ok") == "ok"]
     pool = pool[~pool["sample_id"].isin(labelled)].sort_values("sample_id", kind="stable")
     n = min(max(n, 0), len(pool))
     if n == 0:
@@ -105,3 +108,32 @@ def select_for_round(
     control = control[: n - len(active)]
     rows = [(s, key) for s in active] + [(s, "control") for s in control]
     return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
+
+
+def choose_round_samples(
+    volumes: pd.DataFrame,
+    annotation_root: Path,
+    labels_path: Path,
+    round_key: str,
+    n: int,
+    seed: int,
+) -> tuple[list[str], str]:
+    """The samples of a new round and how they were chosen (e.g. ``"control: 2, uncertainty: 6"``).
+
+    Samples sent out in other rounds or already carrying a consensus label are never picked
+    again; the round model's ``scores.parquet`` (if there) drives active learning.
+    """
+    from annotation.rounds import previous_samples, round_number
+
+    labelled = set(previous_samples(annotation_root, round_key))
+    if labels_path.exists():
+        labelled |= set(
+            pd.read_parquet(labels_path, columns=["sample_id"])["sample_id"].astype(str)
+        )
+    scores_file = annotation_root / round_key / "model" / "scores.parquet"
+    scores = pd.read_parquet(scores_file) if scores_file.exists() else None
+    picked = select_for_round(volumes, labelled, round_number(round_key), n, seed, scores)
+    reasons = picked["reason"].value_counts().sort_index()
+    return sorted(picked["sample_id"].astype(str)), ", ".join(
+        f"{k}: {v}" for k, v in reasons.items()
+    )

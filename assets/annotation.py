@@ -8,9 +8,6 @@ report PHI-free counts. Pre-annotations and uncertainty scores come from the sam
 pre-annotations and selection falls back to the stratified seed set.
 """
 
-import importlib.util
-from typing import Any
-
 import dagster as dg
 import pandas as pd
 
@@ -28,32 +25,6 @@ class RoundTasksConfig(dg.Config):
     max_findings: int = 4  # extra slices per sample, one per candidate finding of the model
     annotators: int = 3
     seed: int = 0
-
-
-def _select(
-    volumes: pd.DataFrame, round_key: str, cfg: RoundTasksConfig, z: Any
-) -> tuple[list[str], str]:
-    """``annotation.selection.select_for_round`` (active learning on the round model's scores)
-    when that module is there, else a stratified random seed set. Samples of earlier rounds and
-    samples with a consensus label are never picked again."""
-    from annotation.rounds import previous_samples, round_number, stratified_seed_set
-
-    labelled = set(previous_samples(z.annotation, round_key))
-    labels = z.labels / "labels.parquet"
-    if labels.exists():
-        labelled |= set(pd.read_parquet(labels, columns=["sample_id"])["sample_id"].astype(str))
-    number = round_number(round_key)
-    if importlib.util.find_spec("annotation.selection") is not None:
-        from annotation.selection import select_for_round
-
-        scores_file = z.annotation / round_key / "model" / "scores.parquet"
-        scores = pd.read_parquet(scores_file) if scores_file.exists() else None
-        picked = select_for_round(volumes, labelled, number, cfg.n_samples, cfg.seed, scores)
-        reasons = picked["reason"].value_counts().sort_index()
-        how = ", ".join(f"{k}: {v}" for k, v in reasons.items())
-        return sorted(picked["sample_id"].astype(str)), how
-    seed = cfg.seed * 1000 + number
-    return stratified_seed_set(volumes, cfg.n_samples, seed, sorted(labelled)), "stratified_random"
 
 
 @dg.asset(
@@ -85,6 +56,7 @@ def annotation_tasks(
         sync_tasks,
         write_round_info,
     )
+    from annotation.selection import choose_round_samples
 
     z = home.zones()
     rk = context.partition_key
@@ -93,7 +65,9 @@ def annotation_tasks(
     if info:  # a round keeps its samples once cut
         samples, how = list(info["samples"]), "kept from round.json"
     else:
-        samples, how = _select(volumes, rk, config, z)
+        samples, how = choose_round_samples(
+            volumes, z.annotation, z.labels / "labels.parquet", rk, config.n_samples, config.seed
+        )
     if not samples:
         raise dg.Failure(f"{rk}: no samples left to annotate")
     slices, tasks = render_round(

@@ -24,7 +24,6 @@ from annotation.rounds import (
     render_round,
     round_number,
     round_progress,
-    stratified_seed_set,
     sync_tasks,
     write_round_info,
 )
@@ -41,23 +40,6 @@ def test_round_keys_and_titles() -> None:
             round_number(bad)
     assert project_title("round-3") == "medcurate round-3"
     assert project_title("round-3", "adjudication") == "medcurate round-3 adjudication"
-
-
-def test_stratified_seed_set_covers_strata_deterministically() -> None:
-    vols = pd.DataFrame(
-        {
-            "sample_id": [f"s{i:02d}" for i in range(12)],
-            "modality": ["CT"] * 8 + ["MR"] * 4,
-            "site": ["A", "B"] * 6,
-            "status": ["ok"] * 11 + ["failed"],
-        }
-    )
-    picked = stratified_seed_set(vols, 4, seed=1)
-    assert picked == stratified_seed_set(vols, 4, seed=1) == sorted(picked)
-    strata = vols.set_index("sample_id").loc[picked, ["modality", "site"]]
-    assert len(strata.drop_duplicates()) == 4  # one per (modality, site)
-    assert "s11" not in stratified_seed_set(vols, 12, seed=1)  # not ok: never picked
-    assert set(stratified_seed_set(vols, 12, seed=2, exclude=picked)).isdisjoint(picked)
 
 
 def test_render_round_maps_pre_annotations_onto_slices(tmp_path: Path) -> None:

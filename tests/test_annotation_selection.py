@@ -87,3 +87,16 @@ def test_stratified_sample_without_strata_columns() -> None:
     pool = pd.DataFrame({"sample_id": [f"x{i}" for i in range(9)]})
     ids = stratified_sample(pool, 4, np.random.default_rng(0))
     assert len(ids) == 4 and len(set(ids)) == 4
+
+
+def test_volumes_that_were_not_written_are_never_picked() -> None:
+    vols = pd.DataFrame(
+        {
+            "sample_id": [f"s{i:02d}" for i in range(6)],
+            "site": ["A", "B"] * 3,
+            "modality": ["CT"] * 6,
+            "status": ["ok"] * 5 + ["load_error"],
+        }
+    )
+    picked = select_for_round(vols, set(), 1, 6, seed=0, scores=None)
+    assert set(picked["sample_id"]) == {f"s{i:02d}" for i in range(5)}
