@@ -140,6 +140,8 @@ class _Runner:
             partition_key=partition_key,
             selection=selection,
             raise_on_error=False,
+            # the step-by-step DEBUG events stay in the instance (the UI shows them)
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
         print(f"{label} run {result.run_id}: {'success' if result.success else 'FAILED'}")
         print("\n".join(_metadata_line(result)))
