@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from medcurate.config import Zones
 from medcurate.hashing import sha256_file
+from medcurate.locks import exclusive
 from medcurate.validate import validate_file
 
 OK, QUARANTINED, DUPLICATE = "ok", "quarantined", "duplicate"
@@ -227,10 +228,14 @@ def _check_batch_name(batch: str) -> None:
 
 
 def _known_hashes(z: Zones, batch: str) -> dict[str, str]:
-    """Content hash -> 'batch/relpath' of first receipt, over batches sorted before this one."""
+    """Content hash -> 'batch/relpath' of first receipt, over every other batch catalogued so far.
+
+    Every other batch, not only earlier ones: batches may be ingested in any order (two runs at
+    once). A batch's own earlier decisions are kept by ``ingest_batch``, so re-runs stay stable.
+    """
     seen: dict[str, str] = {}
     for p in sorted(z.catalog.glob("*.parquet")):
-        if p.stem >= batch:
+        if p.stem == batch:
             continue
         df = pd.read_parquet(p, columns=["batch", "relpath", "sha256", "status"])
         for row in df[df["status"] != DUPLICATE].itertuples():
@@ -261,54 +266,59 @@ def ingest_batch(batch: str, z: Zones) -> IngestResult:
     raw, quarantine, dups = z.raw / batch, z.quarantine / batch, z.duplicates / batch
     if not raw.is_dir() and not catalog_path(z, batch).exists():
         raise FileNotFoundError(f"batch {batch} was never claimed: no {raw}")
-    previous: dict[str, dict[str, Any]] = {}
-    if catalog_path(z, batch).exists():
-        prev = pq.read_table(catalog_path(z, batch), schema=CATALOG_SCHEMA).to_pylist()
-        previous = {str(r["relpath"]): r for r in prev}
+    # Deciding "duplicate" reads every other batch's catalog: two batches ingested at once must
+    # not both miss each other, so the read-decide-write holds the catalog's lock.
+    with exclusive(z.catalog / ".lock"):
+        previous: dict[str, dict[str, Any]] = {}
+        if catalog_path(z, batch).exists():
+            prev = pq.read_table(catalog_path(z, batch), schema=CATALOG_SCHEMA).to_pylist()
+            previous = {str(r["relpath"]): r for r in prev}
 
-    known = _known_hashes(z, batch)
-    for rec in previous.values():
-        if rec["status"] != DUPLICATE:
-            known.setdefault(str(rec["sha256"]), f"{batch}/{rec['relpath']}")
-    rows: list[dict[str, Any]] = []
-    moves: list[tuple[Path, Path]] = []
-    in_raw: set[str] = set()
-    for p in _files_under(raw):
-        rel = p.relative_to(raw).as_posix()
-        in_raw.add(rel)
-        sha, size = sha256_file(p), p.stat().st_size
-        old = previous.get(rel)
-        if old is not None and old["sha256"] == sha:
-            row = dict(old)
-        else:
-            row = _row(batch, rel, p, sha, size)
-            if sha in known:
-                row.update(status=DUPLICATE, reason=DUPLICATE_REASON)
-                row["message"] = f"DUPLICATE: same content as {known[sha]}"
+        known = _known_hashes(z, batch)
+        for rec in previous.values():
+            if rec["status"] != DUPLICATE:
+                known.setdefault(str(rec["sha256"]), f"{batch}/{rec['relpath']}")
+        rows: list[dict[str, Any]] = []
+        moves: list[tuple[Path, Path]] = []
+        in_raw: set[str] = set()
+        for p in _files_under(raw):
+            rel = p.relative_to(raw).as_posix()
+            in_raw.add(rel)
+            sha, size = sha256_file(p), p.stat().st_size
+            old = previous.get(rel)
+            if old is not None and old["sha256"] == sha:
+                row = dict(old)
             else:
-                v = validate_file(p)
-                row.update({k: v.header.get(k) for k in HEADER_COLUMNS})
-                if v.reason is None:
-                    row.update(status=OK, reason="", message="")
+                row = _row(batch, rel, p, sha, size)
+                if sha in known:
+                    row.update(status=DUPLICATE, reason=DUPLICATE_REASON)
+                    row["message"] = f"DUPLICATE: same content as {known[sha]}"
                 else:
-                    row.update(status=QUARANTINED, reason=v.reason.code, message=v.reason.message)
-        target = {OK: raw, QUARANTINED: quarantine, DUPLICATE: dups}[row["status"]] / rel
-        row["path"] = str(target)
-        if target != p:
-            moves.append((p, target))
-        if row["status"] != DUPLICATE:
-            known.setdefault(sha, f"{batch}/{rel}")
-        rows.append(row)
-    # Rows of earlier runs whose files were already moved out of raw/.
-    for rel, rec in previous.items():
-        if rel not in in_raw and rec["status"] != OK and Path(str(rec["path"])).is_file():
-            rows.append(dict(rec))
+                    v = validate_file(p)
+                    row.update({k: v.header.get(k) for k in HEADER_COLUMNS})
+                    if v.reason is None:
+                        row.update(status=OK, reason="", message="")
+                    else:
+                        row.update(
+                            status=QUARANTINED, reason=v.reason.code, message=v.reason.message
+                        )
+            target = {OK: raw, QUARANTINED: quarantine, DUPLICATE: dups}[row["status"]] / rel
+            row["path"] = str(target)
+            if target != p:
+                moves.append((p, target))
+            if row["status"] != DUPLICATE:
+                known.setdefault(sha, f"{batch}/{rel}")
+            rows.append(row)
+        # Rows of earlier runs whose files were already moved out of raw/.
+        for rel, rec in previous.items():
+            if rel not in in_raw and rec["status"] != OK and Path(str(rec["path"])).is_file():
+                rows.append(dict(rec))
 
-    rows.sort(key=lambda r: (str(r["relpath"]), str(r["status"])))
-    table = pa.Table.from_pylist(
-        [{k: r.get(k) for k in CATALOG_COLUMNS} for r in rows], schema=CATALOG_SCHEMA
-    )
-    _write_parquet(table, catalog_path(z, batch))
+        rows.sort(key=lambda r: (str(r["relpath"]), str(r["status"])))
+        table = pa.Table.from_pylist(
+            [{k: r.get(k) for k in CATALOG_COLUMNS} for r in rows], schema=CATALOG_SCHEMA
+        )
+        _write_parquet(table, catalog_path(z, batch))
     df = table.to_pandas()
     for src, dst in moves:
         _move(src, dst)

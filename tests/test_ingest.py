@@ -228,6 +228,29 @@ def test_duplicates_within_and_across_batches(tmp_path: Path, zones_tmp: Zones) 
     assert len(everything) == 6 and list(everything.batch.unique()) == sorted([b1, b2])
 
 
+def test_batches_ingested_at_once_still_find_each_others_duplicates(
+    tmp_path: Path, zones_tmp: Zones
+) -> None:
+    """Two processes ingest two claimed batches holding the same file at the same moment: exactly
+    one copy is catalogued, the other is a duplicate (the catalog lock serializes the decision)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    batches = []
+    for name in ("first", "second"):
+        src = tmp_path / name
+        src.mkdir()
+        shutil.copyfile(get_testdata_file("CT_small.dcm"), src / f"{name}.dcm")
+        ing.drop_into_inbox(src, zones_tmp)
+        batch = ing.claim_inbox(zones_tmp)
+        assert batch is not None
+        batches.append(batch)
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        results = list(pool.map(ing.ingest_batch, batches, [zones_tmp, zones_tmp]))
+    assert sorted((r.catalogued, r.duplicates) for r in results) == [(0, 1), (1, 0)]
+    assert (ing.read_catalog(zones_tmp)["status"] == "ok").sum() == 1
+
+
 def test_unknown_batch_is_an_error(zones_tmp: Zones) -> None:
     with pytest.raises(FileNotFoundError):
         ing.ingest_batch("b20260101-000000-000000", zones_tmp)

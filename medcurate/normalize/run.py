@@ -10,11 +10,9 @@ Tables are upserted per series UID under a file lock, so batches may run side by
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -24,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from medcurate.hashing import sha256_file
+from medcurate.locks import exclusive
 from medcurate.normalize.assembly import (
     LOAD_ERROR,
     UNREADABLE,
@@ -273,7 +272,7 @@ def _normalize(
 
     seen = {i.series_uid for i in infos}
     new_vol = rows + kept
-    with _locked(out_root):
+    with exclusive(out_root / ".normalize.lock"):
         old_vol = _read_table(out_root / VOLUMES_TABLE, VOLUME_COLUMNS)
         _remove_orphans(out_root, old_vol, seen, {r["sample_id"] for r in new_vol})
         _upsert(out_root / VOLUMES_TABLE, VOLUME_COLUMNS, old_vol, new_vol, seen)
@@ -389,16 +388,6 @@ def process_plan(
 
 # ---------------------------------------------------------------------------------------------
 # Tables
-
-
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    with open(root / ".normalize.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
