@@ -5,9 +5,6 @@ returns PHI-free metadata (counts, balance tables, version id and digest).
 """
 
 import base64
-import importlib.metadata
-import subprocess
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -26,16 +23,13 @@ from medcurate.splits import (
     max_deviation,
     split_counts,
 )
+from medcurate.store.card import code_version
 from medcurate.store.manifest import curate_samples
 from medcurate.store.objects import ObjectStore, StoreError
 from medcurate.store.publish import list_versions, load_manifest
 from medcurate.store.release import release_dataset
 
 DEFAULT_DATASET = "medcurate-demo"
-
-
-def _curated(z: Zones) -> Path:
-    return z.home / "curated"
 
 
 def _store(z: Zones, url: str) -> ObjectStore:
@@ -75,7 +69,7 @@ def curated_samples(context: dg.AssetExecutionContext, home: MedcurateHome) -> d
     lab_path = z.labels / "labels.parquet"
     labels = pd.read_parquet(lab_path) if lab_path.exists() else None
     samples = curate_samples(volumes, labels)
-    out = _curated(z) / "samples.parquet"
+    out = z.curated / "samples.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     samples.to_parquet(out, index=False)
     counts = samples["label"].value_counts().sort_index()
@@ -96,7 +90,7 @@ def dataset_splits(
 ) -> dg.MaterializeResult:
     """Patient-level stratified splits; patients of the previous release keep their split."""
     z = home.zones()
-    samples = pd.read_parquet(_curated(z) / "samples.parquet")
+    samples = pd.read_parquet(z.curated / "samples.parquet")
     store = _store(z, config.store)
     versions = list_versions(store, config.dataset)
     previous = load_manifest(store, versions[-1]) if versions else None
@@ -109,7 +103,7 @@ def dataset_splits(
     assigned = assign_splits(samples, cfg, previous)
     if leaking_patients(assigned):
         raise dg.Failure("split assignment put a patient in two splits")
-    out = _curated(z) / "splits.parquet"
+    out = z.curated / "splits.parquet"
     assigned.to_parquet(out, index=False)
     report = balance_report(assigned, cfg.strata)
     metadata: dict[str, object] = {
@@ -119,29 +113,10 @@ def dataset_splits(
         "previous_version": versions[-1].id if versions else "none",
         "path": dg.MetadataValue.path(str(out)),
     }
-    plot = balance_plot(report, _curated(z) / "balance.png")
+    plot = balance_plot(report, z.curated / "balance.png")
     png = base64.b64encode(plot.read_bytes()).decode()
     metadata["balance_plot"] = dg.MetadataValue.md(f"![balance](data:image/png;base64,{png})")
     return dg.MaterializeResult(metadata=metadata)  # type: ignore[arg-type]
-
-
-def _code_version() -> str:
-    try:
-        version = importlib.metadata.version("medcurate")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{version}+{commit}" if commit else version
 
 
 @dg.asset(deps=[dataset_splits], group_name="release")
@@ -150,17 +125,17 @@ def dataset_release(
 ) -> dg.MaterializeResult:
     """Publish ``releases/<dataset>/<vN>/`` atomically (a no-op when nothing changed)."""
     z = home.zones()
-    assigned = pd.read_parquet(_curated(z) / "splits.parquet")
+    assigned = pd.read_parquet(z.curated / "splits.parquet")
     upstream = {}
     for name, p in (
         ("volumes.parquet", z.volumes / "volumes.parquet"),
         ("labels.parquet", z.labels / "labels.parquet"),
-        ("splits.parquet", _curated(z) / "splits.parquet"),
+        ("splits.parquet", z.curated / "splits.parquet"),
     ):
         if p.exists():
             upstream[name] = "sha256:" + sha256_file(p)
     lineage = {
-        "code_version": _code_version(),
+        "code_version": code_version(),
         "dagster_run_id": context.run_id,
         "upstream": upstream,
     }

@@ -68,6 +68,10 @@ class Zones:
         return self.home / "labels"
 
     @property
+    def curated(self) -> Path:
+        return self.home / "curated"
+
+    @property
     def synthetic(self) -> Path:
         return self.home / "synthetic"
 

@@ -40,3 +40,11 @@ def test_card_sections_counts_and_lineage(tmp_path: Path, release_cohort) -> Non
     for uid in vol["study_uid"]:  # de-identified UIDs do not enter the card either
         assert uid not in card
     assert "datasets pull demo@v3 DEST" in card
+
+
+def test_code_version_names_the_installed_version() -> None:
+    import importlib.metadata
+
+    from medcurate.store.card import code_version
+
+    assert code_version().split("+")[0] == importlib.metadata.version("medcurate")

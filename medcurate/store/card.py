@@ -7,8 +7,11 @@ Everything in it comes from the manifest and configuration: nothing patient-iden
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,6 +25,26 @@ DEID_POLICY = (
     "enters a release. The pseudonym crosswalk stays in `restricted/`. Sample and patient ids in "
     "this version are pseudonyms; no original UID is included."
 )
+
+
+def code_version() -> str:
+    """The installed medcurate version plus the git commit of the checkout, for lineage."""
+    try:
+        version = importlib.metadata.version("medcurate")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{version}+{commit}" if commit else version
 
 
 def _counts_table(manifest: pd.DataFrame) -> str:
