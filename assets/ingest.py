@@ -1,7 +1,8 @@
 """``raw_instances``: one batch of received files, validated and catalogued (restricted zone).
 
 Thin on purpose: the logic is :func:`medcurate.ingest.ingest_batch`; this module only wires it to
-a batch partition and reports PHI-free counts as metadata.
+a batch partition and reports PHI-free counts as metadata. Nothing raised here carries a path: one
+bad entry is quarantined, never fatal, and errors name files as ``batch <id>, file #<n>``.
 """
 
 import dagster as dg
@@ -18,7 +19,9 @@ from medcurate.ingest import check_accounting, ingest_batch
     description=(
         "Files of one inbox batch, validated: decodable images catalogued in "
         "restricted/catalog/<batch>.parquet, failures quarantined with a reason, repeats set aside "
-        "as duplicates. received == catalogued + quarantined + duplicates."
+        "as duplicates. Every inbox entry is received (symlinks, dot-files, FIFOs, unreadable "
+        "files and folders are quarantined as such): received == catalogued + quarantined + "
+        "duplicates."
     ),
 )
 def raw_instances(context: dg.AssetExecutionContext, home: MedcurateHome) -> dg.MaterializeResult:

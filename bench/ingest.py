@@ -1,7 +1,9 @@
 """Ingest throughput: files/s for validation alone and for claim + ingest_batch end to end.
 
 Inputs: generated studies (medcurate.synth, when present) and pydicom's bundled test files (a mix
-of compressed, odd and broken files). Prints measured figures; asserts nothing about time.
+of compressed, odd and broken files). Then hostile files (issue 9, row 6): zero-filled 10 and
+20 MB ``.dcm`` files and a sequence nested 1,000 deep, each timed alone (validation, and a whole
+claim + ingest of a batch holding only it). Prints measured figures; asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pydicom.data import get_testdata_files
+from pydicom.data import get_testdata_file, get_testdata_files
 
 from medcurate.config import Zones
 from medcurate.ingest import claim_inbox, drop_into_inbox, ingest_batch
@@ -67,6 +69,47 @@ def bench(name: str, src: Path, work: Path) -> None:
     print(f"{name}: re-run (idempotent) {dt:6.2f} s")
 
 
+def _nested(dst: Path, depth: int) -> Path:
+    """CT_small with a (5200,9229) sequence nested ``depth`` deep (built as bytes)."""
+    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    at = ct.index(b"\xe0\x7f\x10\x00OW")
+    sq, item = b"\x00\x52\x29\x92SQ\x00\x00\xff\xff\xff\xff", b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    ends = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    dst.write_bytes(ct[:at] + (sq + item) * depth + ends * depth + ct[at:])
+    return dst
+
+
+def hostile(work: Path) -> None:
+    """Row 6 of issue 9: how long each hostile file takes to be refused."""
+    root = work / "hostile"
+    root.mkdir()
+    files = {
+        "zero 10 MB": root / "zero10.dcm",
+        "zero 20 MB": root / "zero20.dcm",
+        "nested 1000": _nested(root / "deep.dcm", 1000),
+    }
+    files["zero 10 MB"].write_bytes(b"\0" * (10 << 20))
+    files["zero 20 MB"].write_bytes(b"\0" * (20 << 20))
+    for name, path in files.items():
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            v = validate_file(path)
+            best = min(best, time.perf_counter() - t)
+        code = v.reason.code if v.reason else "ok"
+        z = Zones(work / f"home-{path.stem}").ensure()
+        shutil.copyfile(path, z.inbox / path.name)
+        t = time.perf_counter()
+        batch = claim_inbox(z)
+        assert batch
+        res = ingest_batch(batch, z)
+        dt = time.perf_counter() - t
+        print(
+            f"hostile: {name:12s} validate_file {best * 1000:7.2f} ms ({code}); "
+            f"claim+ingest {dt * 1000:7.1f} ms (hashing included; {res.reasons})"
+        )
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -76,6 +119,7 @@ def main() -> int:
         else:
             print("synth: medcurate.synth not available, skipped")
         bench("pydicom", _pydicom_tree(work / "pydicom"), work)
+        hostile(work)
     return 0
 
 

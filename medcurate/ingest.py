@@ -1,14 +1,23 @@
 """Ingest: claim what arrived in the inbox as one batch, validate it, catalog it.
 
-The inbox is a drop folder. :func:`claim_inbox` moves every settled file into
+The inbox is a drop folder. :func:`claim_inbox` moves every settled inbox *entry* into
 ``restricted/raw/<batch>/`` (so the inbox empties and nothing is processed twice);
 :func:`ingest_batch` validates each file, moves failures to ``restricted/quarantine/<batch>/`` and
 repeated content to ``restricted/duplicates/<batch>/``, and writes one Parquet catalog per batch
 under ``restricted/catalog/``. Accounting is exact: received == catalogued + quarantined +
-duplicates, for every batch.
+duplicates, for every batch, and every inbox entry is received: symlinks, dot-files, FIFOs,
+sockets, devices and unlistable folders are moved as themselves and quarantined with their kind
+as reason (:mod:`medcurate.inbox`); an unreadable file is quarantined as ``UNREADABLE``.
 
 Relative paths keep the sender's folder structure (and so may carry PHI): they only ever live
-under ``restricted/``. Batch ids are built from the clock and content hashes, never from names.
+under ``restricted/``, which is owner-only (0700 folders, 0600 files, whatever the umask). Batch
+ids are built from the clock and content hashes, never from names; errors and messages name
+files as ``batch <id>, file #<n>``, never by path.
+
+Resumable: a claim leaves ``catalog/<batch>.pending`` until the batch is fully ingested, so a run
+killed after its claim is found by :func:`pending_batches` and finished by the next one; temporary
+files of killed writers are removed (:func:`clean_litter`), and ``.part`` files of copies that
+never finished are claimed (``PARTIAL_TRANSFER``) once older than ``STALE_PART_S``.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import os
 import shutil
 import time
@@ -29,13 +39,25 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medcurate import inbox
 from medcurate.config import Zones
-from medcurate.hashing import sha256_file
+from medcurate.dicomwalk import DEFAULT_MAX_DEPTH
 from medcurate.locks import exclusive
-from medcurate.validate import validate_file
+from medcurate.perms import private_dir
+from medcurate.validate import unreadable_message, validate_file
 
 OK, QUARANTINED, DUPLICATE = "ok", "quarantined", "duplicate"
 DUPLICATE_REASON = "DUPLICATE"
+UNREADABLE = inbox.UNREADABLE
+STALE_PART_S = 3600.0  # a ``.part`` copy untouched this long was abandoned: claim it
+
+_ENTRY_MESSAGES = {
+    inbox.HIDDEN_FILE: "HIDDEN_FILE: a dot-file (or a file in a dot-folder); not validated",
+    inbox.PARTIAL_TRANSFER: "PARTIAL_TRANSFER: an abandoned .part copy; not validated",
+    inbox.SYMLINK: "SYMLINK: a symbolic link; refused, never followed",
+    inbox.SPECIAL_FILE: "SPECIAL_FILE: a FIFO, socket or device; never opened",
+    inbox.UNREADABLE_FOLDER: "UNREADABLE_FOLDER: a folder that cannot be listed; moved whole",
+}
 
 _LIST = pa.list_(pa.float64())
 CATALOG_SCHEMA = pa.schema(
@@ -69,19 +91,49 @@ CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
 HEADER_COLUMNS = CATALOG_COLUMNS[8:]
 
 
+class IngestMoveError(OSError):
+    """Some entries of a batch could not be moved; the catalog is written, a re-run finishes."""
+
+
+# --- restricted/: owner-only folders, private files, locks --------------------------------------
+
+
+def _ensure(z: Zones) -> None:
+    """The zones ingest writes to, 0700 from restricted/ down (Zones.ensure may use the umask)."""
+    z.ensure()
+    for d in (z.raw, z.quarantine, z.duplicates, z.catalog):
+        private_dir(d, root=z.restricted)
+
+
+def _private_file(path: Path) -> io.BufferedWriter:
+    """A new file opened for writing, created 0600 (the umask cannot widen it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+@contextlib.contextmanager
+def _locked(z: Zones, name: str) -> Iterator[None]:
+    """``exclusive`` on ``catalog/<name>``, its lock file created 0600 first."""
+    path = z.catalog / name
+    if not path.exists():
+        _private_file(path).close()
+    inbox.secure(path)  # one left 0644 by an older version
+    with exclusive(path):
+        yield
+
+
+CATALOG_LOCK, CLAIM_LOCK = ".lock", ".claim.lock"
+
+
 # --- the inbox ----------------------------------------------------------------------------------
 
 
 def _files_under(root: Path) -> Iterator[Path]:
-    """Regular files below root, sorted, skipping dot-files (transfers in progress, OS litter)."""
-    if not root.is_dir():
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if not name.startswith(".") and p.is_file() and not p.is_symlink():
-                yield p
+    """Regular visible files below root, sorted (what ``drop_into_inbox`` copies from a source)."""
+    for e in inbox.entries(root):
+        if e.kind == inbox.FILE:
+            yield e.path
 
 
 def drop_into_inbox(src: Path, z: Zones) -> int:
@@ -117,29 +169,94 @@ def _prune_empty_dirs(root: Path) -> None:
                 p.rmdir()
 
 
-def claim_inbox(z: Zones, min_age_s: float = 0.0) -> str | None:
-    """Move every settled inbox file into ``raw/<batch>/``; return the batch id, or None.
+def _claim_key(e: inbox.Entry, root: Path) -> str:
+    """What ties the batch id to an entry: its content hash, or (unreadable, not a file) its kind,
+    place and size, hashed (only 6 hex digits of a hash over all keys reach the batch id)."""
+    if e.kind == inbox.FILE:
+        with contextlib.suppress(OSError):
+            return inbox.sha256_entry(e.path)[0]
+    rel = e.path.relative_to(root).as_posix()
+    return hashlib.sha256(f"{e.kind}\0{rel}\0{e.size}\0{e.mtime}".encode()).hexdigest()
 
-    Only files whose modification time is at least ``min_age_s`` old are claimed, so a file still
-    being written waits for the next claim. Emptied inbox subfolders are removed.
+
+def pending_path(z: Zones, batch: str) -> Path:
+    """Exists from the claim until the batch is fully ingested (catalog, moves, reasons)."""
+    return z.catalog / f"{batch}.pending"
+
+
+def claim_inbox(
+    z: Zones, min_age_s: float = 0.0, part_max_age_s: float = STALE_PART_S
+) -> str | None:
+    """Move every settled inbox entry into ``raw/<batch>/``; return the batch id, or None.
+
+    Only entries whose modification time is at least ``min_age_s`` old are claimed, so a file still
+    being written waits for the next claim; ``.part`` copies wait ``part_max_age_s`` (an abandoned
+    copy is then claimed and quarantined). Emptied inbox subfolders are removed. An entry that
+    cannot be moved stays in the inbox for the next claim; nothing here raises for one entry.
     """
-    cutoff = time.time() - min_age_s
-    ready = [p for p in _files_under(z.inbox) if min_age_s <= 0 or p.stat().st_mtime <= cutoff]
-    if not ready:
-        return None
-    hashes = [sha256_file(p) for p in ready]
-    batch = batch_id(hashes)
-    n = 0
-    while (z.raw / batch).exists():  # same second, same content: keep batches apart
-        n += 1
-        batch = batch_id([*hashes, str(n)])
-    dest = z.raw / batch
-    for p in ready:
-        target = dest / p.relative_to(z.inbox)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(p, target)
-    _prune_empty_dirs(z.inbox)
+    _ensure(z)
+    with _locked(z, CLAIM_LOCK):
+        now = time.time()
+        ready = [
+            e
+            for e in inbox.entries(z.inbox)
+            if (e.kind == inbox.PARTIAL_TRANSFER and e.mtime <= now - part_max_age_s)
+            or (e.kind != inbox.PARTIAL_TRANSFER and (min_age_s <= 0 or e.mtime <= now - min_age_s))
+        ]
+        if not ready:
+            return None
+        keys = [_claim_key(e, z.inbox) for e in ready]
+        batch = batch_id(keys)
+        n = 0
+        while (z.raw / batch).exists() or catalog_path(z, batch).exists():
+            n += 1  # same second, same content: keep batches apart
+            batch = batch_id([*keys, str(n)])
+        _private_file(pending_path(z, batch)).close()
+        dest = private_dir(z.raw / batch, root=z.restricted)
+        for e in ready:
+            target = dest / e.path.relative_to(z.inbox)
+            with contextlib.suppress(OSError):  # left in the inbox: the next claim retries
+                private_dir(target.parent, root=z.restricted)
+                inbox.move_entry(e.path, target)
+                inbox.secure(target)
+        _prune_empty_dirs(z.inbox)
     return batch
+
+
+def pending_batches(z: Zones) -> list[str]:
+    """Claimed batches not fully ingested (a run killed after the claim, or half-way): those with
+    a ``.pending`` mark, and raw batch folders without a catalog (claims of older versions)."""
+    if not z.catalog.is_dir() or not z.raw.is_dir():
+        return []
+    with _locked(z, CLAIM_LOCK):  # not a claim half-done by someone else
+        found = {
+            p.name
+            for p in z.raw.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and not catalog_path(z, p.name).exists()
+        }
+        for mark in z.catalog.glob("*.pending"):
+            batch = mark.name.removesuffix(".pending")
+            if (z.raw / batch).is_dir() or catalog_path(z, batch).exists():
+                found.add(batch)
+            else:  # the claim died before moving anything
+                mark.unlink(missing_ok=True)
+    return sorted(found)
+
+
+def clean_litter(z: Zones) -> int:
+    """Remove temporary files of killed writers (``.<name>.tmp`` catalogs and reasons files);
+    returns how many. Writers hold the catalog lock, so this takes it too."""
+    with _locked(z, CATALOG_LOCK):
+        return _clean_litter_locked(z)
+
+
+def _clean_litter_locked(z: Zones) -> int:
+    removed = 0
+    for folder in (z.catalog, z.quarantine):
+        for p in folder.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 # --- one batch ----------------------------------------------------------------------------------
@@ -250,25 +367,57 @@ def _row(batch: str, relpath: str, path: Path, sha: str, size: int) -> dict[str,
 
 
 def _move(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(src, dst)
+    """Move one entry (itself, not a link's target) to ``dst``; its parent already exists."""
+    inbox.move_entry(src, dst)
+    inbox.secure(dst)
 
 
-def ingest_batch(batch: str, z: Zones) -> IngestResult:
-    """Validate, catalog and sort every file of ``raw/<batch>/``. Idempotent.
+def _entry_row(
+    batch: str, e: inbox.Entry, rel: str, known: dict[str, str], max_depth: int
+) -> dict[str, Any]:
+    """A new catalog row for one entry: quarantined by kind, unreadable, duplicate or validated."""
+    if e.kind != inbox.FILE:
+        row = _row(batch, rel, e.path, "", e.size)
+        row.update(status=QUARANTINED, reason=e.kind, message=_ENTRY_MESSAGES[e.kind])
+        return row
+    try:
+        sha, size = inbox.sha256_entry(e.path)
+    except OSError as exc:
+        row = _row(batch, rel, e.path, "", e.size)
+        row.update(status=QUARANTINED, reason=UNREADABLE, message=unreadable_message(exc))
+        return row
+    row = _row(batch, rel, e.path, sha, size)
+    if sha in known:
+        row.update(status=DUPLICATE, reason=DUPLICATE_REASON)
+        row["message"] = f"DUPLICATE: same content as {known[sha]}"
+        return row
+    v = validate_file(e.path, max_depth=max_depth)
+    row.update({k: v.header.get(k) for k in HEADER_COLUMNS})
+    if v.reason is None:
+        row.update(status=OK, reason="", message="")
+    else:
+        row.update(status=QUARANTINED, reason=v.reason.code, message=v.reason.message)
+    return row
 
-    The catalog is written before any file moves, so a run that dies half-way is finished by the
-    next one: rows already catalogued are reused (same relpath and content), files they say belong
-    in quarantine or duplicates are moved there, and only files new to the batch are validated.
+
+def ingest_batch(batch: str, z: Zones, max_depth: int = DEFAULT_MAX_DEPTH) -> IngestResult:
+    """Validate, catalog and sort every entry of ``raw/<batch>/``. Idempotent; one bad entry never
+    stops the batch (it is quarantined with a reason, or left for the next run to move).
+
+    The catalog is written before any entry moves, so a run that dies half-way is finished by the
+    next one: rows already catalogued are reused (same relpath and content), entries they say belong
+    in quarantine or duplicates are moved there, and only entries new to the batch are examined.
+    ``max_depth`` is the sequence nesting limit (deeper files: ``SEQUENCE_TOO_DEEP``).
     """
     _check_batch_name(batch)
-    z.ensure()
+    _ensure(z)
     raw, quarantine, dups = z.raw / batch, z.quarantine / batch, z.duplicates / batch
-    if not raw.is_dir() and not catalog_path(z, batch).exists():
-        raise FileNotFoundError(f"batch {batch} was never claimed: no {raw}")
     # Deciding "duplicate" reads every other batch's catalog: two batches ingested at once must
-    # not both miss each other, so the read-decide-write holds the catalog's lock.
-    with exclusive(z.catalog / ".lock"):
+    # not both miss each other, so the whole read-decide-write-move holds the catalog's lock.
+    with _locked(z, CATALOG_LOCK):
+        _clean_litter_locked(z)
+        if not raw.is_dir() and not catalog_path(z, batch).exists():
+            raise FileNotFoundError(f"batch {batch} was never claimed (no raw folder, no catalog)")
         previous: dict[str, dict[str, Any]] = {}
         if catalog_path(z, batch).exists():
             prev = pq.read_table(catalog_path(z, batch), schema=CATALOG_SCHEMA).to_pylist()
@@ -276,42 +425,29 @@ def ingest_batch(batch: str, z: Zones) -> IngestResult:
 
         known = _known_hashes(z, batch)
         for rec in previous.values():
-            if rec["status"] != DUPLICATE:
+            if rec["status"] != DUPLICATE and rec["sha256"]:
                 known.setdefault(str(rec["sha256"]), f"{batch}/{rec['relpath']}")
         rows: list[dict[str, Any]] = []
-        moves: list[tuple[Path, Path]] = []
+        moves: list[tuple[str, Path, Path]] = []
         in_raw: set[str] = set()
-        for p in _files_under(raw):
-            rel = p.relative_to(raw).as_posix()
+        for e in inbox.entries(raw):
+            rel = e.path.relative_to(raw).as_posix()
             in_raw.add(rel)
-            sha, size = sha256_file(p), p.stat().st_size
             old = previous.get(rel)
-            if old is not None and old["sha256"] == sha:
+            if old is not None and _same_entry(old, e):
                 row = dict(old)
             else:
-                row = _row(batch, rel, p, sha, size)
-                if sha in known:
-                    row.update(status=DUPLICATE, reason=DUPLICATE_REASON)
-                    row["message"] = f"DUPLICATE: same content as {known[sha]}"
-                else:
-                    v = validate_file(p)
-                    row.update({k: v.header.get(k) for k in HEADER_COLUMNS})
-                    if v.reason is None:
-                        row.update(status=OK, reason="", message="")
-                    else:
-                        row.update(
-                            status=QUARANTINED, reason=v.reason.code, message=v.reason.message
-                        )
+                row = _entry_row(batch, e, rel, known, max_depth)
             target = {OK: raw, QUARANTINED: quarantine, DUPLICATE: dups}[row["status"]] / rel
             row["path"] = str(target)
-            if target != p:
-                moves.append((p, target))
-            if row["status"] != DUPLICATE:
-                known.setdefault(sha, f"{batch}/{rel}")
+            if target != e.path:
+                moves.append((rel, e.path, target))
+            if row["status"] != DUPLICATE and row["sha256"]:
+                known.setdefault(str(row["sha256"]), f"{batch}/{rel}")
             rows.append(row)
-        # Rows of earlier runs whose files were already moved out of raw/.
+        # Rows of earlier runs whose entries were already moved out of raw/.
         for rel, rec in previous.items():
-            if rel not in in_raw and rec["status"] != OK and Path(str(rec["path"])).is_file():
+            if rel not in in_raw and rec["status"] != OK and os.path.lexists(str(rec["path"])):
                 rows.append(dict(rec))
 
         rows.sort(key=lambda r: (str(r["relpath"]), str(r["status"])))
@@ -319,19 +455,54 @@ def ingest_batch(batch: str, z: Zones) -> IngestResult:
             [{k: r.get(k) for k in CATALOG_COLUMNS} for r in rows], schema=CATALOG_SCHEMA
         )
         _write_parquet(table, catalog_path(z, batch))
-    df = table.to_pandas()
-    for src, dst in moves:
-        _move(src, dst)
-    _prune_empty_dirs(raw)
-    _write_reasons(df, reasons_path(z, batch))
+        df = table.to_pandas()
+        failed = _apply_moves(z, moves, [str(r["relpath"]) for r in rows])
+        _prune_empty_dirs(raw)
+        _write_reasons(df, reasons_path(z, batch))
+        if failed:
+            numbers = ", ".join(f"#{n}" for n in failed[:10]) + (" ..." if len(failed) > 10 else "")
+            raise IngestMoveError(
+                f"batch {batch}: {len(failed)} file(s) could not be moved to quarantine or "
+                f"duplicates (file {numbers}); the catalog is written: run again to finish"
+            )
+        pending_path(z, batch).unlink(missing_ok=True)
     return IngestResult.from_catalog(batch, df)
 
 
+def _same_entry(old: dict[str, Any], e: inbox.Entry) -> bool:
+    """An earlier row still describes this entry (same kind of thing, same content)."""
+    if e.kind != inbox.FILE:
+        return old["reason"] == e.kind
+    if not old["sha256"]:  # unreadable last time: look again
+        return False
+    try:
+        return bool(old["sha256"] == inbox.sha256_entry(e.path)[0])
+    except OSError:
+        return False
+
+
+def _apply_moves(z: Zones, moves: list[tuple[str, Path, Path]], relpaths: list[str]) -> list[int]:
+    """Move each entry; the numbers (``file #n``, 1-based in catalog order) of those that failed.
+
+    No exception escapes with a path in it: the entries' folders carry patient names.
+    """
+    number = {rel: i for i, rel in enumerate(relpaths, 1)}
+    failed: list[int] = []
+    for rel, src, dst in moves:
+        try:
+            private_dir(dst.parent, root=z.restricted)
+            _move(src, dst)
+        except OSError:
+            failed.append(number[rel])
+    return sorted(failed)
+
+
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    """Atomic write with a fixed schema and no writer metadata: same rows, same bytes."""
+    """Atomic write, 0600, with a fixed schema and no writer metadata: same rows, same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table.replace_schema_metadata(None), tmp)
+    with _private_file(tmp) as f:
+        pq.write_table(table.replace_schema_metadata(None), f)
     os.replace(tmp, path)
 
 
@@ -342,7 +513,7 @@ def _write_reasons(df: pd.DataFrame, path: Path) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with _private_file(tmp) as raw, io.TextIOWrapper(raw, newline="") as f:
         w = csv.writer(f)
         w.writerow(["relpath", "reason", "message", "sha256"])
         for r in q.itertuples():
@@ -377,13 +548,15 @@ def check_accounting(z: Zones, batch: str) -> list[str]:
     bad_status = set(df["status"]) - {OK, QUARANTINED, DUPLICATE}
     if bad_status:
         problems.append(f"unknown statuses: {sorted(bad_status)}")
-    missing = int((~df["path"].map(lambda p: Path(p).is_file())).sum())
+    missing = int((~df["path"].map(os.path.lexists)).sum())
     if missing:
         problems.append(f"{missing} catalogued files are not where the catalog says")
     no_reason = int(((df["status"] != OK) & (df["reason"].fillna("") == "")).sum())
     if no_reason:
         problems.append(f"{no_reason} quarantined/duplicate rows without a reason")
-    left = sum(1 for p in _files_under(z.raw / batch)) - res.catalogued
+    left = len(inbox.entries(z.raw / batch)) - res.catalogued
     if left:
         problems.append(f"{left} files in raw/{batch} not catalogued as ok")
+    if pending_path(z, batch).exists():
+        problems.append("the batch is not fully ingested yet (a run was interrupted)")
     return problems

@@ -7,11 +7,16 @@ file and never raises: an unexpected exception becomes the reason ``UNREADABLE``
 Decisions (why a file is quarantined rather than catalogued):
 
 - ``EMPTY_FILE``: zero bytes.
-- ``NOT_DICOM``: no PS3.10 ``DICM`` prefix and not parseable as a DICOM data set at all.
+- ``NOT_DICOM``: no PS3.10 ``DICM`` prefix and not parseable as a DICOM data set at all. Decided
+  from the first bytes where possible (:mod:`medcurate.dicomwalk`), so a large zero-filled file is
+  refused in milliseconds, never handed to the full parser.
+- ``SEQUENCE_TOO_DEEP``: sequences nest deeper than the limit (``max_depth``, 32 by default):
+  readers recurse per level, and a file nested 1,000 deep would crash whoever reads it next.
 - ``NO_FILE_META``: a bare data set without the PS3.10 preamble and File Meta Information. pydicom
   can guess its encoding, but downstream stages read catalogued files without ``force``, and a
   transfer syntax that is guessed is not one we can trust for decoding; so these wait for a human.
-- ``TRUNCATED``: a data element runs past the end of the file (or the file ends inside one).
+- ``TRUNCATED``: a data element runs past the end of the file (or the file ends inside one);
+  element lengths (Pixel Data's too) are checked against the file size before any full parse.
 - ``DICOMDIR``: a Media Storage Directory (PS3.10 section 8): an index of other files, not an
   instance.
 - ``NOT_AN_IMAGE``: a known SOP class that is not an Image Storage class (PS3.4 Annex B): SR, RT
@@ -24,14 +29,17 @@ Decisions (why a file is quarantined rather than catalogued):
   Image Pixel module values, a value pydicom cannot convert).
 - ``UNSUPPORTED_TRANSFER_SYNTAX``: no installed pixel decoder for the file's transfer syntax.
 - ``PIXEL_DECODE_FAILED``: the decoder ran and failed on this file's pixel data.
-- ``UNREADABLE``: anything else that raised (the message names the exception type).
+- ``UNREADABLE``: the file cannot be read (no permission, I/O error, not a regular file) or
+  anything else raised. The message names the exception type and errno, never the file's path.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +51,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
+
+from medcurate.dicomwalk import DEFAULT_MAX_DEPTH, inspect
 
 # Reason codes (values of the catalog's ``reason`` column).
 EMPTY_FILE = "EMPTY_FILE"
@@ -57,6 +67,7 @@ INVALID_VALUE = "INVALID_VALUE"
 UNSUPPORTED_TRANSFER_SYNTAX = "UNSUPPORTED_TRANSFER_SYNTAX"
 PIXEL_DECODE_FAILED = "PIXEL_DECODE_FAILED"
 UNREADABLE = "UNREADABLE"
+SEQUENCE_TOO_DEEP = "SEQUENCE_TOO_DEEP"
 
 REASON_CODES = (
     EMPTY_FILE,
@@ -71,6 +82,7 @@ REASON_CODES = (
     UNSUPPORTED_TRANSFER_SYNTAX,
     PIXEL_DECODE_FAILED,
     UNREADABLE,
+    SEQUENCE_TOO_DEEP,
 )
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -403,28 +415,53 @@ def _bare_dataset_reason(path: Path) -> Reason:
     return Reason(NOT_DICOM, "NOT_DICOM: no DICM prefix and not a DICOM data set")
 
 
-def validate_file(path: Path) -> Validation:
-    """Run every check on one file, in order; never raises."""
+def validate_file(path: Path, max_depth: int = DEFAULT_MAX_DEPTH) -> Validation:
+    """Run every check on one file, in order; never raises.
+
+    ``max_depth`` bounds sequence nesting (checked by a cheap header walk before any parse).
+    """
     path = Path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         header: dict[str, Any] = {}
         try:
-            return _validate(path, header)
+            return _validate(path, header, max_depth)
         except _Invalid as exc:
             return Validation(Reason(INVALID_VALUE, str(exc)), header)
+        except OSError as exc:
+            return Validation(Reason(UNREADABLE, unreadable_message(exc)), header)
         except Exception as exc:
+            text = _scrub(str(exc), path)[:200]
             return Validation(
-                Reason(UNREADABLE, f"UNREADABLE: {type(exc).__name__}: {str(exc)[:200]}"), header
+                Reason(UNREADABLE, f"UNREADABLE: {type(exc).__name__}: {text}"), header
             )
 
 
-def _validate(path: Path, header: dict[str, Any]) -> Validation:
+def unreadable_message(exc: OSError) -> str:
+    """``UNREADABLE: PermissionError (EACCES)``: str() of an OSError holds the path; this not."""
+    code = errno.errorcode.get(exc.errno or 0, "no errno")
+    return f"UNREADABLE: {type(exc).__name__} ({code})"
+
+
+def _scrub(text: str, path: Path) -> str:
+    """Exception texts from parsers may quote the file's path (its folders carry patient names)."""
+    for p in (str(path), str(path.parent)):
+        text = text.replace(p, "<file>")
+    return text
+
+
+def _validate(path: Path, header: dict[str, Any], max_depth: int) -> Validation:
     def fail(reason: Reason | None) -> Validation:
         return Validation(reason, header)
 
-    if r := check_file_size(path.stat().st_size):
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # never open a FIFO or a device: it could block forever
+        return fail(Reason(UNREADABLE, "UNREADABLE: not a regular file"))
+    if r := check_file_size(st.st_size):
         return fail(r)
+    verdict = inspect(path, max_depth)  # cheap: element headers only, before any full parse
+    if verdict.code is not None:
+        return fail(Reason(verdict.code, verdict.message))
     with open(path, "rb") as f:
         head = f.read(132)
     if not has_part10_prefix(head):
@@ -432,9 +469,9 @@ def _validate(path: Path, header: dict[str, Any]) -> Validation:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError as exc:
-        return fail(Reason(NOT_DICOM, f"NOT_DICOM: {str(exc)[:200]}"))
+        return fail(Reason(NOT_DICOM, f"NOT_DICOM: {_scrub(str(exc), path)[:200]}"))
     except EOFError as exc:
-        return fail(Reason(TRUNCATED, f"TRUNCATED: {str(exc)[:200]}"))
+        return fail(Reason(TRUNCATED, f"TRUNCATED: {_scrub(str(exc), path)[:200]}"))
     header.update(header_fields(ds))
     if r := check_file_meta(ds.file_meta):
         return fail(r)
@@ -479,7 +516,8 @@ def decode_pixels(path: Path) -> Reason | None:
             frames += 1
     except Exception as exc:
         return Reason(
-            PIXEL_DECODE_FAILED, f"PIXEL_DECODE_FAILED: {type(exc).__name__}: {str(exc)[:200]}"
+            PIXEL_DECODE_FAILED,
+            f"PIXEL_DECODE_FAILED: {type(exc).__name__}: {_scrub(str(exc), path)[:200]}",
         )
     if frames == 0:
         return Reason(PIXEL_DECODE_FAILED, "PIXEL_DECODE_FAILED: no frames decoded")

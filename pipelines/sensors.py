@@ -6,10 +6,12 @@ import dagster as dg
 from assets.ingest import raw_instances
 from assets.partitions import batch_partitions, round_partitions
 from assets.resources import LabelStudioResource, MedcurateHome
-from medcurate.ingest import claim_inbox
+from medcurate.ingest import claim_inbox, pending_batches
 from pipelines.jobs import consensus_job, round_export_job
 
 INBOX_MIN_AGE_S = 10.0  # a file untouched this long is taken as fully written
+MAX_RESUMES = 3  # runs of a batch that may fail before the sensor leaves it to a person
+_FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def batch_asset_keys(repository_def: dg.RepositoryDefinition | None) -> list[dg.AssetKey]:
@@ -37,23 +39,47 @@ def batch_asset_keys(repository_def: dg.RepositoryDefinition | None) -> list[dg.
     target=dg.AssetSelection.assets(raw_instances).downstream()
     - dg.AssetSelection.keys("annotation_tasks").downstream(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Claims settled files in $MEDCURATE_HOME/inbox as one batch and requests its run.",
+    description="Claims settled files in $MEDCURATE_HOME/inbox as one batch and requests its run; "
+    "also requests runs for claimed batches never fully ingested (a run killed after its claim).",
 )
 def inbox_sensor(context: dg.SensorEvaluationContext, home: MedcurateHome) -> dg.SensorResult:
-    batch = claim_inbox(home.zones(), min_age_s=INBOX_MIN_AGE_S)
-    if batch is None:
-        return dg.SensorResult(skip_reason="inbox empty (or files still settling)")
-    context.log.info(f"claimed batch {batch}")
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=batch,
-                partition_key=batch,
-                asset_selection=batch_asset_keys(context.repository_def),
+    z = home.zones()
+    batch = claim_inbox(z, min_age_s=INBOX_MIN_AGE_S)
+    if batch is not None:
+        context.log.info(f"claimed batch {batch}")
+    requests = []
+    for pending in pending_batches(z):  # the new batch, and any a killed run left behind
+        run_key = _run_key(context.instance, pending)
+        if run_key is not None:
+            requests.append(
+                dg.RunRequest(
+                    run_key=run_key,
+                    partition_key=pending,
+                    asset_selection=batch_asset_keys(context.repository_def),
+                )
             )
-        ],
-        dynamic_partitions_requests=[batch_partitions.build_add_request([batch])],
+    if not requests:
+        return dg.SensorResult(skip_reason="inbox empty (or files still settling)")
+    name = str(batch_partitions.name)
+    keys = [str(r.partition_key) for r in requests]
+    new = [k for k in keys if not context.instance.has_dynamic_partition(name, k)]
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[batch_partitions.build_add_request(new)] if new else [],
     )
+
+
+def _run_key(instance: dg.DagsterInstance, batch: str) -> str | None:
+    """The run key for a pending batch, or None while a run of it is in flight (or after
+    ``MAX_RESUMES`` failed runs). A run killed mid-ingest fails; the next key resumes it, and
+    keys already used are skipped by Dagster, so one batch never gets two runs for one key."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}))
+    if any(r.status not in _FINISHED for r in runs):
+        return None
+    failed = sum(r.status != dg.DagsterRunStatus.SUCCESS for r in runs)
+    if failed > MAX_RESUMES:
+        return None
+    return batch if failed == 0 else f"{batch}-resume-{failed}"
 
 
 # --------------------------------------------------------------------------- annotation rounds

@@ -199,12 +199,17 @@ def test_interrupted_run_is_finished_by_the_next(
         real_move(src, dst)
 
     monkeypatch.setattr(ing, "_move", flaky)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as failure:
         ing.ingest_batch(batch, zones_tmp)
+    # every move was tried (one bad file does not stop the others); the error names no path
+    assert len(calls) == 7 and "Smith" not in str(failure.value)
+    assert f"batch {batch}: 5 file(s) could not be moved" in str(failure.value)
+    assert ing.pending_batches(zones_tmp) == [batch]  # unfinished: found by the next run
     monkeypatch.setattr(ing, "_move", real_move)
     res = ing.ingest_batch(batch, zones_tmp)
     assert (res.received, res.catalogued, res.quarantined) == (9, 2, 7)
     assert ing.check_accounting(zones_tmp, batch) == []
+    assert ing.pending_batches(zones_tmp) == []
 
 
 def test_duplicates_within_and_across_batches(tmp_path: Path, zones_tmp: Zones) -> None:

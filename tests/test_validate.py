@@ -260,3 +260,42 @@ def test_every_pydicom_test_file_gets_an_answer() -> None:
     for name, code in EXPECTED.items():
         assert seen[name] == code, name
     assert sum(c is None for c in seen.values()) > 50  # most images are fine
+
+
+# --- the cheap header walk (medcurate.dicomwalk) -----------------------------------------------
+
+
+def _nested_ct(ct: Path, dst: Path, depth: int, implicit: bool, undefined: bool) -> Path:
+    """CT_small with ContentSequence nested ``depth`` deep, written by pydicom."""
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(ct)
+    inner = Dataset()
+    inner.CodeMeaning = "leaf"
+    for _ in range(depth):
+        outer = Dataset()
+        outer.ContentSequence = Sequence([inner])
+        outer.ContentSequence.is_undefined_length = undefined
+        for item in outer.ContentSequence:
+            item.is_undefined_length_sequence_item = undefined
+        inner = outer
+    ds.ContentSequence = inner.ContentSequence
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.save_as(dst, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
+    return dst
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+@pytest.mark.parametrize("undefined", [True, False])
+def test_walk_counts_sequence_depth_in_every_encoding(
+    tmp_path: Path, ct: Path, implicit: bool, undefined: bool
+) -> None:
+    from medcurate.dicomwalk import inspect
+
+    deep = _nested_ct(ct, tmp_path / "deep.dcm", 40, implicit, undefined)
+    assert pydicom.dcmread(deep).ContentSequence[0].ContentSequence  # a readable file
+    assert inspect(deep).code == v.SEQUENCE_TOO_DEEP
+    assert inspect(deep, max_depth=40).code is None
+    assert inspect(deep, max_depth=39).code == v.SEQUENCE_TOO_DEEP
+    assert v.validate_file(deep, max_depth=64).ok
