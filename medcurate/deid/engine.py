@@ -2,8 +2,11 @@
 
 Every standard attribute gets the action Table E.1-1 gives it under our options (``table``);
 attributes the table does not list follow the value representation: UIDs are replaced (except class
-and syntax UIDs), person names emptied, dates and times shifted, sequences entered; private
-attributes are removed unless on the safe allow-list. dicognito's generators make the dummy person
+and syntax UIDs), person names emptied, dates and times shifted, sequences entered, and text is kept
+only when it passes the Clean Descriptors vocabulary (free text) or looks like a defined term (code
+strings), and holds none of the patient's identifiers (``identity``), else emptied: a name in
+Manufacturer or an MRN in BodyPartExamined does not survive; private attributes are removed unless
+on the safe allow-list. dicognito's generators make the dummy person
 names and identifiers that the table asks for (action D), keyed by a seed derived from the salt.
 
 Why not dicognito's whole Anonymizer underneath: it walks every element of every dataset with nine
@@ -17,6 +20,7 @@ pydicom's per-element writer.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +45,7 @@ from pydicom.uid import (
 
 from medcurate.deid.clean import clean_text
 from medcurate.deid.dates import DateShifter
+from medcurate.deid.identity import NO_IDENTIFIERS, PatientIdentifiers, patient_identifiers
 from medcurate.deid.policy import RISKY_MODALITIES, RISKY_SOP_PREFIXES, Policy
 from medcurate.deid.private import filter_private
 from medcurate.deid.pseudonyms import Keyer, patient_key, patient_pseudonym, site_code
@@ -54,6 +59,14 @@ _NUMBER_TEXT_VRS = frozenset({"DS", "IS"})
 _BINARY_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
 _BYTES_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 _ID_WORDS = ("ID", "Identifier", "Number")
+_FREE_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "AE", "UR"})
+_CODE_TAGS = frozenset({0x00080100, 0x00080102, 0x00080103, 0x00080105, 0x0008010F})
+"""Coded entries' value, scheme, version, mapping resource, context: checked as code strings."""
+_KEEP_AS_READ = frozenset({0x00080005})
+"""Specific Character Set: needed to read the file; the verifier still searches it."""
+_CS_VALUE = re.compile(r"[A-Z0-9 _]{0,16}")
+_CODE_VALUE = re.compile(r"[A-Za-z0-9 ._:\-]{0,16}")
+_SAFE_CACHE_MAX = 4096
 
 
 def _date_time_pairs() -> dict[int, int]:
@@ -133,6 +146,8 @@ class Deidentifier:
         self._vr_cache: dict[int, str] = {}
         self._actions: dict[tuple[int, str | None], tuple[str, Action | None]] = {}
         self._marker_elements: dict[tuple[bool, bool] | None, list[Any]] = {}
+        self._safe: dict[tuple[str, str], bool] = {}
+        self._ids: PatientIdentifiers = NO_IDENTIFIERS
 
     def __repr__(self) -> str:
         return f"Deidentifier(profile={self.policy.options.profile_text()!r})"
@@ -158,9 +173,13 @@ class Deidentifier:
             if original:
                 info.crosswalk.append((kw, original, self.uids(original)))
         shifter = DateShifter.for_patient(self.keyer, key)
+        self._ids = patient_identifiers(lambda tag: raw_text(ds, tag), _other_ids(ds))
 
         transfer_syntax = _transfer_syntax(ds)
-        self._process(ds, shifter)
+        try:
+            self._process(ds, shifter)
+        finally:
+            self._ids = NO_IDENTIFIERS
         ds._dict[BaseTag(0x00100020)] = _new_raw(0x00100020, "LO", pseudonym)
         ds._dict[BaseTag(0x00100010)] = _new_raw(0x00100010, "PN", pseudonym)
         self._markers(ds, transfer_syntax)
@@ -294,11 +313,14 @@ class Deidentifier:
             self._dummy(ds, elem)
         elif action is Action.CLEAN:
             if elem.VR in _TEXT_VRS or elem.VR in ("PN",):
-                cleaned = clean_text("\\".join(str(v) for v in _values(elem)))
-                if cleaned is None:
+                joined = "\\".join(str(v) for v in _values(elem))
+                if clean_text(joined) is None or self._ids.found_in(joined):
                     del ds[tag]
             else:
                 del ds[tag]
+        elif action is Action.TEXT or action is Action.CODE:
+            if not self._keeps(action, vr, [str(v) for v in _values(elem)]):
+                _empty(elem)
         elif action is Action.UIDSEQ:
             _map_values(elem, self.uids) if elem.VR == "UI" else None
 
@@ -356,13 +378,35 @@ class Deidentifier:
             else:
                 _put_raw(ds, tag, raw, vr, [n or "" for n in new])
         elif action is Action.CLEAN:
-            if vr == "UI" or clean_text("\\".join(values)) is None:
+            joined = "\\".join(values)
+            if vr == "UI" or clean_text(joined) is None or self._ids.found_in(joined):
                 del ds[tag]
+        elif action is Action.TEXT or action is Action.CODE:
+            if not self._keeps(action, vr, values):
+                _put_raw(ds, tag, raw, vr, [])
         elif action is Action.SHIFT:
             del ds[tag]  # nothing to shift in a text value (e.g. a timezone offset)
         else:
             return False
         return True
+
+    def _keeps(self, action: Action, vr: str, values: list[str]) -> bool:
+        """An unlisted text value survives when it passes the Clean Descriptors vocabulary rule
+        (free text) or looks like a defined term (code strings), and holds no identifier of
+        the patient. The rule's verdict is cached per value (the same few values recur)."""
+        joined = "\\".join(values)
+        key = (vr, joined)
+        safe = self._safe.get(key)
+        if safe is None:
+            if action is Action.CODE:
+                pattern = _CS_VALUE if vr == "CS" else _CODE_VALUE
+                safe = all(pattern.fullmatch(v) for v in values)
+            else:
+                safe = clean_text(joined) is not None
+            if len(self._safe) >= _SAFE_CACHE_MAX:
+                self._safe.clear()
+            self._safe[key] = safe
+        return safe and not self._ids.found_in(joined)
 
     def _recurse(self, elem: DataElement, shifter: DateShifter) -> None:
         for item in elem.value or []:
@@ -489,7 +533,24 @@ def _vr_default(vr: str, tag: BaseTag) -> Action | None:
         return Action.EMPTY
     if vr in _DATE_VRS:
         return Action.SHIFT
+    t = int(tag)
+    if t in _KEEP_AS_READ:
+        return None
+    if vr == "CS" or (t in _CODE_TAGS and vr in _FREE_TEXT_VRS):
+        return Action.CODE
+    if vr in _FREE_TEXT_VRS:
+        return Action.TEXT
     return None
+
+
+def _other_ids(ds: Dataset) -> list[str]:
+    """Patient IDs in the Other Patient IDs Sequence (parsed only when present)."""
+    if 0x00101002 not in ds._dict:
+        return []
+    out = []
+    for item in ds[0x00101002].value or []:
+        out.append(raw_text(item, 0x00100020))
+    return out
 
 
 def raw_text(ds: Dataset, tag: int) -> str:

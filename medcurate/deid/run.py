@@ -4,6 +4,13 @@ Every input file ends as exactly one of: a de-identified output under ``dst`` (p
 pseudonym and new UIDs only) or a row in ``reasons.csv`` with its original copied to the
 quarantine folder under ``restricted/``. Workers write under temporary names; the parent claims the
 final names in input order, so the result is the same for any number of workers.
+
+One bad file never stops the batch: every per-file step (parse, depth check, engine, encoding,
+verifier, write) turns any failure, ``RecursionError`` included, into a quarantine reason. Every
+target folder is checked writable before the first output is written, so a bad folder fails the run
+cleanly instead of half-way. Litter of killed runs (temporary outputs of processes that are gone) is
+removed at the start of the next run, which redoes the batch byte-identically. What goes under
+``restricted/`` (quarantined originals, reasons.csv, the crosswalk) is owner-only.
 """
 
 from __future__ import annotations
@@ -11,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import logging
 import multiprocessing as mp
 import os
-import shutil
 import sys
 import warnings
 from collections import Counter
@@ -26,11 +33,14 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from medcurate.config import MissingSaltError
+from medcurate.config import ConfigError, MissingSaltError
 from medcurate.deid.encode import encode
 from medcurate.deid.engine import DICOMDIR_SOP_CLASS, Deidentifier, burned_in_reason
+from medcurate.deid.limits import MAX_SEQUENCE_DEPTH, dataset_depth, too_deep
+from medcurate.deid.litter import clean_litter
 from medcurate.deid.policy import Policy
 from medcurate.deid.verify import verify
+from medcurate.perms import private_dir, write_private_bytes
 
 MANIFEST_COLUMNS = [
     "path",
@@ -59,14 +69,20 @@ MANIFEST_COLUMNS = [
 REASONS_COLUMNS = ["source", "reason", "message"]
 REASONS = (
     "unreadable",
+    "sequence_too_deep",
     "not_an_instance",
     "dicomdir",
     "burned_in",
     "deid_error",
     "write_error",
+    "verifier_error",
     "verifier_hit",
     "duplicate_instance",
 )
+
+
+class DeidTargetError(ConfigError):
+    """A folder the run must write to cannot be written: raised before any output exists."""
 
 
 @dataclass
@@ -131,12 +147,14 @@ class _Outcome:
 # -- worker side ------------------------------------------------------------------------------
 _ENGINE: Deidentifier | None = None
 _DST: Path | None = None
+_OWNER = 0  # the parent's pid: temporary outputs are named after it (see ``_clean_litter``)
 
 
-def _init_worker(salt: bytes, policy: Policy, dst: str) -> None:
-    global _ENGINE, _DST
+def _init_worker(salt: bytes, policy: Policy, dst: str, owner: int) -> None:
+    global _ENGINE, _DST, _OWNER
     _ENGINE = Deidentifier(salt, policy)
     _DST = Path(dst)
+    _OWNER = owner
 
 
 def _process(task: tuple[int, str, str]) -> _Outcome:
@@ -148,8 +166,19 @@ def _process(task: tuple[int, str, str]) -> _Outcome:
         logger.setLevel(logging.CRITICAL)
         try:
             return _process_quiet(task)
+        except Exception as exc:  # never stop the batch; the type only (messages may hold PHI)
+            out = _Outcome(task[0])
+            out.reason, out.message = _failure("deid_error", "processing failed", exc)
+            return out
         finally:
             logger.setLevel(level)
+
+
+def _failure(reason: str, what: str, exc: BaseException) -> tuple[str, str]:
+    """(reason, PHI-free message) for an exception; too-deep nesting has its own reason."""
+    if isinstance(exc, RecursionError):
+        return "sequence_too_deep", f"{what}: sequences nest too deep (RecursionError)"
+    return reason, f"{what} ({type(exc).__name__})"
 
 
 def _process_quiet(task: tuple[int, str, str]) -> _Outcome:
@@ -162,12 +191,19 @@ def _process_quiet(task: tuple[int, str, str]) -> _Outcome:
         out.reason, out.message = "unreadable", f"cannot read file ({type(exc).__name__})"
         return out
     source_sha = hashlib.sha256(data).hexdigest()
+    deep = too_deep(data)
+    if deep:
+        out.reason, out.message = "sequence_too_deep", _TOO_DEEP
+        return out
     try:
         ds = pydicom.dcmread(BytesIO(data), force=True)
+        if deep is None and dataset_depth(ds) > MAX_SEQUENCE_DEPTH:
+            out.reason, out.message = "sequence_too_deep", _TOO_DEEP
+            return out
         sop_class = str(ds.get("SOPClassUID", "") or "")
         has_uids = all(str(ds.get(k, "") or "").strip() for k in _PATH_UIDS)
     except Exception as exc:
-        out.reason, out.message = "unreadable", f"not parseable as DICOM ({type(exc).__name__})"
+        out.reason, out.message = _failure("unreadable", "not parseable as DICOM", exc)
         return out
     if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         out.reason, out.message = "dicomdir", "DICOMDIR: regenerate it from the outputs instead"
@@ -182,34 +218,46 @@ def _process_quiet(task: tuple[int, str, str]) -> _Outcome:
         return out
     try:
         info = _ENGINE.deidentify(ds)
-    except Exception as exc:
-        out.reason, out.message = "deid_error", f"de-identification failed ({type(exc).__name__})"
-        return out
-    relpath = "/".join(
-        (
-            info.patient,
-            str(ds.StudyInstanceUID),
-            str(ds.SeriesInstanceUID),
-            f"{ds.SOPInstanceUID}.dcm",
+        relpath = "/".join(
+            (
+                info.patient,
+                str(ds.StudyInstanceUID),
+                str(ds.SeriesInstanceUID),
+                f"{ds.SOPInstanceUID}.dcm",
+            )
         )
-    )
+    except Exception as exc:
+        out.reason, out.message = _failure("deid_error", "de-identification failed", exc)
+        return out
     try:
         blob = encode(ds)
+        row = _manifest_row(ds, relpath, info.patient, info.site, blob, source_sha)
     except Exception as exc:
-        out.reason, out.message = "write_error", f"cannot encode output ({type(exc).__name__})"
+        out.reason, out.message = _failure("write_error", "cannot encode output", exc)
         return out
-    result = verify(data, blob, relpath, source_name=rel)
+    try:
+        result = verify(data, blob, relpath, source_name=rel)
+    except Exception as exc:
+        out.reason, out.message = _failure("verifier_error", "the verifier failed", exc)
+        return out
     out.verified, out.hits, out.tokens = True, result.hits, result.checked
     if not result.clean:
         out.reason, out.message = "verifier_hit", result.describe()
         return out
     final = _DST / relpath
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp{index}")
-    tmp.write_bytes(blob)
-    out.relpath, out.tmp, out.crosswalk = relpath, str(tmp), info.crosswalk
-    out.row = _manifest_row(ds, relpath, info.patient, info.site, blob, source_sha)
+    tmp = final.with_name(f"{final.name}.tmp{_OWNER}-{index}")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(blob)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        out.reason, out.message = "write_error", f"cannot write output ({type(exc).__name__})"
+        return out
+    out.relpath, out.tmp, out.crosswalk, out.row = relpath, str(tmp), info.crosswalk, row
     return out
+
+
+_TOO_DEEP = f"sequences nest deeper than {MAX_SEQUENCE_DEPTH} levels"
 
 
 _PATH_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -288,7 +336,7 @@ def deidentify_tree(
     _require_salt(salt)
     src = Path(src)
     if not src.is_dir():
-        raise FileNotFoundError(f"source folder not found: {src}")
+        raise FileNotFoundError("source folder not found (the SRC argument)")
     files = sorted(p for p in src.rglob("*") if p.is_file())
     return deidentify_files(files, dst, restricted, salt, workers=workers, root=src)
 
@@ -324,7 +372,17 @@ def deidentify_files(
     if root is None:
         root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else Path(".")
     rels = [_relative(p, root) for p in files]
-    dst.mkdir(parents=True, exist_ok=True)
+    _prepare_targets(
+        {
+            "output folder": (dst, None),
+            "manifest folder": (manifest_path.parent, None),
+            "quarantine folder": (quarantine_dir, restricted),
+            "crosswalk folder": (crosswalk_path.parent, restricted),
+        }
+    )
+    clean_litter(dst)  # outputs only: paths made of pseudonyms and UIDs
+    for folder in {manifest_path.parent, quarantine_dir, crosswalk_path.parent}:
+        clean_litter(folder, recursive=False)  # not quarantined originals: their own names
 
     result = DeidResult(profile=policy.options.profile_text(), received=len(files))
     tasks = [(i, str(p), rels[i]) for i, p in enumerate(files)]
@@ -342,13 +400,18 @@ def deidentify_files(
         if o.reason is None and o.relpath in claimed:
             Path(o.tmp).unlink(missing_ok=True)
             o.reason, o.message = "duplicate_instance", "same SOP instance as an earlier input"
+        if o.reason is None:
+            try:
+                os.replace(o.tmp, dst / o.relpath)
+            except OSError as exc:
+                Path(o.tmp).unlink(missing_ok=True)
+                o.reason, o.message = "write_error", f"cannot write output ({type(exc).__name__})"
         if o.reason is not None:
             result.quarantined[o.reason] += 1
             reasons.append((rels[o.index], o.reason, o.message))
-            _quarantine_copy(files[o.index], quarantine_dir / "files" / rels[o.index])
+            _quarantine_copy(files[o.index], quarantine_dir, "files/" + rels[o.index])
             continue
         claimed.add(o.relpath)
-        os.replace(o.tmp, dst / o.relpath)
         assert o.row is not None
         result.rows.append(o.row)
         crosswalk.update(o.crosswalk)
@@ -360,16 +423,39 @@ def deidentify_files(
     return result
 
 
+def _prepare_targets(targets: dict[str, tuple[Path, Path | None]]) -> None:
+    """Create every target folder (owner-only under ``restricted``) and prove it writable, so
+    that a bad folder stops the run before any output exists. The error names the folder's role
+    and the error type: no source path."""
+    for role, (folder, restricted) in targets.items():
+        probe = folder / f".write-probe-{os.getpid()}"
+        try:
+            if restricted is not None and restricted in (folder, *folder.parents):
+                private_dir(folder, root=restricted)
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            raise DeidTargetError(
+                f"deid: the {role} cannot be written ({type(exc).__name__}); nothing was "
+                "written or quarantined: fix the folder and run again"
+            ) from None
+
+
 def _run(
     tasks: list[tuple[int, str, str]], salt: bytes, policy: Policy, dst: Path, workers: int
 ) -> list[_Outcome]:
+    owner = os.getpid()
     if workers <= 1 or len(tasks) < 2:
-        _init_worker(salt, policy, str(dst))
+        _init_worker(salt, policy, str(dst), owner)
         return [_process(t) for t in tasks]
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     ctx = mp.get_context(method)
     chunk = max(1, min(16, len(tasks) // (workers * 4) or 1))
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(salt, policy, str(dst))) as pool:
+    initargs = (salt, policy, str(dst), owner)
+    with ctx.Pool(workers, initializer=_init_worker, initargs=initargs) as pool:
         return list(pool.imap_unordered(_process, tasks, chunksize=chunk))
 
 
@@ -388,31 +474,34 @@ def _relative(path: Path, root: Path) -> str:
         return path.name
 
 
-def _quarantine_copy(src: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _quarantine_copy(src: Path, quarantine_dir: Path, rel: str) -> None:
+    """The original, owner-only, under the (owner-only) quarantine folder."""
+    target = quarantine_dir / rel
     with contextlib.suppress(OSError):  # reasons.csv still records it; the original stays put
-        shutil.copy2(src, target)
+        private_dir(target.parent, root=quarantine_dir)
+        write_private_bytes(target, src.read_bytes())
+
+
+def _csv_bytes(header: list[str], rows: Any) -> bytes:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode("utf-8")
 
 
 def _write_reasons(path: Path, rows: list[tuple[str, str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(REASONS_COLUMNS)
-        w.writerows(rows)
+    write_private_bytes(path, _csv_bytes(REASONS_COLUMNS, rows))
 
 
 def _write_crosswalk(path: Path, rows: set[tuple[str, str, str]]) -> None:
     """original -> pseudonym/new UID, for an honest broker; merged with what is already there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     existing: set[tuple[str, str, str]] = set()
     if path.exists():
         with open(path, newline="", encoding="utf-8") as fh:
             existing = {(r[0], r[1], r[2]) for r in list(csv.reader(fh))[1:] if len(r) == 3}
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["kind", "original", "replacement"])
-        w.writerows(sorted(existing | rows))
+    header = ["kind", "original", "replacement"]
+    write_private_bytes(path, _csv_bytes(header, sorted(existing | rows)))
 
 
 def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -435,7 +524,9 @@ def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
     }:
         df[col] = df[col].astype("string")
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(path, index=False)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # a killed run leaves no half table
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def read_deid_manifest(z_deid_root: Path, batch: str | None = None) -> Any:

@@ -31,6 +31,9 @@ class Action(enum.Enum):
     SHIFT = "S"  # dates and times: per-patient offset (Retain Longitudinal Modified Dates)
     UIDSEQ = "U*"  # sequence kept, UIDs inside replaced (X/Z/U*)
     SAFE_PRIVATE = "P"  # private attributes: removed unless on the safe allow-list
+    # Not in the table (the engine's rules for unlisted attributes, see ``engine._vr_default``):
+    TEXT = "T"  # unlisted free text: kept only when every word is safe vocabulary
+    CODE = "CS"  # unlisted code string: kept only when it looks like a defined term
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@
 Written separately from the engine on purpose: it imports none of the engine's modules, reads the
 standard's table itself and re-derives, from the SOURCE file, every string value the profile
 removes or replaces (names, IDs, addresses, dates, times, UIDs, free-text tokens, private values,
-file-name tokens). It then searches the output's bytes and relative path for each of them. Shared
+file-name tokens). It then searches the output's bytes and relative path for each of them. The
+patient's own identifiers (names and their parts, patient and other IDs, issuer, accession number,
+birth date in its written forms) are searched for everywhere, whatever element they came from and
+whatever the output keeps: an MRN planted in a kept attribute is a hit. Shared
 with the engine are only data files: the table, the Clean Descriptors vocabulary and the safe
 private allow-list (a descriptor word on the vocabulary is allowed to survive by definition).
 
@@ -52,6 +55,12 @@ _PRINTABLE = re.compile(rb"[\x20-\x7e]{5,}")
 _KEPT_META = frozenset({0x00020000, 0x00020001, 0x00020002, 0x00020010, 0x00020012, 0x00020013})
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
 _BULK_MIN = 256
+_IDENTITY_NAMES = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
+_IDENTITY_IDS = frozenset({0x00100020, 0x00100021, 0x00101000, 0x00080050, 0x00102000})
+_BIRTH_DATE = 0x00100030
+_OTHER_IDS = 0x00101002
+_IDENTITY_TAGS = _IDENTITY_NAMES | _IDENTITY_IDS | {_BIRTH_DATE}
+_WHOLE_OUTPUT_MIN = 8  # identifiers this long are searched in retained bulk data (pixels) too
 _BINARY_VRS = frozenset(
     {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"}
 )
@@ -149,27 +158,68 @@ def _status_uncached(tag: int, vr: str) -> str:
 class _Collector:
     def __init__(self) -> None:
         self.tokens: dict[bytes, tuple[str, bytes]] = {}  # token -> (kind, boundary chars)
+        self.identity: dict[bytes, tuple[str, bytes]] = {}  # the patient's own identifiers
         self.kept: list[bytes] = []
         self.bulk: list[bytes] = []
         self.codecs: tuple[str, ...] = ()  # Python codecs of the current Specific Character Set
         self._seen: set[str] = set()
 
-    def add(self, token: str, kind: str, boundary: bytes = _ALNUM) -> None:
-        """A token to look for; ``boundary``: bytes that may not touch a match (b'' = substring)."""
+    def add(self, token: str, kind: str, boundary: bytes = _ALNUM, identity: bool = False) -> None:
+        """A token to look for; ``boundary``: bytes that may not touch a match (b'' = substring).
+
+        ``identity``: one of the patient's own identifiers, searched for everywhere and never
+        excused by a kept value that happens to hold it."""
         t = token.strip().lower()
-        if not t or t in self._seen:
+        if not t or (t in self._seen and not identity):
             return
         self._seen.add(t)
+        target = self.identity if identity else self.tokens
         with contextlib.suppress(UnicodeEncodeError):
-            self.tokens.setdefault(t.encode("latin-1"), (kind, boundary))
+            target.setdefault(t.encode("latin-1"), (kind, boundary))
         if not t.isascii():
-            self.tokens.setdefault(t.encode("utf-8"), (kind, boundary))
+            target.setdefault(t.encode("utf-8"), (kind, boundary))
             # the output is searched lower-cased by bytes.lower(), which leaves non-ASCII
             # letters as they are: look for that form too, in the source's own encoding as well
             folded = "".join(c.lower() if c.isascii() else c for c in token.strip())
             for codec in ("latin-1", "utf-8", *self.codecs):
                 with contextlib.suppress(UnicodeError, LookupError):
-                    self.tokens.setdefault(folded.encode(codec), (kind, boundary))
+                    target.setdefault(folded.encode(codec), (kind, boundary))
+
+    def identifiers(self, tag: int, values: list[Any]) -> None:
+        """The patient's names (and their parts), IDs (and their digit runs), issuer, accession
+        number and birth date (in its usual written forms), from an identity attribute."""
+        for v in values:
+            if isinstance(v, bytes | Dataset):
+                continue
+            s = str(v).strip()
+            if not s:
+                continue
+            if tag in _IDENTITY_NAMES:
+                for part in re.split(r"[\^=\s,.\-]+", s):
+                    if len(part) >= 3:
+                        self.add(part, "identity", _ALNUM, identity=True)
+            elif tag == _BIRTH_DATE:
+                d = re.sub(r"\D", "", s)
+                if len(d) == 8:
+                    y, m, day = d[:4], d[4:6], d[6:]
+                    for form in (
+                        d,
+                        f"{y}-{m}-{day}",
+                        f"{y}/{m}/{day}",
+                        f"{day}/{m}/{y}",
+                        f"{m}/{day}/{y}",
+                        f"{day}.{m}.{y}",
+                        day + m + y,
+                        m + day + y,
+                    ):
+                        self.add(form, "identity", _DIGITS, identity=True)
+            else:
+                for one in s.split("\\"):
+                    one = one.strip()
+                    if len(one) >= 3 and not one.isdigit():
+                        self.add(one, "identity", b"" if len(one) >= 6 else _ALNUM, identity=True)
+                    for run in re.findall(r"[0-9]{5,}", one):
+                        self.add(run, "identity", _DIGITS, identity=True)
 
     def text(self, value: str, kind: str) -> None:
         value = value.strip()
@@ -485,10 +535,13 @@ def _walk(
     col: _Collector,
     meta: bool = False,
     parent: list[str] | None = None,
+    top: bool = False,
 ) -> None:
     """Classify every element by tag and VR; only sensitive ones are decoded into tokens."""
     enc = _encodings(elements, parent) if not meta else None
     col.codecs = tuple(enc or ())
+    if top:
+        _identity(elements, col, enc)
     creators: dict[tuple[int, int], str] = {}
     safe, safe_vrs = _safe_private()
     for tag, stored_vr, value in elements:
@@ -532,6 +585,21 @@ def _walk(
             col.clean(vr, _raw_values(vr, value, enc))
         else:
             col.sensitive(vr, _raw_values(vr, value, enc))
+
+
+def _identity(elements: list[_Element], col: _Collector, enc: list[str] | None) -> None:
+    """The patient's identifiers from the top-level dataset and its Other Patient IDs items."""
+    for tag, stored_vr, value in elements:
+        if tag in _IDENTITY_TAGS:
+            vr = _vr_of(tag, stored_vr)
+            col.identifiers(tag, _raw_values(vr, value, enc))
+        elif tag == _OTHER_IDS and isinstance(value, list):
+            for item in value:
+                for t, item_vr, v in item:
+                    if t == 0x00100020:
+                        col.identifiers(t, _raw_values(_vr_of(t, item_vr), v, enc))
+        elif tag > 0x00102000:
+            break  # elements are in tag order; the last identity attribute is passed
 
 
 def _walk_all_sensitive(
@@ -591,21 +659,30 @@ def collect(
     source: bytes, source_name: str = ""
 ) -> tuple[dict[bytes, tuple[str, bytes]], bytes, list[bytes]]:
     """(sensitive tokens with kind and boundary set, kept text lower-cased, kept bulk values)."""
+    col = collector(source, source_name)
+    return {**col.identity, **col.tokens}, b"\n".join(col.kept).lower(), col.bulk
+
+
+def collector(source: bytes, source_name: str = "") -> _Collector:
+    """Everything the search needs from the source: tokens, identifiers, kept text, bulk."""
     col = _Collector()
     for elements, is_meta in _elements(source):
-        _walk(elements, col, meta=is_meta)
+        _walk(elements, col, meta=is_meta, top=not is_meta)
     if source_name:
         _name_tokens(source_name, col)
     # What the DICOM writer itself puts into every file (file meta) is not from the source.
     writer = f"{pydicom.uid.PYDICOM_IMPLEMENTATION_UID} PYDICOM {pydicom.__version__}"
     col.kept.append(writer.encode())
-    kept = b"\n".join(col.kept).lower()
-    return col.tokens, kept, col.bulk
+    return col
 
 
 def verify(source: bytes, output: bytes, output_path: str, source_name: str = "") -> VerifyResult:
-    """Search ``output`` (bytes) and ``output_path`` for every value the profile removes."""
-    tokens, kept, bulk = collect(source, source_name)
+    """Search ``output`` (bytes) and ``output_path`` for every value the profile removes, and
+    for every identifier of the patient wherever it appears (any element, VR, depth, the file
+    meta, the path), whatever the output keeps."""
+    col = collector(source, source_name)
+    tokens, identity, bulk = col.tokens, col.identity, col.bulk
+    kept = b"\n".join(col.kept).lower()
     hay = output
     for blob in bulk:  # retained bulk data (pixels) is byte-identical: cut it out of the haystack
         i = hay.find(blob)
@@ -616,9 +693,21 @@ def verify(source: bytes, output: bytes, output_path: str, source_name: str = ""
     result = VerifyResult()
     for token, (kind, boundary) in tokens.items():
         result.checked += 1
-        if token.decode("latin-1") in vocab:
+        if token in identity or token.decode("latin-1") in vocab:
             continue
         if _occurs(hay, token, boundary) and not _occurs(kept, token, boundary):
+            result.hits += 1
+            result.kinds[kind] += 1
+    whole: bytes | None = None
+    for token, (kind, boundary) in identity.items():
+        result.checked += 1
+        if token.decode("latin-1") in vocab:
+            continue
+        found = _occurs(hay, token, boundary)
+        if not found and bulk and len(token) >= _WHOLE_OUTPUT_MIN:
+            whole = output.lower() if whole is None else whole
+            found = _occurs(whole, token, boundary)
+        if found:
             result.hits += 1
             result.kinds[kind] += 1
     return result

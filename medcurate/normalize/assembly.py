@@ -189,7 +189,18 @@ def _age_years(value: Any) -> float | None:
 
 
 def read_instance(path: str | Path, sha256: str = "") -> InstanceInfo | None:
-    """Header of one file, or None when it is not readable DICOM with a series UID."""
+    """Header of one file, or None when it is not readable DICOM with a series UID.
+
+    Any failure (a damaged header, sequences nested too deep for the parser's recursion) makes
+    the file unreadable for this run: one bad file never stops the batch.
+    """
+    try:
+        return _read_instance(path, sha256)
+    except Exception:
+        return None
+
+
+def _read_instance(path: str | Path, sha256: str) -> InstanceInfo | None:
     import pydicom
     from pydicom.errors import InvalidDicomError
 

@@ -6,11 +6,16 @@ peak memory is one series per worker, whatever the batch size. A series whose in
 hashes and config hash match its existing row (and whose file is still there) is not recomputed.
 
 Tables are upserted per series UID under a file lock, so batches may run side by side.
+
+A killed run is finished by the next one: its temporary files (named after its pid) are removed,
+and a volume is only skipped when its file still has the sha256 its row records; every other
+series of the batch is recomputed, byte-identically.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from medcurate.deid.litter import clean_litter
 from medcurate.hashing import sha256_file
 from medcurate.locks import exclusive
 from medcurate.normalize.assembly import (
@@ -40,6 +46,7 @@ from medcurate.normalize.config import NormalizeConfig, load_config
 VOLUMES_TABLE = "volumes.parquet"
 QUARANTINE_TABLE = "quarantine.parquet"
 UNKNOWN_SITE = "S-unknown"
+_TEMPORARY = re.compile(r"\.tmp[\d-]*$")  # a writer's temporary file (de-identification, ours)
 _SKIP_SUFFIXES = (".parquet", ".json", ".csv", ".txt", ".md", ".nii", ".gz", ".lock")
 
 VOLUME_COLUMNS = [
@@ -128,7 +135,10 @@ def normalize_tree(src: Path, dst: Path, workers: int = 1) -> NormalizeResult:
     files = [
         p
         for p in sorted(src.rglob("*"))
-        if p.is_file() and not p.name.lower().endswith(_SKIP_SUFFIXES) and not _inside(p, dst)
+        if p.is_file()
+        and not p.name.lower().endswith(_SKIP_SUFFIXES)
+        and not _TEMPORARY.search(p.name)
+        and not _inside(p, dst)
     ]
     rels = [p.relative_to(src).as_posix() for p in files]
     shas = [sha_by_rel.get(r) or sha256_file(p) for r, p in zip(rels, files, strict=True)]
@@ -161,6 +171,11 @@ def normalize_batch(
 
 # ---------------------------------------------------------------------------------------------
 # Core
+
+
+def _intact(path: Path, sha: object) -> bool:
+    """The volume is there and is the one its row describes (not damaged or half-copied)."""
+    return path.is_file() and sha256_file(path) == sha
 
 
 def _inside(p: Path, root: Path) -> bool:
@@ -199,6 +214,7 @@ def _normalize(
 ) -> NormalizeResult:
     cfg = config or load_config()
     out_root.mkdir(parents=True, exist_ok=True)
+    clean_litter(out_root, recursive=False)
     result = NormalizeResult(instances_total=len(rels), volumes_table=VOLUMES_TABLE)
     rel_of: dict[str, str] = {}
     infos: list[InstanceInfo] = []
@@ -237,7 +253,7 @@ def _normalize(
             and old.get("status") == "ok"
             and old.get("source_digest") == digest
             and old.get("transform_config_hash") == chash
-            and (out_root / str(old.get("nifti_path"))).exists()
+            and _intact(out_root / str(old.get("nifti_path")), old.get("nifti_sha256"))
         ):
             kept.append(old)
             result.skipped_unchanged += 1
