@@ -91,9 +91,12 @@ def dataset_splits(
     """Patient-level stratified splits; patients of the previous release keep their split."""
     z = home.zones()
     samples = pd.read_parquet(z.curated / "samples.parquet")
-    store = _store(z, config.store)
-    versions = list_versions(store, config.dataset)
-    previous = load_manifest(store, versions[-1]) if versions else None
+    try:  # unknown protocol, unsigned or forged previous version: one line, no traceback
+        store = _store(z, config.store)
+        versions = list_versions(store, config.dataset)
+        previous = load_manifest(store, versions[-1]) if versions else None
+    except StoreError as exc:
+        raise dg.Failure(f"reading the previous release failed: {exc}") from None
     cfg = SplitConfig(
         ratios=(config.train, config.validation, config.test),
         folds=config.folds,

@@ -6,7 +6,8 @@
 >>> ds.data_dicts("train")                                # MONAI dicts; pulls files on first use
 >>> monai.data.Dataset(ds.data_dicts("train"), transforms)  # doctest: +SKIP
 
-The manifest is read from the store and verified (file sha256 and manifest digest). Files are
+The manifest is read from the store and verified (file sha256, manifest digest, paths, and the
+version's signature when ``MEDCURATE_STORE_KEY`` is set: ``ds.signature`` says which). Files are
 pulled lazily, verified, into ``cache_dir`` (default
 ``$MEDCURATE_HOME/cache/datasets/<name>/<vN>``); versions pulled side by side share unchanged files.
 """
@@ -24,7 +25,13 @@ import pandas as pd
 from medcurate.splits import ALL_SPLITS
 from medcurate.store.manifest import data_dict
 from medcurate.store.objects import ObjectStore, StoreError, open_store
-from medcurate.store.publish import VersionInfo, load_manifest, read_version_file, resolve
+from medcurate.store.publish import (
+    VersionInfo,
+    load_manifest,
+    read_version_file,
+    resolve,
+    signature_status,
+)
 from medcurate.store.pull import PullResult, pull, pull_record
 
 
@@ -36,6 +43,7 @@ class Dataset:
     manifest: pd.DataFrame
     store: ObjectStore = field(repr=False)
     cache_dir: Path = field(repr=False)
+    signature: str = ""  # "signature verified", "unsigned" or "signed, not verified (...)"
 
     @property
     def name(self) -> str:
@@ -104,13 +112,14 @@ def load(
     (folder or fsspec URL; default $MEDCURATE_STORE, else MEDCURATE_HOME/releases)."""
     if "@" in name:
         raise StoreError("pass the version separately: load('name', 'vN')")
-    store = open_store(root)
+    store = open_store(root, must_exist=True)
     info = resolve(store, f"{name}@{version}")
-    manifest = load_manifest(store, info)
+    manifest = load_manifest(store, info)  # refuses unsigned/forged versions under a store key
     if cache_dir is None:
         from medcurate.config import zones
 
         cache = zones().home / "cache" / "datasets" / info.dataset / info.version
     else:
         cache = Path(cache_dir)
-    return Dataset(info=info, manifest=manifest, store=store, cache_dir=cache)
+    signature = signature_status(store, info)
+    return Dataset(info=info, manifest=manifest, store=store, cache_dir=cache, signature=signature)

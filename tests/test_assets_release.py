@@ -96,3 +96,21 @@ def test_materialize_release_assets_in_process(zones_tmp: Zones, release_cohort)
     assert mats[0].metadata["version"].value == "v1"
     card = (zones_tmp.releases / "demo-x" / "v1" / "card.md").read_text()
     assert result.run_id in card  # lineage names the Dagster run
+
+
+def test_splits_and_release_with_unknown_store_protocol_fail_in_one_line(
+    zones_tmp: Zones, release_cohort
+) -> None:  # type: ignore[no-untyped-def]
+    _write_inputs(zones_tmp, release_cohort, 4)
+    home = MedcurateHome(home=str(zones_tmp.home))
+    with dg.build_asset_context() as ctx:
+        curated_samples(ctx, home=home)
+    bad = {"store": "nosuchproto://bucket/releases"}
+    with dg.build_asset_context(asset_config=bad) as ctx, pytest.raises(dg.Failure) as err:
+        dataset_splits(ctx, home=home)
+    assert "protocol 'nosuchproto'" in str(err.value) and "\n" not in str(err.value)
+    with dg.build_asset_context(asset_config={"folds": 2}) as ctx:
+        dataset_splits(ctx, home=home)
+    with dg.build_asset_context(asset_config=bad) as ctx, pytest.raises(dg.Failure) as err:
+        dataset_release(ctx, home=home)
+    assert "protocol 'nosuchproto'" in str(err.value)

@@ -1,4 +1,9 @@
-"""``medcurate datasets list / show / pull / diff``: the scientist's door to released versions."""
+"""``medcurate datasets list / show / pull / diff``: the scientist's door to released versions.
+
+Errors are one line on stderr, never a traceback: exit status 2 when the store itself cannot be
+used (unknown protocol, no store at that path, an unusable store key: the user's setup to fix),
+1 when the store answered but the request failed (no such version, tampered or unsigned data).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from medcurate.store.objects import StoreError, open_store
+from medcurate.store.objects import StoreError, StoreUnavailableError, open_store
+from medcurate.store.signing import StoreKeyError
 
 datasets_app = typer.Typer(
     name="datasets",
@@ -25,8 +31,9 @@ StoreOpt = typer.Option(
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(1)
+    line = " ".join(str(exc).split())
+    typer.echo(f"error: {line}", err=True)
+    return typer.Exit(2 if isinstance(exc, StoreUnavailableError | StoreKeyError) else 1)
 
 
 @datasets_app.command("list")
@@ -34,14 +41,17 @@ def list_cmd(store: str | None = StoreOpt) -> None:
     """Datasets and their versions (id = vN-<manifest digest>)."""
     from medcurate.store.publish import list_datasets, list_versions
 
-    s = open_store(store)
-    names = list_datasets(s)
-    if not names:
-        typer.echo(f"no datasets in {s.url}")
-        return
-    for name in names:
-        for info in list_versions(s, name):
-            typer.echo(f"{info.ref}\t{info.id}\t{info.n_samples} samples")
+    try:
+        s = open_store(store, must_exist=True)
+        names = list_datasets(s)
+        if not names:
+            typer.echo(f"no datasets in {s.url}")
+            return
+        for name in names:
+            for info in list_versions(s, name):
+                typer.echo(f"{info.ref}\t{info.id}\t{info.n_samples} samples")
+    except StoreError as exc:
+        raise _fail(exc) from None
 
 
 @datasets_app.command("show")
@@ -53,14 +63,14 @@ def show_cmd(
     """Counts per split and label, the digest, and optionally the datasheet."""
     from medcurate.store.publish import read_version_file, resolve, version_summary
 
-    s = open_store(store)
     try:
+        s = open_store(store, must_exist=True)
         info = resolve(s, ref)
         typer.echo(json.dumps(version_summary(s, info), indent=2))
         if card and "card.md" in info.files:
             typer.echo(read_version_file(s, info, "card.md").decode())
     except StoreError as exc:
-        raise _fail(exc) from exc
+        raise _fail(exc) from None
 
 
 @datasets_app.command("pull")
@@ -75,9 +85,11 @@ def pull_cmd(
     from medcurate.store.pull import pull
 
     try:
-        res = pull(open_store(store), ref, dest, fmt=fmt, progress=not quiet)
+        res = pull(open_store(store, must_exist=True), ref, dest, fmt=fmt, progress=not quiet)
     except StoreError as exc:
-        raise _fail(exc) from exc
+        raise _fail(exc) from None
+    except OSError as exc:  # the destination: not writable, disk full
+        raise _fail(OSError(f"cannot write the pull to {dest}: {exc.strerror}")) from None
     typer.echo(res.summary_line())
 
 
@@ -92,7 +104,7 @@ def diff_cmd(
     from medcurate.store.diff import diff_versions
 
     try:
-        d = diff_versions(open_store(store), ref_a, ref_b)
+        d = diff_versions(open_store(store, must_exist=True), ref_a, ref_b)
     except StoreError as exc:
-        raise _fail(exc) from exc
+        raise _fail(exc) from None
     typer.echo(json.dumps(d.to_dict(), indent=2, default=str) if as_json else d.format())

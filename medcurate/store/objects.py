@@ -32,6 +32,18 @@ class TamperedObjectError(StoreError):
     """A stored file's bytes do not match the sha256 it is addressed or listed by."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store URL cannot be opened (unknown protocol, missing driver) or names no store."""
+
+
+def _redact(url: str) -> str:
+    """``proto://user:secret@host/x`` -> ``proto://***@host/x``: credentials never printed."""
+    head, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{head}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
 def _check_sha(sha: str) -> str:
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise StoreError(f"not a sha256 hex digest: {sha[:70]!r}")
@@ -42,14 +54,37 @@ class ObjectStore:
     """A store root: a local folder (the default) or any fsspec URL (``s3://``, ``memory://``)."""
 
     def __init__(self, url: str | os.PathLike[str], **storage_options: Any) -> None:
-        self.url = str(url)
-        fs, root = fsspec.core.url_to_fs(self.url, **storage_options)
+        self.url = _redact(str(url))
+        try:
+            fs, root = fsspec.core.url_to_fs(str(url), **storage_options)
+        except (ValueError, ImportError) as exc:
+            proto = str(url).partition("://")[0] if "://" in str(url) else "?"
+            raise StoreUnavailableError(
+                f"cannot open the dataset store {self.url}: protocol {proto!r} is unknown or "
+                f"its driver is not installed ({type(exc).__name__}: {exc})"
+            ) from None
         self.fs: fsspec.AbstractFileSystem = fs
         self.root: str = root.rstrip("/") or "/"
         self.is_local = isinstance(fs, LocalFileSystem)
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.url!r})"
+
+    def require_exists(self) -> ObjectStore:
+        """This store, or StoreUnavailableError when its root folder does not exist (readers
+        call this: a typo in ``--store`` must not read as an empty store)."""
+        try:
+            ok = bool(self.fs.isdir(self.root))
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"no dataset store at {self.url}: {type(exc).__name__}"
+            ) from None
+        if not ok:
+            raise StoreUnavailableError(
+                f"no dataset store at {self.url}: the folder does not exist (check --store "
+                f"or ${STORE_ENV}; publishing creates it)"
+            )
+        return self
 
     # paths -------------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -185,13 +220,14 @@ class ObjectStore:
 STORE_ENV = "MEDCURATE_STORE"
 
 
-def open_store(root: str | os.PathLike[str] | None = None) -> ObjectStore:
+def open_store(root: str | os.PathLike[str] | None = None, must_exist: bool = False) -> ObjectStore:
     """The store at ``root``, else at $MEDCURATE_STORE (any fsspec URL), else MEDCURATE_HOME's
-    ``releases/`` zone."""
+    ``releases/`` zone. ``must_exist`` (list, show, pull, load): a missing root is an error."""
     if root is None or str(root) == "":
         root = os.environ.get(STORE_ENV) or None
     if root is None:
         from medcurate.config import zones
 
         root = zones().releases
-    return ObjectStore(root)
+    store = ObjectStore(root)
+    return store.require_exists() if must_exist else store

@@ -8,12 +8,17 @@ it is not a version, is never listed, and is replaced by the next publish. Eithe
 any point leaves no partial version, and the re-run publishes the same digest because nothing
 time- or run-dependent enters the manifest.
 
-A single writer per dataset is assumed (one Dagster asset run at a time); the rename refuses to
-overwrite an existing version, so a racing second writer fails instead of clobbering.
+On a local store a publish holds the dataset's cross-process lock (``<dataset>/.publish.lock``)
+from choosing the version number to the commit, so two writers queue instead of racing, and the
+lock holder may clear the ``.staging`` litter of killed publishes. Object stores have no lock: a
+single writer per dataset is assumed there, and the commit refuses to overwrite a version.
+Manifest paths are checked before anything is written (see ``paths``); with a store key the
+version is signed (see ``signing``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,6 +31,9 @@ from typing import Any
 import pandas as pd
 
 from medcurate.hashing import sha256_bytes
+from medcurate.locks import exclusive
+from medcurate.store import signing
+from medcurate.store.litter import STAGING, clean_publish_litter
 from medcurate.store.manifest import (
     file_entries,
     manifest_bytes,
@@ -34,10 +42,11 @@ from medcurate.store.manifest import (
     read_manifest,
 )
 from medcurate.store.objects import RESERVED_NAMES, ObjectStore, StoreError, TamperedObjectError
+from medcurate.store.paths import check_manifest, unsafe_reason
 
 VERSION_JSON = "version.json"
 MANIFEST = "manifest.parquet"
-STAGING = ".staging"
+LOCK = ".publish.lock"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _VERSION = re.compile(r"^v([1-9][0-9]*)$")
 
@@ -72,9 +81,43 @@ class VersionInfo:
 
     @classmethod
     def from_json(cls, data: bytes) -> VersionInfo:
-        d = json.loads(data)
-        d.pop("id", None)
-        return cls(**d)
+        try:
+            d = json.loads(data)
+            d.pop("id", None)
+            info = cls(**d)
+        except (ValueError, TypeError, AttributeError):
+            raise StoreError("version.json is malformed (not the fields of a version)") from None
+        problem = info._problem()
+        if problem:
+            raise StoreError(f"version.json is malformed ({problem})")
+        return info
+
+    def _problem(self) -> str | None:
+        """What is wrong with the fields' types and shapes, if anything."""
+        if not isinstance(self.dataset, str) or not _NAME.match(self.dataset):
+            return "dataset"
+        if not isinstance(self.version, str) or not _VERSION.match(self.version):
+            return "version"
+        if self.previous is not None and not (
+            isinstance(self.previous, str) and _VERSION.match(self.previous)
+        ):
+            return "previous"
+        if not _is_sha(self.digest) or not isinstance(self.n_samples, int):
+            return "digest or n_samples"
+        if not isinstance(self.files, dict):
+            return "files"
+        for name, sha in self.files.items():
+            bad = unsafe_reason(name, single=True) or (name in _NOT_DOCS and "reserved")
+            if bad or not _is_sha(sha):
+                return f"a document name or hash in files: {bad or 'hash'}"
+        return None
+
+
+def _is_sha(v: object) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+_NOT_DOCS = frozenset({VERSION_JSON, signing.SIGNATURE, LOCK})
 
 
 @dataclass(frozen=True)
@@ -117,7 +160,15 @@ def read_info(store: ObjectStore, dataset: str, version: str) -> VersionInfo:
     p = store.path(dataset, version, VERSION_JSON)
     if not store.exists(p):
         raise StoreError(f"{dataset}@{version} does not exist in {store.url}")
-    return VersionInfo.from_json(store.read_bytes(p))
+    try:
+        info = VersionInfo.from_json(store.read_bytes(p))
+    except StoreError as exc:
+        raise StoreError(f"{dataset}@{version}: {exc}") from None
+    if (info.dataset, info.version) != (dataset, version):
+        raise TamperedObjectError(
+            f"{dataset}@{version}: version.json names another version (copied from elsewhere?)"
+        )
+    return info
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -156,11 +207,21 @@ def read_version_file(store: ObjectStore, info: VersionInfo, name: str) -> bytes
     return data
 
 
+def signature_status(store: ObjectStore, info: VersionInfo) -> str:
+    """``signing.VERIFIED``, ``UNSIGNED`` or ``NOT_VERIFIED``; SignatureError when a store key is
+    set and the version is unsigned or signed with another key or modified after signing."""
+    folder = store.path(info.dataset, info.version)
+    return signing.verify(store, info.ref, folder, info.to_json())
+
+
 def load_manifest(store: ObjectStore, info: VersionInfo) -> pd.DataFrame:
-    """The verified manifest of a version (file hash and manifest digest both checked)."""
+    """The verified manifest of a version: signature (when a store key is set), file hash,
+    manifest digest, and every path it lists (relative, inside the version's folder)."""
+    signature_status(store, info)
     df = read_manifest(read_version_file(store, info, MANIFEST))
     if manifest_digest(df) != info.digest:
         raise TamperedObjectError(f"{info.ref}: manifest digest does not match version.json")
+    check_manifest(info.ref, df)
     return df
 
 
@@ -181,7 +242,28 @@ def publish(
     the newest version already has this manifest digest, nothing is written and it is returned.
     """
     check_name(dataset)
+    key = signing.store_key()  # a bad key fails before anything is written
     manifest = normalise_manifest(manifest)
+    check_manifest(f"{dataset} (to publish)", manifest)
+    with _publish_lock(store, dataset):
+        clean_publish_litter(store, dataset)
+        return _publish_locked(store, dataset, manifest, sources, render, key)
+
+
+def _publish_lock(store: ObjectStore, dataset: str) -> contextlib.AbstractContextManager[None]:
+    if not store.is_local:
+        return contextlib.nullcontext()
+    return exclusive(Path(store.path(dataset, LOCK)))
+
+
+def _publish_locked(
+    store: ObjectStore,
+    dataset: str,
+    manifest: pd.DataFrame,
+    sources: Mapping[str, str | os.PathLike[str]],
+    render: Renderer | None,
+    key: bytes | None,
+) -> PublishResult:
     digest = manifest_digest(manifest)
     versions = list_versions(store, dataset)
     if versions and versions[-1].digest == digest:
@@ -209,7 +291,7 @@ def publish(
     )
     if render is not None:
         for name, data in render(info, manifest).items():
-            if name in (VERSION_JSON, MANIFEST) or "/" in name:
+            if name in (MANIFEST, *_NOT_DOCS) or unsafe_reason(name, single=True):
                 raise StoreError(f"a renderer may not write {name!r}")
             docs[name] = data
     info = VersionInfo(
@@ -221,6 +303,8 @@ def publish(
         previous=info.previous,
     )
     docs[VERSION_JSON] = info.to_json()
+    if key is not None:  # outside version.json: the id and the other bytes do not change
+        docs[signing.SIGNATURE] = signing.signature_bytes(docs[VERSION_JSON], key)
     _commit(store, dataset, version, docs)
     return PublishResult(info, created=True, objects_written=n_written, bytes_written=bytes_written)
 
@@ -279,4 +363,5 @@ def version_summary(store: ObjectStore, info: VersionInfo) -> dict[str, Any]:
         "splits": {str(k): int(v) for k, v in m["split"].value_counts().sort_index().items()},
         "labels": {str(k): int(v) for k, v in m["label"].value_counts().sort_index().items()},
         "synthetic": int(m["synthetic"].sum()),
+        "signature": signature_status(store, info),
     }

@@ -6,6 +6,11 @@ leaves nothing at that path. Pulls are incremental: files already in the destina
 sibling pull (``DEST/../*`` with a pull record, e.g. the previous version next to this one), are
 re-verified and hard-linked instead of copied from the store, so pulling vN+1 next to vN copies
 only what changed. Pulled data files are read-only, because hard links share bytes.
+
+Before anything is written, every target path is checked (relative, no ``..``, resolving inside
+the destination even through symlinks already there): a forged manifest cannot write outside.
+A pull holds the destination's lock (``DEST/.medcurate-pull.lock``) and first removes the
+``.tmp-*`` litter that a killed pull into the same folder left behind.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from typing import Any, Literal
 import pandas as pd
 
 from medcurate.hashing import sha256_file
-from medcurate.store.manifest import file_entries
+from medcurate.locks import exclusive
+from medcurate.store.litter import clean_pull_litter
 from medcurate.store.objects import ObjectStore, StoreError
+from medcurate.store.paths import RESERVED_TOP, check_targets
 from medcurate.store.publish import (
     MANIFEST,
     VERSION_JSON,
@@ -30,9 +37,11 @@ from medcurate.store.publish import (
     load_manifest,
     read_version_file,
     resolve,
+    signature_status,
 )
 
 PULL_RECORD = ".medcurate-pull.json"
+PULL_LOCK = ".medcurate-pull.lock"
 Format = Literal["nifti", "nnunet"]
 FORMATS: tuple[str, ...] = ("nifti", "nnunet")
 
@@ -53,6 +62,7 @@ class PullResult:
     present_files: int = 0
     present_bytes: int = 0
     skipped: list[str] = field(default_factory=list)
+    signature: str = ""
 
     def summary_line(self) -> str:
         return (
@@ -61,6 +71,7 @@ class PullResult:
             f"reused {self.reused_files} ({self.reused_bytes} B), "
             f"already there {self.present_files} ({self.present_bytes} B)"
             + (f"; {len(self.skipped)} sample(s) without mask left out" if self.skipped else "")
+            + (f"; {self.signature}" if self.signature else "")
         )
 
 
@@ -68,39 +79,56 @@ def _suffix(rel: str) -> str:
     return ".nii.gz" if rel.endswith(".nii.gz") else Path(rel).suffix
 
 
+#: (manifest row from 1, column, path in DEST, sha256, bytes)
+Step = tuple[int, str, str, str, int]
+
+
+def _size(v: Any) -> int:
+    return 0 if v is None or pd.isna(v) else int(v)
+
+
+def _nifti_steps(manifest: pd.DataFrame) -> list[Step]:
+    steps: list[Step] = []
+    for row, r in enumerate(manifest.to_dict("records"), 1):
+        for kind in ("image", "mask"):
+            rel, sha = r.get(kind), r.get(f"{kind}_sha256")
+            if rel is None or sha is None or pd.isna(rel) or pd.isna(sha):
+                continue
+            steps.append((row, kind, str(rel), str(sha), _size(r.get(f"{kind}_bytes"))))
+    return steps
+
+
+def _nnunet_steps(manifest: pd.DataFrame) -> tuple[list[Step], list[str]]:
+    steps: list[Step] = []
+    skipped: list[str] = []
+    for row, r in enumerate(manifest.to_dict("records"), 1):
+        sid, img = str(r["sample_id"]), str(r["image"])
+        has_mask = r.get("mask") is not None and not pd.isna(r.get("mask"))
+        image = (str(r["image_sha256"]), _size(r["image_bytes"]))
+        mask = (str(r["mask_sha256"]), _size(r["mask_bytes"])) if has_mask else ("", 0)
+        if r["split"] in ("train", "validation"):
+            if not has_mask:
+                skipped.append(sid)
+                continue
+            steps.append((row, "image", f"imagesTr/{sid}_0000{_suffix(img)}", *image))
+            steps.append((row, "mask", f"labelsTr/{sid}{_suffix(str(r['mask']))}", *mask))
+        else:
+            steps.append((row, "image", f"imagesTs/{sid}_0000{_suffix(img)}", *image))
+            if has_mask:
+                steps.append((row, "mask", f"labelsTs/{sid}{_suffix(str(r['mask']))}", *mask))
+    return steps, skipped
+
+
 def nifti_plan(manifest: pd.DataFrame) -> list[tuple[str, str, int]]:
     """(path in DEST, sha256, bytes) of the nifti layout: the manifest's own paths."""
-    return file_entries(manifest)
+    return [s[2:] for s in _nifti_steps(manifest)]
 
 
 def nnunet_plan(manifest: pd.DataFrame) -> tuple[list[tuple[str, str, int]], list[str]]:
     """The nnU-Net raw layout: train+validation with a mask -> imagesTr/labelsTr, test and
     external -> imagesTs (labelsTs when masked). Returns the plan and the left-out sample ids."""
-    plan: list[tuple[str, str, int]] = []
-    skipped: list[str] = []
-    for r in manifest.to_dict("records"):
-        sid, img = str(r["sample_id"]), str(r["image"])
-        has_mask = r.get("mask") is not None and not pd.isna(r.get("mask"))
-        img_entry = (r["image_sha256"], int(r["image_bytes"] or 0))
-        if r["split"] in ("train", "validation"):
-            if not has_mask:
-                skipped.append(sid)
-                continue
-            plan.append((f"imagesTr/{sid}_0000{_suffix(img)}", *img_entry))
-            plan.append(
-                (f"labelsTr/{sid}{_suffix(str(r['mask']))}", r["mask_sha256"], int(r["mask_bytes"]))
-            )
-        else:
-            plan.append((f"imagesTs/{sid}_0000{_suffix(img)}", *img_entry))
-            if has_mask:
-                plan.append(
-                    (
-                        f"labelsTs/{sid}{_suffix(str(r['mask']))}",
-                        r["mask_sha256"],
-                        int(r["mask_bytes"]),
-                    )
-                )
-    return plan, skipped
+    steps, skipped = _nnunet_steps(manifest)
+    return [s[2:] for s in steps], skipped
 
 
 def nnunet_documents(manifest: pd.DataFrame, info: VersionInfo) -> dict[str, Any]:
@@ -204,16 +232,40 @@ def pull(
     if fmt not in FORMATS:
         raise StoreError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     info = resolve(store, ref)
-    manifest = load_manifest(store, info)
+    manifest = load_manifest(store, info)  # signature, hashes and paths checked
+    signature = signature_status(store, info)
     dest = Path(dest).resolve()
-    dest.mkdir(parents=True, exist_ok=True)
     skipped: list[str] = []
     if fmt == "nifti":
-        plan = nifti_plan(manifest)
+        steps = _nifti_steps(manifest)
     else:
-        plan, skipped = nnunet_plan(manifest)
-    result = PullResult(dest, info.ref, info.id, fmt, files=len(plan), skipped=skipped)
+        steps, skipped = _nnunet_steps(manifest)
+    reserved = RESERVED_TOP | set(info.files) | {PULL_LOCK}
+    check_targets(f"{info.ref} ({info.id})", [s[:3] for s in steps], dest, reserved)
+    for row, column, _, sha, _ in steps:
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise StoreError(f"{info.ref}: manifest row {row}, column {column}: bad sha256")
+    plan = [s[2:] for s in steps]
+    dest.mkdir(parents=True, exist_ok=True)
+    with exclusive(dest / PULL_LOCK):
+        clean_pull_litter(dest)
+        result = PullResult(dest, info.ref, info.id, fmt, files=len(plan), skipped=skipped)
+        result.signature = signature
+        _pull_locked(store, info, manifest, dest, fmt, plan, result, progress)
+    return result
 
+
+def _pull_locked(
+    store: ObjectStore,
+    info: VersionInfo,
+    manifest: pd.DataFrame,
+    dest: Path,
+    fmt: str,
+    plan: list[tuple[str, str, int]],
+    result: PullResult,
+    progress: bool,
+) -> None:
+    """The writing half of :func:`pull`, once every path was checked and the lock is held."""
     old = _read_record(dest)
     index = _local_index(dest)
     to_fetch: list[tuple[str, str, int]] = []
@@ -271,7 +323,6 @@ def pull(
         "files": {rel: sha for rel, sha, _ in plan},
     }
     _write_doc(dest, PULL_RECORD, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
-    return result
 
 
 def _progress(total: int, label: str, enabled: bool) -> Any:
