@@ -20,8 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python $(UV_FIND_LINKS) -e '.[dev]'
 	touch $@
 
+# init-home also makes restricted/, dagster/ and labelstudio/ owner-only when an older version left
+# them open (it says so on stderr); every other command refuses to run on such a home.
 setup: $(VENV)/.installed
-	@$(BIN)/medcurate init-home >/dev/null
+	@$(BIN)/medcurate init-home --quiet
 
 lint: setup
 	$(BIN)/ruff check .

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 import urllib.parse
@@ -215,10 +214,11 @@ def _passwords(path: Path) -> dict[str, str]:
 
 
 def _save_passwords(path: Path, data: Mapping[str, str]) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(dict(data), indent=1, sort_keys=True) + "\n")
+    """Passwords 0600 in a 0700 folder, whatever the umask (they live in restricted/)."""
+    from medcurate.perms import private_dir, write_private_bytes
+
+    private_dir(path.parent)
+    write_private_bytes(path, (json.dumps(dict(data), indent=1, sort_keys=True) + "\n").encode())
 
 
 def _csrf(session: Any, url: str) -> str:
@@ -393,7 +393,7 @@ def annotate_round(
     from medcurate.config import ConfigError, deid_salt, zones
     from medcurate.services.labelstudio import ServicePaths, connection
 
-    z = zones()
+    z = zones().ensure()  # the start-up check: writable home, restricted/ owner-only
     round_key = f"round-{int(round_number)}"
     info_path = z.annotation / round_key / "round.json"
     if not info_path.exists():

@@ -15,11 +15,22 @@ app = typer.Typer(
 
 
 @app.command("init-home")
-def init_home() -> None:
-    """Create the data zones and the Dagster instance config under MEDCURATE_HOME."""
+def init_home(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only permission fixes"),
+) -> None:
+    """Create the data zones and the Dagster instance config under MEDCURATE_HOME.
+
+    Also makes restricted/, dagster/ and labelstudio/ owner-only when an older version left them
+    readable by others (other commands refuse to run on such a home)."""
+    import sys
+
     from medcurate.home import init_home as _init
 
-    print(_init())
+    ready, *fixes = _init().splitlines()
+    if not quiet:
+        print(ready)
+    for line in fixes:  # on stderr: `make setup` hides stdout, not this
+        print(f"medcurate: {line.strip()}", file=sys.stderr)
 
 
 @app.command()
@@ -43,18 +54,38 @@ def ingest(
         None, help="folder to drop into the inbox first (default: ingest what is in the inbox)"
     ),
 ) -> None:
-    """Claim the inbox as one batch and validate it, without Dagster (one-off use)."""
+    """Claim the inbox as one batch and validate it, without Dagster (one-off use).
+
+    Batches claimed earlier but never finished (a run killed after its claim) are finished too.
+    """
+    import sys
+
     from medcurate.config import zones
-    from medcurate.ingest import claim_inbox, drop_into_inbox, ingest_batch
+    from medcurate.ingest import (
+        IngestMoveError,
+        claim_inbox,
+        drop_into_inbox,
+        ingest_batch,
+        pending_batches,
+    )
 
     z = zones().ensure()
     if src is not None:
         drop_into_inbox(src, z)
-    batch = claim_inbox(z)
-    if batch is None:
+    claim_inbox(z)
+    batches = pending_batches(z)  # the new batch, and any a killed run left behind
+    if not batches:
         print("inbox empty: nothing to ingest")
         raise typer.Exit(0)
-    print(ingest_batch(batch, z).summary_line())
+    failed = False
+    for batch in batches:
+        try:
+            print(ingest_batch(batch, z).summary_line())
+        except IngestMoveError as exc:  # names the batch and file numbers, never a path
+            print(f"medcurate: error: {exc}", file=sys.stderr)
+            failed = True
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -162,8 +193,14 @@ def annotate_sim(
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: shown as one line, not as a traceback."""
     from medcurate.config import ConfigError
+    from medcurate.perms import PermissionsError
 
-    types: list[type[BaseException]] = [ConfigError, FileNotFoundError, NotADirectoryError]
+    types: list[type[BaseException]] = [
+        ConfigError,
+        PermissionsError,
+        FileNotFoundError,
+        NotADirectoryError,
+    ]
     try:
         from medcurate.splits import SplitError
         from medcurate.store.manifest import ManifestError
@@ -175,17 +212,38 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def _os_error_line(exc: OSError) -> str:
+    """One line for a failed file operation, without ``exc.filename``: a source path's folder
+    names carry patient names. MEDCURATE_HOME is the user's own setting and is named."""
+    from medcurate.config import medcurate_home
+
+    cause = exc.strerror or type(exc).__name__
+    return (
+        f"{cause} (file operation failed; path not shown, folder names may identify patients): "
+        f"check that MEDCURATE_HOME {medcurate_home()} is writable and the input readable"
+    )
+
+
 def main() -> None:
-    """Console entry point: clear one-line errors for bad input, exit status 2."""
+    """Console entry point: clear one-line errors for bad input, exit status 2.
+
+    Errors that carry a file name (every OSError raised by the OS) are shown without it."""
     import sys
 
     try:
         app()
     except Exception as exc:
-        if isinstance(exc, _user_error_types()):
-            print(f"medcurate: error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        raise
+        raised_by_os = isinstance(exc, OSError) and (
+            exc.errno is not None or exc.filename is not None or exc.filename2 is not None
+        )
+        if raised_by_os:
+            line = _os_error_line(exc)  # type: ignore[arg-type]
+        elif isinstance(exc, (*_user_error_types(), OSError)):
+            line = str(exc)
+        else:
+            raise
+        print(f"medcurate: error: {line}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,26 @@
 """Settings read once from the environment, and the data zones under MEDCURATE_HOME.
 
 Everything that decides where data lives goes through :class:`Zones`, so the rule that nothing
-identifying leaves ``restricted/`` has one place to be checked.
+identifying leaves ``restricted/`` has one place to be checked. :meth:`Zones.ensure` is also the
+start-up check every command and asset goes through: the home must be writable (checked up front,
+so no half-done copy fails later with a path that names a patient folder) and ``restricted/``,
+Dagster's home and Label Studio's folders must be owner-only.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import string
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from medcurate.perms import open_to_others, private_dir, private_tree
+
 DEFAULT_HOME = ".medcurate"
+MIN_SALT_BITS = 64
+SALT_ADVICE = "make a good one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 class ConfigError(RuntimeError):
@@ -19,6 +29,18 @@ class ConfigError(RuntimeError):
 
 class MissingSaltError(ConfigError):
     """MEDCURATE_DEID_SALT is not set; de-identification must not start without it."""
+
+
+class WeakSaltError(ConfigError):
+    """MEDCURATE_DEID_SALT is guessable (too short, repetitive or whitespace)."""
+
+
+class HomeNotWritableError(ConfigError):
+    """MEDCURATE_HOME (or one of its zones) cannot be written."""
+
+
+class OpenZoneError(ConfigError):
+    """restricted/, Dagster's home or Label Studio's folders are readable by other users."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +105,76 @@ class Zones:
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 
-    def ensure(self) -> Zones:
-        for p in (self.inbox, self.raw, self.quarantine, self.duplicates, self.catalog, self.deid):
-            p.mkdir(parents=True, exist_ok=True)
+    @property
+    def labelstudio(self) -> Path:
+        """The managed Label Studio's folder (its database holds the API token)."""
+        return self.home / "labelstudio"
+
+    # >>> annotation paths (round-N folders and their files)
+    # <<< annotation paths
+
+    # >>> release paths (curated/, labels/, releases/ files)
+    # <<< release paths
+
+    def private_roots(self) -> list[Path]:
+        """Folders that must be owner-only: each guards identifying data or secrets below it."""
+        r = self.restricted
+        return [r, self.raw, self.quarantine, self.duplicates, self.catalog,
+                self.dagster_home, self.labelstudio, self.labelstudio / "data"]  # fmt: skip
+
+    def check_private(self, roots: list[Path] | None = None) -> None:
+        """Refuse (OpenZoneError) when any existing private root (or of ``roots``) is open to
+        other users."""
+        bad = open_to_others(self.private_roots() if roots is None else roots)
+        if bad:
+            listed = ", ".join(str(p) for p in bad[:3]) + (" ..." if len(bad) > 3 else "")
+            fix = " && ".join(f"chmod -R go-rwx '{p}'" for p in bad[:3])
+            raise OpenZoneError(
+                f"restricted data under MEDCURATE_HOME is readable by other users ({listed}); "
+                f"refusing to run. Fix: {fix} (or run `medcurate init-home`, which fixes it)"
+            )
+
+    def fix_private(self) -> int:
+        """Make every private root and everything below it owner-only; returns how many roots
+        were open before (``init-home`` calls this: homes made by older versions were 0755)."""
+        before = len(open_to_others(self.private_roots()))
+        for p in self.private_roots():
+            if p.is_dir():
+                private_tree(p)
+        return before
+
+    def ensure(self, fix: bool = False) -> Zones:
+        """Create the zones (``restricted/`` ones 0700, whatever the umask) after checking that
+        the home is writable and that ``restricted/`` is not open to others (``fix``: make it
+        owner-only instead of refusing)."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            _probe_write(self.home)
+            if fix:
+                self.fix_private()
+            self.check_private()
+            for p in (self.inbox, self.deid):
+                p.mkdir(exist_ok=True)
+            for p in (self.raw, self.quarantine, self.duplicates, self.catalog):
+                private_dir(p, root=self.restricted)
+            for p in (self.inbox, self.deid, *self.private_roots()[:5]):
+                if not os.access(p, os.W_OK | os.X_OK):
+                    raise PermissionError(13, "Permission denied")
+        except OSError as exc:  # never exc.filename: keep the message to the home and the cause
+            raise HomeNotWritableError(
+                f"MEDCURATE_HOME {self.home} is not writable "
+                f"({exc.strerror or type(exc).__name__}): "
+                "set MEDCURATE_HOME to a folder you can write, or fix its permissions"
+            ) from None
         return self
+
+
+def _probe_write(folder: Path) -> None:
+    """Write one byte in ``folder`` (an unnamed temporary file: no litter if killed), so a
+    read-only disk, a full quota or a file-size limit fails here, before any data is copied."""
+    with tempfile.TemporaryFile(dir=folder) as f:
+        f.write(b"\0")
+        f.flush()
 
 
 def medcurate_home(env: dict[str, str] | None = None) -> Path:
@@ -98,15 +186,59 @@ def zones(env: dict[str, str] | None = None) -> Zones:
     return Zones(medcurate_home(env))
 
 
+# --------------------------------------------------------------------------- the salt
+
+_CLASSES = (string.ascii_lowercase, string.ascii_uppercase, string.digits, string.punctuation + " ")
+
+
+def salt_entropy_bits(salt: str) -> float:
+    """A deliberately simple, pessimistic estimate of a salt's entropy in bits.
+
+    Each character is worth log2(size of the character classes the salt uses: lowercase 26,
+    uppercase 26, digits 10, ASCII punctuation and space 33, anything else 64), except a
+    predictable one, worth 1 bit: a repeat of the previous character, one step up or down from
+    it (``abc``, ``321``), or a pair of characters already seen (``abab``, ``passpass``).
+    ``secrets.token_urlsafe(32)`` scores about 200; ``aaaaaaaa`` 12; ``0123456789`` 12.
+    """
+    pool = sum(len(c) for c in _CLASSES if any(ch in c for ch in salt))
+    if any(not any(ch in c for c in _CLASSES) for ch in salt):
+        pool += 64
+    per_char = math.log2(max(pool, 2))
+    bits, pairs, prev = 0.0, set(), ""
+    for ch in salt:
+        predictable = bool(prev) and (abs(ord(ch) - ord(prev)) <= 1 or (prev, ch) in pairs)
+        bits += 1.0 if predictable else per_char
+        if prev:
+            pairs.add((prev, ch))
+        prev = ch
+    return bits
+
+
 def deid_salt(env: dict[str, str] | None = None) -> bytes:
-    """The de-identification secret. Raises before any file is touched when it is missing."""
+    """The de-identification secret. Raises before any file is touched when it is missing or
+    guessable (the message never echoes it)."""
     env = dict(os.environ) if env is None else env
     salt = env.get("MEDCURATE_DEID_SALT", "")
     if not salt:
         raise MissingSaltError(
             "MEDCURATE_DEID_SALT is not set: de-identification needs a secret salt "
-            "(pseudonyms, UIDs and date shifts derive from it). Set it in the environment."
+            "(pseudonyms, UIDs and date shifts derive from it). Set it in the environment; "
+            + SALT_ADVICE
         )
     if len(salt) < 8:
-        raise ConfigError("MEDCURATE_DEID_SALT is too short: use at least 8 characters.")
+        raise WeakSaltError(f"MEDCURATE_DEID_SALT is too short (under 8 characters); {SALT_ADVICE}")
+    if salt != salt.strip() or not salt.strip():
+        raise WeakSaltError(
+            "MEDCURATE_DEID_SALT is blank or starts or ends with whitespace (easily lost when "
+            f"copied); {SALT_ADVICE}"
+        )
+    if len(set(salt)) == 1:
+        raise WeakSaltError(f"MEDCURATE_DEID_SALT repeats one character; {SALT_ADVICE}")
+    bits = salt_entropy_bits(salt)
+    if bits < MIN_SALT_BITS:
+        raise WeakSaltError(
+            f"MEDCURATE_DEID_SALT is guessable (about {bits:.0f} bits of entropy, at least "
+            f"{MIN_SALT_BITS} needed: repeats and runs like 'abc' or '123' count little); "
+            + SALT_ADVICE
+        )
     return salt.encode("utf-8")

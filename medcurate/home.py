@@ -1,10 +1,17 @@
-"""MEDCURATE_HOME set-up: the zones and a Dagster instance with telemetry off."""
+"""MEDCURATE_HOME set-up: the zones and a Dagster instance with telemetry off.
+
+``init-home`` is the explicit set-up command (``make setup`` runs it), so it is the one that repairs
+homes made by older versions, whose ``restricted/`` and Dagster home were 0755: every other command
+refuses to run on such a home (:meth:`medcurate.config.Zones.check_private`) and points here.
+Dagster's home is owner-only because its sqlite files hold run and event logs.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from medcurate.config import Zones, zones
+from medcurate.perms import open_to_others, private_dir, write_private_bytes
 
 DAGSTER_YAML = """\
 # Written by `medcurate init-home`. Local sqlite storage under MEDCURATE_HOME; no telemetry.
@@ -27,15 +34,23 @@ run_coordinator:
 
 
 def write_dagster_yaml(dagster_home: Path) -> Path:
-    dagster_home.mkdir(parents=True, exist_ok=True)
+    private_dir(dagster_home)
     target = dagster_home / "dagster.yaml"
     text = DAGSTER_YAML.format(base=dagster_home)
     if not target.exists() or target.read_text() != text:
-        target.write_text(text)
+        write_private_bytes(target, text.encode())
     return target
 
 
 def init_home(z: Zones | None = None) -> str:
-    z = (z or zones()).ensure()
+    z = z or zones()
+    fixed = len(open_to_others(z.private_roots()))
+    z.ensure(fix=True)
     write_dagster_yaml(z.dagster_home)
-    return f"MEDCURATE_HOME ready: {z.home}"
+    line = f"MEDCURATE_HOME ready: {z.home}"
+    if fixed:
+        line += (
+            f"\n  fixed permissions: {fixed} folder(s) under restricted/, dagster/ or labelstudio/"
+            " were readable by other users; they and everything in them are now owner-only"
+        )
+    return line

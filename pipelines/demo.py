@@ -19,9 +19,10 @@ from pathlib import Path
 import dagster as dg
 
 from assets.partitions import batch_partitions, round_partitions
-from medcurate.config import Zones, zones
+from medcurate.config import Zones, deid_salt, zones
 from medcurate.home import init_home
 from medcurate.ingest import claim_inbox, drop_into_inbox
+from medcurate.perms import make_private, private_dir, write_private_bytes
 from medcurate.synth import generate_studies
 from pipelines.definitions import all_assets, all_checks, defs
 
@@ -29,13 +30,14 @@ from pipelines.definitions import all_assets, all_checks, defs
 def demo_salt(restricted: Path) -> str:
     """A random salt for the demo, kept in restricted/ so re-runs pseudonymize the same way.
 
-    Real deployments set MEDCURATE_DEID_SALT from their secret store instead.
+    Real deployments set MEDCURATE_DEID_SALT from their secret store instead. The file is 0600 in
+    a 0700 folder whatever the umask; 64 hex digits (256 bits) pass the salt rule of deid_salt.
     """
     path = restricted / "demo-salt"
     if not path.exists():
-        restricted.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
+        private_dir(restricted)
+        write_private_bytes(path, secrets.token_hex(32).encode())
+    make_private(path)
     return path.read_text().strip()
 
 
@@ -58,9 +60,10 @@ def _metadata_line(result: dg.ExecuteInProcessResult) -> list[str]:
 def run_demo(patients: int = 12, seed: int = 7, rounds: int = 2) -> int:
     z = zones()
     os.environ.setdefault("DAGSTER_HOME", str(z.dagster_home))
+    print(init_home(z))  # first: restricted/ owner-only before the salt is written there
     if not os.environ.get("MEDCURATE_DEID_SALT"):
         os.environ["MEDCURATE_DEID_SALT"] = demo_salt(z.restricted)
-    print(init_home(z))
+    deid_salt()  # a weak MEDCURATE_DEID_SALT from the caller stops the demo here, not mid-run
     started = _start_labelstudio(z.home)
     try:
         return _run(z, patients, seed, rounds)
@@ -173,7 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=2, help="annotation rounds (>= 1)")
     args = parser.parse_args(argv)
-    return run_demo(patients=args.patients, seed=args.seed, rounds=max(1, args.rounds))
+    from medcurate.config import ConfigError
+
+    try:
+        return run_demo(patients=args.patients, seed=args.seed, rounds=max(1, args.rounds))
+    except ConfigError as exc:  # a weak salt, an unwritable or open home: one line, no traceback
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,4 +31,5 @@ def test_short_salt_rejected_without_echoing_it() -> None:
 
 
 def test_salt_bytes() -> None:
-    assert deid_salt({"MEDCURATE_DEID_SALT": "0123456789"}) == b"0123456789"
+    # was "0123456789": a run of digits is now refused as guessable (issue 9, row 9)
+    assert deid_salt({"MEDCURATE_DEID_SALT": "k3Jq-9vXw_T2mZ8r"}) == b"k3Jq-9vXw_T2mZ8r"

@@ -52,6 +52,7 @@ def test_server_env_is_clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert env["SENTRY_DSN"] == "" and env["FRONTEND_SENTRY_DSN"] == ""
     assert env["COLLECT_ANALYTICS"] == "false" and env["LATEST_VERSION_CHECK"] == "false"
     assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
+    assert env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"  # invite link only
     assert env["PATH"].startswith(str(tmp_path / "venv" / "bin"))
 
 

@@ -14,6 +14,12 @@ Why it looks like this (facts measured in ../shared/notes/labelstudio.md):
   created (first start on a fresh data dir); the SDK needs them.
 - Telemetry and version checks are switched off; images are served as local files from
   ``$MEDCURATE_HOME/annotation`` (pseudonymous renders only, never ``restricted/``).
+- Its sqlite database holds every user's API token in plain text: the server runs with umask 077,
+  its folder, data dir and the pre-migrated template are owner-only (0700/0600), and a start on a
+  data dir that others can read is refused (``medcurate init-home`` fixes it).
+- Sign-up is only possible through the organization's invite link (the pipeline's simulated
+  annotators use it): ``LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK=true``. Without it anyone who can
+  reach the port signs up into the admin's organization and sees every project.
 
 Secrets (admin password, API token, Django SECRET_KEY) come from the environment or are generated
 once into ``$MEDCURATE_HOME/restricted/labelstudio/`` with mode 600; they are never logged.
@@ -36,13 +42,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from medcurate.config import ConfigError, medcurate_home
+from medcurate.config import ConfigError, Zones, medcurate_home
+from medcurate.perms import private_dir, private_tree, write_private_bytes
 
 VERSION = "1.23.2"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_USERNAME = "admin@medcurate.local"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVER_UMASK = 0o077  # every file the server writes (database, media, exports) owner-only
 
 
 class LabelStudioError(RuntimeError):
@@ -73,7 +81,7 @@ class ServicePaths:
 
     @property
     def base(self) -> Path:
-        return self.home / "labelstudio"
+        return Zones(self.home).labelstudio
 
     @property
     def data(self) -> Path:
@@ -136,6 +144,9 @@ def _server_env(venv: Path, data_dir: Path, extra: Mapping[str, str]) -> dict[st
         "COLLECT_ANALYTICS": "false",
         "LATEST_VERSION_CHECK": "false",
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        # sign-up only through the organization's invite link (read as DISABLE_SIGNUP_WITHOUT_LINK
+        # by core/settings/base.py and checked in users/views.py:user_signup in 1.23.2)
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         "LOG_LEVEL": "WARNING",
     }
     if "TMPDIR" in os.environ:
@@ -149,20 +160,30 @@ def ensure_template(venv: Path | None = None, template: Path | None = None) -> P
     venv = venv or venv_dir()
     template = template or template_dir()
     if (template / "label_studio.sqlite3").exists():
+        private_tree(template.parent)  # templates built by older versions were 0644
         return template
-    template.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(template.parent)
     work = template.parent / f".{template.name}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    private_dir(work)
     # A throwaway SECRET_KEY keeps Label Studio from writing one into the template's .env.
     env = _server_env(venv, work, {"SECRET_KEY": secrets.token_urlsafe(32)})
     cmd = [str(venv / "bin" / "label-studio"), "init", "--quiet", "--data-dir", str(work)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(
+        cmd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        umask=SERVER_UMASK,
+    )
     if done.returncode != 0 or not (work / "label_studio.sqlite3").exists():
         shutil.rmtree(work, ignore_errors=True)
         tail = (done.stdout + done.stderr)[-2000:]
         raise LabelStudioError(f"label-studio init failed (rc={done.returncode}): {tail}")
     (work / ".env").unlink(missing_ok=True)
+    private_tree(work)
     try:
         work.rename(template)
     except OSError:  # someone else finished first
@@ -202,11 +223,10 @@ class Credentials:
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
+    """Write a secrets file 0600 in 0700 folders up to ``restricted/``, whatever the umask."""
+    restricted = path.parent.parent if path.parent.parent.name == "restricted" else None
+    private_dir(path.parent, root=restricted)
+    write_private_bytes(path, text.encode())
 
 
 def load_credentials(home: Path, env: Mapping[str, str] | None = None) -> tuple[Credentials, str]:
@@ -378,14 +398,16 @@ def start(
         )
     if not port_is_free(host, port):
         raise LabelStudioError(f"port {port} on {host} is busy: choose another with --port")
+    Zones(home).check_private()  # refuse a data dir or restricted/ that others can read
     creds, secret_key = load_credentials(home, env)
 
     venv = ensure_installed()
-    paths.base.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.base)
     paths.document_root.mkdir(parents=True, exist_ok=True)
     if not (paths.data / "label_studio.sqlite3").exists():
         shutil.rmtree(paths.data, ignore_errors=True)
         shutil.copytree(template_dir(), paths.data)
+    private_tree(paths.data)  # the database holds API tokens: 0700 folders, 0600 files
 
     server_env = _server_env(
         venv,
@@ -411,7 +433,8 @@ def start(
         str(paths.data),
         "--enable-legacy-api-token",
     ]
-    with open(paths.log_file, "ab") as log:
+    log_fd = os.open(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(log_fd, "ab") as log:
         proc = subprocess.Popen(
             cmd,
             env=server_env,
@@ -420,10 +443,12 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() signals the whole tree
             cwd=paths.base,
+            umask=SERVER_UMASK,
         )
-    paths.pid_file.write_text(f"{proc.pid}\n")
+    write_private_bytes(paths.pid_file, f"{proc.pid}\n".encode())
     url = f"http://{host}:{port}"
-    paths.state_file.write_text(json.dumps({"url": url, "port": port, "pid": proc.pid}) + "\n")
+    state = json.dumps({"url": url, "port": port, "pid": proc.pid}) + "\n"
+    write_private_bytes(paths.state_file, state.encode())
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -514,6 +539,8 @@ def connection(home: Path | None = None, env: Mapping[str, str] | None = None) -
     if url and key:
         return url.rstrip("/"), key
     paths = ServicePaths((home or medcurate_home(dict(env))).resolve())
+    z = Zones(paths.home)
+    z.check_private([z.restricted])  # the token is read from restricted/: refuse it open
     if not url and paths.state_file.exists():
         url = str(json.loads(paths.state_file.read_text()).get("url", ""))
     if not key and paths.credentials_file.exists():
