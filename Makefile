@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 FIND_LINKS := $(shell $(PY) -m pip config get global.find-links 2>/dev/null)
 UV_FIND_LINKS := $(if $(FIND_LINKS),--find-links $(FIND_LINKS),)
 
-.PHONY: setup lint format test test-unit test-integration demo ui bench clean
+.PHONY: setup lint format test test-fast test-unit test-integration demo ui bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 	@$(BIN)/medcurate init-home --quiet
 
+# mypy checks every room (medcurate, annotation, quality, assets, pipelines: [tool.mypy] packages)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,8 +35,13 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# everything: lint, then every test (the slow ones and those that start servers included)
 test: lint labelstudio
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# the quick loop while editing: tests marked slow (more than a few seconds) are left out
+test-fast: setup labelstudio
+	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
 
 test-unit: setup
 	$(BIN)/pytest -q -m "not integration"

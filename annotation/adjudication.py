@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,13 +25,15 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from annotation.agreement import cohen_kappa, fleiss_kappa_from_ratings, mean_pairwise_dice
+from annotation.client import LabelStudioClient
 from annotation.consensus import majority_class, majority_mask, staple
 from annotation.export import decode_export, pseudonyms, slice_sizes
 from annotation.render import volume_mask_slice, write_label_nifti
-from annotation.rounds import ROUND_RE, ensure_project, project_title, round_number, sync_tasks
-from annotation.sync import snapshot_export
+from annotation.rounds import existing_rounds, project_title
 from annotation.tasks import build_task, prediction
 from medcurate.config import Zones
+from medcurate.io import atomic_write_parquet, atomic_write_text, read_nifti
+from medcurate.stage import JsonValue, PathValue
 
 NO_CHOICE = "none"  # a rating for an annotation without a class (kappa needs a category)
 
@@ -228,7 +229,7 @@ def adjudication_decisions(
 
 @dataclass
 class RoundConsensus:
-    round_key: str
+    round: str
     samples: list[SampleConsensus]
     kappa: float | None
     rows: pd.DataFrame
@@ -242,28 +243,24 @@ class RoundConsensus:
         return float(np.mean(values)) if values else None
 
 
-def load_round(annotation_root: Any, round_key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_round(z: Zones, round: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(annotation rows, slices) of a round as the annotations asset wrote them."""
-    root = Path(annotation_root) / round_key
-    return pd.read_parquet(root / "annotations.parquet"), pd.read_parquet(root / "slices.parquet")
+    return pd.read_parquet(z.round_annotations(round)), pd.read_parquet(z.round_slices(round))
 
 
 def consensus_for_round(
-    annotation_root: Any,
-    round_key: str,
+    z: Zones,
+    round: str,
     thresholds: Thresholds = Thresholds(),
     decisions: Mapping[str, Mapping[int, tuple[str | None, NDArray[np.bool_]]]] | None = None,
 ) -> RoundConsensus:
     """Consensus of every sample of a round, from annotations.parquet and the annotator maps."""
-    import nibabel as nib
-
-    root = Path(annotation_root)
-    rows, slices = load_round(root, round_key)
+    rows, slices = load_round(z, round)
     maps: dict[tuple[str, str], NDArray[np.uint8]] = {}
     with_mask = rows.dropna(subset=["mask_path"]).drop_duplicates(["sample_id", "annotator"])
     for r in with_mask.to_dict("records"):
-        img: Any = nib.load(str(root / str(r["mask_path"])))
-        maps[(str(r["sample_id"]), str(r["annotator"]))] = np.asarray(img.dataobj, dtype=np.uint8)
+        label, _ = read_nifti(z.annotation_file(str(r["mask_path"])))
+        maps[(str(r["sample_id"]), str(r["annotator"]))] = label.astype(np.uint8)
     shapes = {
         str(r["sample_id"]): tuple(int(x) for x in r["shape"])
         for r in slices.drop_duplicates("sample_id").to_dict("records")
@@ -288,7 +285,7 @@ def consensus_for_round(
                 (decisions or {}).get(sid),
             )
         )
-    return RoundConsensus(round_key, results, round_kappa(rows), rows, slices, maps, refs)
+    return RoundConsensus(round, results, round_kappa(rows), rows, slices, maps, refs)
 
 
 # --------------------------------------------------------------------------- all rounds -> labels/
@@ -299,103 +296,147 @@ LABEL_COLUMNS = [
 ]  # fmt: skip
 
 
-def round_keys(annotation_root: Path) -> list[str]:
-    keys = [
-        p.parent.name
-        for p in annotation_root.glob("round-*/annotations.parquet")
-        if ROUND_RE.match(p.parent.name)
-    ]
-    return sorted(keys, key=round_number)
+def annotated_rounds(z: Zones) -> list[str]:
+    """Rounds whose annotations were exported (annotations.parquet), in round order."""
+    return [r for r in existing_rounds(z) if z.round_annotations(r).exists()]
 
 
-def decisions_of(api: Any, z: Zones, round_key: str, salt: bytes) -> dict[str, Any]:
+def decisions_of(
+    client: LabelStudioClient | None, z: Zones, round: str, salt: bytes
+) -> dict[str, Any]:
     """The reviewer's labels of a round's adjudication project (empty when there is none)."""
-
-    path = z.annotation / round_key / "adjudication.json"
-    if api is None or not path.exists():
+    path = z.round_adjudication(round)
+    if client is None or not path.exists():
         return {}
     info = json.loads(path.read_text())
-    slices = pd.read_parquet(z.annotation / round_key / "slices.parquet")
-    exported = snapshot_export(api.client(), int(info["project_id"]))
-    decoded = decode_export(exported, round_key, pseudonyms(api, salt), slice_sizes(slices))
+    slices = pd.read_parquet(z.round_slices(round))
+    exported = client.snapshot_export(int(info["project_id"]))
+    decoded = decode_export(exported, round, pseudonyms(client, salt), slice_sizes(slices))
     return adjudication_decisions(decoded.rows, decoded.masks)
 
 
-def send_to_adjudication(api: Any, z: Zones, rc: RoundConsensus, samples: list[str]) -> int:
-    path = z.annotation / rc.round_key / "adjudication.json"
+def send_to_adjudication(
+    client: LabelStudioClient, z: Zones, rc: RoundConsensus, samples: list[str]
+) -> int:
+    """Put the samples that disagree into the round's adjudication project; returns how many
+    tasks were imported (none for a sample already there)."""
+    path = z.round_adjudication(rc.round)
     known = json.loads(path.read_text()) if path.exists() else {}
-    pid, _ = ensure_project(
-        api,
-        project_title(rc.round_key, "adjudication"),
+    pid, _ = client.ensure_project(
+        project_title(rc.round, "adjudication"),
         1,
-        z.annotation / rc.round_key,
+        z.round_dir(rc.round),
         known_id=known.get("project_id"),
     )
     tasks = adjudication_tasks(rc.slices, rc.rows, rc.maps, samples)
-    imported, _ = sync_tasks(api, pid, tasks)
+    imported, _ = client.sync_tasks(pid, tasks)
     doc = {"project_id": pid, "samples": sorted(set(samples) | set(known.get("samples", [])))}
-    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
     return imported
 
 
-def build_consensus(z: Zones, thresholds: Thresholds, api: Any, salt: bytes) -> dict[str, Any]:
-    """Consensus of all rounds into ``labels/labels.parquet`` and ``labels/masks/`` (a later
-    round wins for a sample seen twice). With ``api``, samples that disagree are sent to their
-    round's adjudication project and the reviewer's labels are read back; without it (no Label
-    Studio), consensus is computed from the exported files alone."""
+@dataclass
+class ConsensusResult:
+    """What ``consensus_labels`` did, PHI-free: a StageResult."""
+
+    samples: int
+    rounds: dict[str, dict[str, Any]]  # per round: samples, kappa, mean_dice, pending, sent
+    labels: dict[str, int]  # label -> samples
+    kappa: float  # mean of the rounds' kappa (NaN when none has one)
+    mean_dice: float  # mean of the rounds' mean Dice (NaN when none has one)
+    pending_adjudication: int
+    adjudicated: int  # samples with at least one adjudicated slice
+    path: str  # labels/labels.parquet
+
+    @property
+    def problems(self) -> list[str]:
+        return []
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "rounds": JsonValue(self.rounds),
+            "labels": JsonValue(self.labels),
+            "kappa": self.kappa,
+            "mean_dice": self.mean_dice,
+            "pending_adjudication": self.pending_adjudication,
+            "adjudicated_samples": self.adjudicated,
+            "path": PathValue(self.path),
+        }
+
+    def summary_line(self) -> str:
+        return (
+            f"consensus: {self.samples} samples over {len(self.rounds)} rounds, "
+            f"{self.pending_adjudication} pending adjudication"
+        )
+
+
+def _label_row(s: SampleConsensus, mask_path: str | None, source_round: str) -> dict[str, Any]:
+    """One row of labels.parquet (the columns reach the release manifest: frozen)."""
+    return {
+        "sample_id": s.sample_id,
+        "label": s.label,
+        "mask_path": mask_path,
+        "source_round": source_round,
+        "agreement": round(s.agreement, 6),
+        "mean_dice": None if s.mean_dice is None else round(s.mean_dice, 6),
+        "kappa": None if s.kappa is None else round(float(s.kappa), 6),
+        "class_support": round(s.class_support, 6),
+        "n_annotators": len(s.annotators),
+        "annotated_slices": sorted(s.slice_classes),
+        "adjudicated": bool(s.adjudicated_slices),
+        "pending_adjudication": s.needs_adjudication,
+    }
+
+
+def _round_row(rc: RoundConsensus, pending: list[str], sent: int) -> dict[str, Any]:
+    return {
+        "samples": len(rc.samples),
+        "kappa": None if rc.kappa is None else round(float(rc.kappa), 4),
+        "mean_dice": None if rc.mean_dice is None else round(rc.mean_dice, 4),
+        "pending_adjudication": len(pending),
+        "sent_to_adjudication": sent,
+    }
+
+
+def run_consensus(
+    z: Zones, thresholds: Thresholds, client: LabelStudioClient | None, salt: bytes
+) -> ConsensusResult:
+    """The ``consensus_labels`` stage: consensus of all rounds into ``labels/labels.parquet``
+    and ``labels/masks/`` (a later round wins for a sample seen twice). With ``client``, samples
+    that disagree are sent to their round's adjudication project and the reviewer's labels are
+    read back; without it (no Label Studio), consensus is computed from the exported files."""
     per_round: dict[str, dict[str, Any]] = {}
     final: dict[str, dict[str, Any]] = {}
-    masks_dir = z.labels / "masks"
     adjudicated = 0
-    for rk in round_keys(z.annotation):
-        decisions = decisions_of(api, z, rk, salt)
-        rc = consensus_for_round(z.annotation, rk, thresholds, decisions)
+    for r in annotated_rounds(z):
+        rc = consensus_for_round(z, r, thresholds, decisions_of(client, z, r, salt))
         pending = [s.sample_id for s in rc.samples if s.needs_adjudication]
-        sent = send_to_adjudication(api, z, rc, pending) if api is not None and pending else 0
-        per_round[rk] = {
-            "samples": len(rc.samples),
-            "kappa": None if rc.kappa is None else round(float(rc.kappa), 4),
-            "mean_dice": None if rc.mean_dice is None else round(rc.mean_dice, 4),
-            "pending_adjudication": len(pending),
-            "sent_to_adjudication": sent,
-        }
+        sent = send_to_adjudication(client, z, rc, pending) if client and pending else 0
+        per_round[r] = _round_row(rc, pending, sent)
         for s in rc.samples:
-            rel = None
+            mask_path = None
             if s.mask.any():
-                rel = f"masks/{s.sample_id}.nii.gz"
-                write_label_nifti(s.mask, z.volumes / rc.references[s.sample_id], z.labels / rel)
+                target = z.label_masks / f"{s.sample_id}.nii.gz"
+                write_label_nifti(s.mask, z.volume_file(rc.references[s.sample_id]), target)
+                mask_path = target.relative_to(z.labels).as_posix()  # "masks/<sample_id>.nii.gz"
             adjudicated += bool(s.adjudicated_slices)
-            final[s.sample_id] = {
-                "sample_id": s.sample_id,
-                "label": s.label,
-                "mask_path": rel,
-                "source_round": rk,
-                "agreement": round(s.agreement, 6),
-                "mean_dice": None if s.mean_dice is None else round(s.mean_dice, 6),
-                "kappa": None if s.kappa is None else round(float(s.kappa), 6),
-                "class_support": round(s.class_support, 6),
-                "n_annotators": len(s.annotators),
-                "annotated_slices": sorted(s.slice_classes),
-                "adjudicated": bool(s.adjudicated_slices),
-                "pending_adjudication": s.needs_adjudication,
-            }
-    for stale in sorted(masks_dir.glob("*.nii.gz")) if masks_dir.exists() else []:
-        if (
-            stale.name[: -len(".nii.gz")] not in final
-            or final[stale.name[:-7]]["mask_path"] is None
-        ):
+            final[s.sample_id] = _label_row(s, mask_path, r)
+    for stale in sorted(z.label_masks.glob("*.nii.gz")) if z.label_masks.exists() else []:
+        sid = stale.name[: -len(".nii.gz")]
+        if sid not in final or final[sid]["mask_path"] is None:
             stale.unlink()
     table = pd.DataFrame([final[k] for k in sorted(final)], columns=LABEL_COLUMNS)
-    z.labels.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(z.labels / "labels.parquet", index=False)
+    atomic_write_parquet(table, z.labels_table)
     kappas = [v["kappa"] for v in per_round.values() if v["kappa"] is not None]
     dices = [v["mean_dice"] for v in per_round.values() if v["mean_dice"] is not None]
-    return {
-        "samples": len(table),
-        "rounds": per_round,
-        "labels": {str(k): int(v) for k, v in table["label"].value_counts().sort_index().items()},
-        "kappa": float(np.mean(kappas)) if kappas else float("nan"),
-        "mean_dice": float(np.mean(dices)) if dices else float("nan"),
-        "pending_adjudication": int(table["pending_adjudication"].sum()) if len(table) else 0,
-        "adjudicated": adjudicated,
-    }
+    return ConsensusResult(
+        samples=len(table),
+        rounds=per_round,
+        labels={str(k): int(v) for k, v in table["label"].value_counts().sort_index().items()},
+        kappa=float(np.mean(kappas)) if kappas else float("nan"),
+        mean_dice=float(np.mean(dices)) if dices else float("nan"),
+        pending_adjudication=int(table["pending_adjudication"].sum()) if len(table) else 0,
+        adjudicated=adjudicated,
+        path=str(z.labels_table),
+    )

@@ -1,11 +1,16 @@
 """Inter-annotator agreement: Cohen's kappa (2 raters), Fleiss' kappa (k raters), pairwise Dice.
 
-Label Studio's open-source edition computes no agreement, so we do, with small dependency-free
-formulas that tests pin to hand-computed and published examples.
+Label Studio's open-source edition computes no agreement, so we do: Cohen's kappa is
+scikit-learn's ``cohen_kappa_score``; Fleiss' kappa is a small formula of ours (statsmodels, which
+has one, is not a dependency), pinned by tests to hand-computed and published examples.
 
-Conventions for degenerate cases, chosen so a round's report never shows NaN: when chance
-agreement is 1 (every rating in one category) kappa is 1.0 if the raters agree perfectly, else
-0.0; the Dice of two empty masks is 1.0 (both say "no lesion").
+Conventions for degenerate cases, chosen so a round's report never shows NaN (scikit-learn
+would say NaN):
+
+- chance agreement 1 (every rating, of every rater, in one category): kappa is 1.0 when the
+  raters agree perfectly, else 0.0. For Cohen's kappa that case always agrees perfectly (one
+  category, two raters using only it), so it is 1.0;
+- the Dice of two empty masks is 1.0 (both say "no lesion").
 """
 
 from __future__ import annotations
@@ -18,18 +23,18 @@ from numpy.typing import NDArray
 
 
 def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
-    """Cohen's kappa of two raters over the same items (nominal categories)."""
+    """Cohen's kappa of two raters over the same items (nominal categories), by scikit-learn;
+    1.0 when both raters put every item in one and the same category (see the module's
+    conventions: scikit-learn calls that undefined)."""
     if len(a) != len(b):
         raise ValueError(f"raters rated different numbers of items: {len(a)} vs {len(b)}")
     if not a:
         raise ValueError("no items to compare")
-    n = len(a)
-    categories = sorted(set(a) | set(b), key=repr)
-    p_o = sum(x == y for x, y in zip(a, b, strict=True)) / n
-    p_e = sum((list(a).count(c) / n) * (list(b).count(c) / n) for c in categories)
-    if p_e >= 1.0:
-        return 1.0 if p_o >= 1.0 else 0.0
-    return (p_o - p_e) / (1.0 - p_e)
+    if len(set(a) | set(b)) == 1:  # chance agreement 1 and perfect agreement: the convention
+        return 1.0
+    from sklearn.metrics import cohen_kappa_score  # lazy: sklearn.metrics takes seconds
+
+    return float(cohen_kappa_score(list(a), list(b)))
 
 
 def rating_counts(

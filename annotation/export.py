@@ -1,5 +1,7 @@
 """A round's snapshot export -> one row per annotator per task, and per-annotator 3D label maps.
 
+Brush regions come back as Label Studio's RLE and are decoded here into 2D masks.
+
 Identity is the task's ``task_key`` (never Label Studio's ids, which sqlite reuses) and the
 annotator's pseudonym (a keyed hash of the account e-mail, never the e-mail). When an annotator
 has several annotations on one task (a resubmission), the latest one counts. Cancelled (skipped)
@@ -9,18 +11,22 @@ same export gives byte-identical outputs however often it is decoded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
-from annotation.label_config import FINDING
+from annotation.client import LabelStudioClient
+from annotation.label_config import FINDING, LESION
 from annotation.render import masks_to_volume, write_label_nifti
-from annotation.sync import union_mask
+from annotation.rle import rle_to_mask
 from medcurate.config import Zones
+from medcurate.io import atomic_write_parquet, atomic_write_text
 
 ANNOTATION_COLUMNS = [
     "round", "task_key", "sample_id", "slice_k", "annotator", "choice", "has_mask",
@@ -41,6 +47,35 @@ def choice_of(result: Iterable[Mapping[str, Any]], from_name: str = FINDING) -> 
     return None
 
 
+def brush_masks(
+    results: Iterable[Mapping[str, Any]], from_name: str = LESION
+) -> list[NDArray[np.bool_]]:
+    """Decode the brush regions of one annotation's or prediction's result list."""
+    masks = []
+    for region in results:
+        if region.get("from_name") != from_name or region.get("type") != "brushlabels":
+            continue
+        value = region["value"]
+        if value.get("format") != "rle":
+            raise ValueError(f"brush region format {value.get('format')!r} is not 'rle'")
+        masks.append(
+            rle_to_mask(value["rle"], int(region["original_height"]), int(region["original_width"]))
+        )
+    return masks
+
+
+def union_mask(
+    results: Iterable[Mapping[str, Any]], height: int, width: int, from_name: str = LESION
+) -> NDArray[np.bool_]:
+    """All brush regions of a result list merged into one (height, width) mask."""
+    out = np.zeros((height, width), dtype=bool)
+    for mask in brush_masks(results, from_name):
+        if mask.shape != out.shape:
+            raise ValueError(f"brush region of shape {mask.shape} on a {out.shape} image")
+        out |= mask
+    return out
+
+
 def _user_id(completed_by: Any) -> int | None:
     if isinstance(completed_by, Mapping):
         return int(completed_by["id"])
@@ -57,7 +92,7 @@ class DecodedRound:
 
 def decode_export(
     tasks: Iterable[Mapping[str, Any]],
-    round_key: str,
+    round: str,
     pseudonym_of: Callable[[int | None], str],
     sizes: Mapping[str, tuple[int, int]],
 ) -> DecodedRound:
@@ -86,7 +121,7 @@ def decode_export(
         lead = ann.get("lead_time")
         out.rows.append(
             {
-                "round": round_key,
+                "round": round,
                 "task_key": key,
                 "sample_id": sample,
                 "slice_k": k,
@@ -104,28 +139,24 @@ def decode_export(
     return out
 
 
-def mask_relpath(round_key: str, sample_id: str, annotator: str) -> str:
-    return f"{round_key}/masks/{sample_id}/{annotator}.nii.gz"
-
-
 def write_annotator_maps(
     decoded: DecodedRound,
     references: Mapping[str, Path],
     shapes: Mapping[str, tuple[int, int, int]],
-    root: Path,
-    round_key: str,
+    z: Zones,
+    round: str,
 ) -> int:
     """Write each annotator's 3D label map per sample (only the annotated slices carry labels)
-    in the volume's exact geometry; fills ``mask_path`` (relative to ``root``). Returns count."""
+    in the volume's exact geometry; fills ``mask_path`` (relative to ``annotation/``). Returns
+    how many maps were written."""
     written = 0
     paths: dict[tuple[str, str], str] = {}
     for (sample, who), per_slice in sorted(decoded.masks.items()):
         if sample not in references:
             continue
         label = masks_to_volume(per_slice, shapes[sample])
-        rel = mask_relpath(round_key, sample, who)
-        write_label_nifti(label, references[sample], root / rel)
-        paths[(sample, who)] = rel
+        write_label_nifti(label, references[sample], z.annotator_mask(round, sample, who))
+        paths[(sample, who)] = z.annotator_mask_relpath(round, sample, who)
         written += 1
     for row in decoded.rows:
         row["mask_path"] = paths.get((row["sample_id"], row["annotator"]))
@@ -135,12 +166,12 @@ def write_annotator_maps(
 # --------------------------------------------------------------------------- a whole round
 
 
-def pseudonyms(api: Any, salt: bytes) -> Callable[[int | None], str]:
+def pseudonyms(client: LabelStudioClient, salt: bytes) -> Callable[[int | None], str]:
     """User id -> annotator pseudonym (keyed hash of the account e-mail under the salt)."""
-    from medcurate.deid.pseudonyms import Keyer
+    from medcurate.deid.pseudonyms import Keyer  # lazy: medcurate.deid loads pydicom
 
     keyer = Keyer(salt)
-    users = api.users()
+    users = client.users()
 
     def of(uid: int | None) -> str:
         email = users.get(uid, f"unknown-user-{uid}") if uid is not None else "unknown-user"
@@ -156,7 +187,7 @@ def slice_sizes(slices: Any) -> dict[str, tuple[int, int]]:
 
 
 def export_round(
-    api: Any, z: Zones, round_key: str, info: Mapping[str, Any], salt: bytes
+    client: LabelStudioClient, z: Zones, round: str, info: Mapping[str, Any], salt: bytes
 ) -> tuple[list[dict[str, Any]], int]:
     """Export, decode and write a round: ``annotations.parquet`` and the annotator maps.
 
@@ -164,25 +195,16 @@ def export_round(
     rebuilt Label Studio does not lose what was already exported. Returns (rows, tasks that have
     their k annotations).
     """
-    import json
-
-    import pandas as pd
-
-    from annotation.sync import snapshot_export
-
-    round_dir = z.annotation / round_key
-    slices = pd.read_parquet(round_dir / "slices.parquet")
-    exported = snapshot_export(api.client(), int(info["project_id"]))
-    keep = z.restricted / "annotation-exports" / f"{round_key}.json"
-    keep.parent.mkdir(parents=True, exist_ok=True)
-    keep.write_text(json.dumps(exported, sort_keys=True))
-    decoded = decode_export(exported, round_key, pseudonyms(api, salt), slice_sizes(slices))
+    slices = pd.read_parquet(z.round_slices(round))
+    exported = client.snapshot_export(int(info["project_id"]))
+    atomic_write_text(z.round_export(round), json.dumps(exported, sort_keys=True), private=True)
+    decoded = decode_export(exported, round, pseudonyms(client, salt), slice_sizes(slices))
     first = slices.drop_duplicates("sample_id").to_dict("records")
-    refs = {str(r["sample_id"]): z.volumes / str(r["nifti_path"]) for r in first}
+    refs = {str(r["sample_id"]): z.volume_file(str(r["nifti_path"])) for r in first}
     shapes = {str(r["sample_id"]): _shape3(r["shape"]) for r in first}
-    write_annotator_maps(decoded, refs, shapes, z.annotation, round_key)
+    write_annotator_maps(decoded, refs, shapes, z, round)
     table = pd.DataFrame(decoded.rows, columns=ANNOTATION_COLUMNS)
-    table.to_parquet(round_dir / "annotations.parquet", index=False)
+    atomic_write_parquet(table, z.round_annotations(round))
     k = int(info["annotators"])
     per_task = table[~table["was_cancelled"].astype(bool)].groupby("task_key")["annotator"]
     return decoded.rows, int((per_task.nunique() >= k).sum())

@@ -14,16 +14,30 @@ module costs nothing.
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
+
+from annotation.proposal import PROPOSAL_VERSION, ProposalConfig, propose, spacing_from_affine
+from annotation.rounds import round_number
+from medcurate.config import Zones
+from medcurate.io import (
+    atomic_write_bytes,
+    atomic_write_parquet,
+    atomic_write_text,
+    read_nifti,
+    sha256_text,
+    write_nifti,
+)
 
 MODEL_FILE = "model.pt"
 ARCH = "unet2d"
@@ -55,7 +69,7 @@ class ModelConfig:
 
     def config_hash(self) -> str:
         text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(f"{ARCH}:{text}".encode()).hexdigest()[:12]
+        return sha256_text(f"{ARCH}:{text}")[:12]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -88,7 +102,7 @@ class TrainResult:
 
 def model_version(config: ModelConfig, train_ids: Sequence[str]) -> str:
     """``unet2d-<config hash>-<training set hash>``: same config and labels, same version."""
-    h = hashlib.sha256("\n".join(sorted(train_ids)).encode()).hexdigest()[:8]
+    h = sha256_text("\n".join(sorted(train_ids)))[:8]
     return f"{ARCH}-{config.config_hash()[:8]}-{h}"
 
 
@@ -349,8 +363,6 @@ def save_model(path: Path, result: TrainResult, extra: dict[str, Any] | None = N
     """Weights, config, config hash and version in one torch file (e.g. round-N/model/model.pt)."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "arch": ARCH,
         "config": asdict(result.config),
@@ -361,8 +373,9 @@ def save_model(path: Path, result: TrainResult, extra: dict[str, Any] | None = N
         "state_dict": result.model.state_dict(),
         "extra": extra or {},
     }
-    torch.save(payload, path)
-    return path
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_model(path: Path) -> tuple[Any, ModelConfig, dict[str, Any]]:
@@ -383,17 +396,15 @@ def load_model(path: Path) -> tuple[Any, ModelConfig, dict[str, Any]]:
 
 # --- one annotation round: proposals (round 1) or a model trained on earlier rounds' labels ---
 
-PRED_DIR = "pred"
-SCORES_FILE = "scores.parquet"
 SCORE_COLUMNS = ["sample_id", "uncertainty", "p_abnormal", "model_version"]
 TRAINABLE = ("normal", "abnormal")
 
 
 @dataclass
-class RoundOutcome:
-    """What a round's model did, PHI-free (counts, hashes, metrics): the asset's metadata."""
+class ModelOutcome:
+    """What a round's model did, PHI-free (counts, hashes, metrics): a StageResult."""
 
-    round_no: int
+    round_number: int
     method: str  # "proposal" or "unet"
     model_version: str
     train_size: int = 0
@@ -403,24 +414,26 @@ class RoundOutcome:
     predictions: int = 0
     final_loss: float | None = None
 
+    @property
+    def problems(self) -> list[str]:
+        return []
+
     def metadata(self) -> dict[str, Any]:
         d = asdict(self)
         return {k: v for k, v in d.items() if v is not None}
 
-
-def round_number(key: str | int) -> int:
-    """``"round-3"`` (a partition key) or ``3`` -> 3."""
-    if isinstance(key, int):
-        return key
-    text = str(key).strip().lower().removeprefix("round-")
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"not a round key: {key!r} (expected 'round-N', N >= 1)")
-    return int(text)
+    def summary_line(self) -> str:
+        if self.method == "proposal":
+            return f"round {self.round_number}: proposals for {self.predictions} samples"
+        return (
+            f"round {self.round_number}: trained on {self.train_size} labelled samples, "
+            f"predicted {self.predictions}"
+        )
 
 
-def earlier_labels(labels: Any, round_no: int) -> Any:
-    """Rows of labels.parquet from rounds before ``round_no``. A row whose source_round is not
-    ``round-N`` (missing, or e.g. an import) counts as earlier: a label is a label."""
+def earlier_labels(labels: Any, number: int) -> Any:
+    """Rows of labels.parquet from rounds before round ``number``. A row whose source_round is
+    not ``round-N`` (missing, or e.g. an import) counts as earlier: a label is a label."""
 
     def num(r: object) -> int:
         try:
@@ -430,115 +443,99 @@ def earlier_labels(labels: Any, round_no: int) -> Any:
 
     if labels is None or labels.empty or "source_round" not in labels.columns:
         return labels
-    return labels[labels["source_round"].map(num) < round_no]
+    return labels[labels["source_round"].map(num) < number]
 
 
 def _load(path: Path) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
-    import nibabel as nib
-
-    img: Any = nib.load(str(path))
-    return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine)
+    return read_nifti(path)
 
 
 def write_mask(path: Path, mask: NDArray[Any], affine: NDArray[np.floating]) -> None:
     """A uint8 NIfTI with exactly the volume's affine (qform and sform)."""
-    import nibabel as nib
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(np.asarray(mask, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm")
-    nib.save(img, str(path))
+    write_nifti(path, np.asarray(mask, dtype=np.uint8), np.asarray(affine, np.float64), "uint8")
 
 
 def _validation_patients(patients: Sequence[str], fraction: float = 0.2) -> set[str]:
     """A fixed share of patients, chosen by a hash of the pseudonym (no RNG state to keep)."""
     uniq = sorted(set(patients))
-    ranked = sorted(uniq, key=lambda p: hashlib.sha256(f"val:{p}".encode()).hexdigest())
+    ranked = sorted(uniq, key=lambda p: sha256_text(f"val:{p}"))
     return set(ranked[: max(1, round(len(uniq) * fraction))])
 
 
-def build_round(
-    volumes_dir: Path,
-    labels_dir: Path,
-    out_dir: Path,
-    round_no: int,
+def run_annotation_model(
+    z: Zones,
+    round: str,
     config: ModelConfig | None = None,
     min_val_positives: int = 3,
-    log: Any = None,
-) -> RoundOutcome:
-    """Write ``out_dir/pred/<sample_id>.nii.gz`` for every sample without an earlier label and
-    ``out_dir/scores.parquet``; with labels from earlier rounds also ``out_dir/model.pt``.
+) -> ModelOutcome:
+    """The ``annotation_model[round]`` stage: pre-annotations and uncertainty for the round.
 
-    ``out_dir`` is ``annotation/round-N/model``. Round 1 (or no usable labels yet) uses the
-    intensity proposal of :mod:`annotation.proposal`. Otherwise a UNet is trained on the earlier
-    rounds' normal/abnormal labels; when enough abnormal samples exist, a fifth of the patients
-    is held out and the Dice on them reported, and the model trained without them is the one
-    used (the metric then describes the model that makes the predictions).
+    Writes ``round-N/model/pred/<sample_id>.nii.gz`` for every sample without an earlier label
+    and ``round-N/model/scores.parquet``; with labels from earlier rounds also ``model.pt``.
+    Round 1 (or no usable labels yet) uses the intensity proposal of :mod:`annotation.proposal`.
+    Otherwise a UNet is trained on the earlier rounds' normal/abnormal labels; when enough
+    abnormal samples exist, a fifth of the patients is held out and the Dice on them reported,
+    and the model trained without them is the one used (the metric then describes the model
+    that makes the predictions).
     """
-    import shutil
+    return _build_round(z, round, round_number(round), config or ModelConfig(),
+                        min_val_positives)  # fmt: skip
 
-    import pandas as pd
 
-    from annotation.proposal import PROPOSAL_VERSION, ProposalConfig, propose, spacing_from_affine
-
-    cfg = config or ModelConfig()
-    say = log or (lambda msg: None)
-    volumes = pd.read_parquet(Path(volumes_dir) / "volumes.parquet")
+def _build_round(
+    z: Zones, key: str, number: int, cfg: ModelConfig, min_val_positives: int
+) -> ModelOutcome:
+    volumes = pd.read_parquet(z.volumes_table)
     if "status" in volumes.columns:
         volumes = volumes[volumes["status"].fillna("ok") == "ok"]
     volumes = volumes.drop_duplicates("sample_id").sort_values("sample_id", kind="stable")
-    labels_file = Path(labels_dir) / "labels.parquet"
+    labels_file = z.labels_table
     labels = pd.read_parquet(labels_file) if labels_file.exists() else pd.DataFrame()
-    labels = earlier_labels(labels, round_no)
+    labels = earlier_labels(labels, number)
     labelled = set(labels["sample_id"]) if not labels.empty else set()
     usable = (
         labels[labels["label"].isin(TRAINABLE) & labels["sample_id"].isin(set(volumes.sample_id))]
         if not labels.empty
         else labels
     )
-    out_dir = Path(out_dir)
-    pred_dir = out_dir / PRED_DIR
+    pred_dir = z.round_predictions(key)
     if pred_dir.exists():
         shutil.rmtree(pred_dir)  # a re-run replaces the round's predictions, never mixes them
     pred_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     todo = volumes[~volumes["sample_id"].isin(labelled)]
 
-    if round_no == 1 or usable.empty:
+    if number == 1 or usable.empty:
         pcfg = ProposalConfig()
-        phash = hashlib.sha256(json.dumps(pcfg.as_dict(), sort_keys=True).encode()).hexdigest()
+        phash = sha256_text(json.dumps(pcfg.as_dict(), sort_keys=True))
         version = f"{PROPOSAL_VERSION}-{phash[:8]}"
-        outcome = RoundOutcome(round_no, "proposal", version)
-        (out_dir / "proposal.json").write_text(
+        outcome = ModelOutcome(number, "proposal", version)
+        atomic_write_text(
+            z.round_proposal(key),
             json.dumps({"version": version, "config": pcfg.as_dict()}, indent=1, sort_keys=True)
-            + "\n"
+            + "\n",
         )
-        model_file = out_dir / MODEL_FILE
-        if model_file.exists():
-            model_file.unlink()
+        z.round_model_file(key).unlink(missing_ok=True)
         for r in todo.itertuples():
-            vol, aff = _load(Path(volumes_dir) / str(r.nifti_path))
+            vol, aff = _load(z.volume_file(str(r.nifti_path)))
             prop = propose(vol, spacing_from_affine(aff), pcfg, modality=str(r.modality))
-            write_mask(pred_dir / f"{r.sample_id}.nii.gz", prop.mask.reshape(vol.shape), aff)
+            write_mask(z.round_prediction(key, str(r.sample_id)), prop.mask.reshape(vol.shape), aff)
             # the proposal has no calibrated doubt: its score sits nearest 0.5 when it is unsure
             unc = float(binary_entropy(np.array([prop.score]))[0])
             rows.append(dict(sample_id=r.sample_id, uncertainty=round(unc, 6),
                              p_abnormal=prop.score, model_version=version))  # fmt: skip
-        say(f"round {round_no}: proposals for {len(rows)} samples")
     else:
         by_id = volumes.set_index("sample_id")
         examples: list[tuple[str, str, TrainExample]] = []
         for lr in usable.sort_values("sample_id", kind="stable").itertuples():
             v = by_id.loc[lr.sample_id]
-            vol, _ = _load(Path(volumes_dir) / str(v["nifti_path"]))
+            vol, _ = _load(z.volume_file(str(v["nifti_path"])))
             mask: NDArray[np.uint8] | None = None
             if lr.label == "abnormal":
                 mp = getattr(lr, "mask_path", None)
                 if not isinstance(mp, str) or not mp:
                     continue  # abnormal without a mask teaches the segmenter nothing
-                raw, _ = _load(Path(labels_dir) / mp)
+                raw, _ = _load(z.label_file(mp))
                 mask = (raw.reshape(vol.shape) > 0).astype(np.uint8)
             examples.append(
                 (str(v["patient"]), str(lr.sample_id), TrainExample(vol, str(v["modality"]), mask))
@@ -551,8 +548,8 @@ def build_round(
         train_set = [e for e in examples if e not in val] if val else examples
         result = train([e[2] for e in train_set], cfg)
         result.version = model_version(cfg, [sid for _, sid, _ in train_set])
-        outcome = RoundOutcome(
-            round_no, "unet", result.version, train_size=len(train_set),
+        outcome = ModelOutcome(
+            number, "unet", result.version, train_size=len(train_set),
             train_positives=sum(e[2].mask is not None for e in train_set),
             final_loss=result.losses[-1] if result.losses else None,
         )  # fmt: skip
@@ -565,18 +562,14 @@ def build_round(
                 total += int(pm.sum() + tm.sum())
             outcome.val_size = len(val)
             outcome.val_dice = round(2 * inter / total, 4) if total else 1.0
-        save_model(out_dir / MODEL_FILE, result, extra={"round": round_no})
+        save_model(z.round_model_file(key), result, extra={"round": number})
         for r in todo.itertuples():
-            vol, aff = _load(Path(volumes_dir) / str(r.nifti_path))
+            vol, aff = _load(z.volume_file(str(r.nifti_path)))
             prob = predict(result.model, vol, str(r.modality), cfg)
-            write_mask(pred_dir / f"{r.sample_id}.nii.gz", to_mask(prob, cfg), aff)
+            write_mask(z.round_prediction(key, str(r.sample_id)), to_mask(prob, cfg), aff)
             unc, pab = sample_scores(prob, cfg.threshold)
             rows.append(dict(sample_id=r.sample_id, uncertainty=unc, p_abnormal=pab,
                              model_version=result.version))  # fmt: skip
-        say(
-            f"round {round_no}: trained on {len(train_set)} labelled samples, predicted {len(rows)}"
-        )
-    scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
-    scores.to_parquet(out_dir / SCORES_FILE, index=False)
+    atomic_write_parquet(pd.DataFrame(rows, columns=SCORE_COLUMNS), z.round_scores(key))
     outcome.predictions = len(rows)
     return outcome

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from annotation.tasks import check_sample_id
+from medcurate.io import NIBABEL_GZIP_OS, atomic_write_bytes, nifti_geometry, write_nifti
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,6 @@ def select_slices(n_slices: int, every: int, candidates: Iterable[int] = ()) -> 
 
 def png_bytes(image: NDArray[np.uint8]) -> bytes:
     """A grayscale PNG; no timestamps or text chunks, so the bytes are deterministic."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L").save(buf, format="PNG")
     return buf.getvalue()
@@ -132,7 +132,7 @@ def render_volume(
         data = png_bytes(image)
         target = out_dir / name
         if not target.exists() or target.read_bytes() != data:
-            target.write_bytes(data)
+            atomic_write_bytes(target, data)
         rel = f"{rel_dir.strip('/')}/{name}" if rel_dir.strip("/") else name
         rendered.append(RenderedSlice(sample_id, int(k), rel, image.shape[0], image.shape[1]))
     return rendered
@@ -158,19 +158,17 @@ def volume_mask_slice(label: NDArray[np.generic], k: int) -> NDArray[np.bool_]:
 
 
 def write_label_nifti(label: NDArray[np.generic], reference: Path, out: Path) -> Path:
-    """Write a label map with the reference volume's affine and header (exact geometry)."""
-    import nibabel as nib
+    """Write a uint8 label map in the reference volume's exact geometry (its affine as sform and
+    qform, scanner codes, mm), deterministically and atomically.
 
-    ref = nib.load(str(reference))
-    if not isinstance(ref, nib.Nifti1Image):
-        raise ValueError(f"{reference.name} is not a NIfTI-1 image")
-    if tuple(ref.shape[:3]) != tuple(label.shape):
-        raise ValueError(f"label shape {label.shape} differs from volume shape {ref.shape[:3]}")
-    # A fresh header (no intensity scaling carried over), the reference's affine and codes.
-    img = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), ref.affine)
-    img.set_qform(ref.affine, code=int(ref.header["qform_code"]) or 1)
-    img.set_sform(ref.affine, code=int(ref.header["sform_code"]) or 1)
-    img.header.set_xyzt_units(*ref.header.get_xyzt_units())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(out))
+    These files reach releases (consensus masks), so their bytes are pinned: they are exactly
+    what ``nib.save`` wrote for the same image before the project had one NIfTI writer (the
+    gzip header's OS byte included, :data:`medcurate.io.NIBABEL_GZIP_OS`), for every reference
+    that normalization writes (codes 1, mm).
+    """
+    shape, affine = nifti_geometry(reference)
+    if tuple(shape[:3]) != tuple(label.shape):
+        raise ValueError(f"label shape {label.shape} differs from volume shape {shape[:3]}")
+    write_nifti(out, np.asarray(label, dtype=np.uint8), affine, dtype="uint8",
+                gzip_os=NIBABEL_GZIP_OS)  # fmt: skip
     return out

@@ -1,8 +1,7 @@
-"""Annotation rounds: pick the samples, render their slices, and keep one Label Studio project per
-round in step with them.
+"""Annotation rounds: the round's name, its files, its slices and its progress in Label Studio.
 
 A round is a dynamic partition (``round-1``, ``round-2``...). Its files live in
-``annotation/round-N/``::
+``annotation/round-N/`` (paths from :class:`~medcurate.config.Zones`)::
 
     images/<sample_id>/<sample_id>_k<k>.png   windowed slices Label Studio serves as local files
     slices.parquet                            one row per task: the slice and its voxel mapping
@@ -22,13 +21,13 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
-from annotation.label_config import LABEL_CONFIG
+from annotation.client import LabelStudioClient
 from annotation.render import (
     RenderedSlice,
     auto_window,
@@ -37,6 +36,8 @@ from annotation.render import (
     volume_mask_slice,
 )
 from annotation.tasks import build_task, check_sample_id, prediction, task_key
+from medcurate.config import Zones
+from medcurate.io import atomic_write_text, read_nifti
 
 ROUND_RE = re.compile(r"^round-([1-9][0-9]{0,5})$")
 SLICE_MAPPING = "png(row, col) of slice k = voxel (i=col, j=row, k)"
@@ -46,39 +47,56 @@ SLICE_COLUMNS = [
 ]  # fmt: skip
 
 
-def round_number(round_key: str) -> int:
-    m = ROUND_RE.match(round_key)
+def round_number(round: str | int) -> int:
+    """``"round-3"`` (a partition key) or ``3`` -> 3; anything else is refused."""
+    if isinstance(round, int) and not isinstance(round, bool):
+        if round < 1:
+            raise ValueError(f"round numbers start at 1, got {round}")
+        return round
+    m = ROUND_RE.match(str(round))
     if not m:
-        raise ValueError(f"round key {round_key!r} is not of the form round-N")
+        raise ValueError(f"round {round!r} is not of the form round-N")
     return int(m.group(1))
 
 
-def project_title(round_key: str, suffix: str = "") -> str:
+def round_of(number: int) -> str:
+    """3 -> ``"round-3"`` (the partition key)."""
+    return f"round-{round_number(int(number))}"
+
+
+def project_title(round: str, suffix: str = "") -> str:
     """Titles carry the round only (no sample, site or patient): 'medcurate round-1'."""
-    round_number(round_key)
-    return f"medcurate {round_key}" + (f" {suffix}" if suffix else "")
+    round_number(round)
+    return f"medcurate {round}" + (f" {suffix}" if suffix else "")
+
+
+def existing_rounds(z: Zones) -> list[str]:
+    """Rounds with a folder under ``annotation/``, in round order."""
+    if not z.annotation.is_dir():
+        return []
+    found = [p.name for p in z.annotation.iterdir() if p.is_dir() and ROUND_RE.match(p.name)]
+    return sorted(found, key=round_number)
 
 
 # --------------------------------------------------------------------------- selection
 
 
-def previous_samples(annotation_root: Path, round_key: str) -> list[str]:
+def previous_samples(z: Zones, round: str) -> list[str]:
     """Samples already sent out in other rounds (round.json files), so rounds do not overlap."""
     seen: set[str] = set()
-    for info in sorted(annotation_root.glob("round-*/round.json")):
-        if info.parent.name != round_key:
-            seen.update(json.loads(info.read_text()).get("samples", []))
+    for other in existing_rounds(z):
+        info = read_round_info(z, other) if other != round else None
+        if info:
+            seen.update(info.get("samples", []))
     return sorted(seen)
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def _load(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
-    import nibabel as nib
-
-    img: Any = nib.load(str(path))
-    data = np.asarray(img.dataobj)
+def _load(path: Any) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """A volume or mask as a 3D array (float64: the same values whatever the stored type)."""
+    data, _ = read_nifti(path, dtype="float64")
     while data.ndim < 3:
         data = data[..., None]
     if data.ndim > 3:
@@ -86,8 +104,10 @@ def _load(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
     return data, (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
 
 
-def _prediction_mask(pred_dir: Path, sample_id: str, shape: tuple[int, ...]) -> np.ndarray | None:
-    path = pred_dir / f"{sample_id}.nii.gz"
+def _prediction_mask(
+    z: Zones, round: str, sample_id: str, shape: tuple[int, ...]
+) -> np.ndarray | None:
+    path = z.round_prediction(round, sample_id)
     if not path.exists():
         return None
     data, got = _load(path)
@@ -96,10 +116,10 @@ def _prediction_mask(pred_dir: Path, sample_id: str, shape: tuple[int, ...]) -> 
     return data
 
 
-def model_scores(round_dir: Path) -> dict[str, tuple[str, float]]:
+def model_scores(z: Zones, round: str) -> dict[str, tuple[str, float]]:
     """Per sample, the pre-annotating model's version and P(abnormal), from the model asset's
     ``model/scores.parquet`` (empty when the round has no model output)."""
-    path = round_dir / "model" / "scores.parquet"
+    path = z.round_scores(round)
     if not path.exists():
         return {}
     scores = pd.read_parquet(path)
@@ -112,8 +132,6 @@ def model_scores(round_dir: Path) -> dict[str, tuple[str, float]]:
 def finding_slices(pred: np.ndarray, limit: int) -> list[int]:
     """One slice per candidate finding (3D component of the prediction): the slice where it is
     largest; the ``limit`` largest findings only, so a noisy proposal cannot flood a round."""
-    from scipy import ndimage
-
     labels, n = ndimage.label(np.asarray(pred) > 0.5)
     found = []
     for comp in range(1, n + 1):
@@ -122,46 +140,49 @@ def finding_slices(pred: np.ndarray, limit: int) -> list[int]:
     return sorted({k for _, k in sorted(found)[: max(limit, 0)]})
 
 
+def _slice_prediction(pred: np.ndarray, k: int, version: str, p_abnormal: float) -> dict[str, Any]:
+    """The pre-annotation of slice ``k``: the predicted mask and the class it implies."""
+    m = volume_mask_slice(pred > 0.5, k)
+    choice = "abnormal" if m.any() else "normal"
+    score = p_abnormal if choice == "abnormal" else 1.0 - p_abnormal
+    return prediction(version, round(score, 4), choice=choice, mask=m)
+
+
 def render_round(
     volumes: pd.DataFrame,
     samples: Sequence[str],
-    volumes_root: Path,
-    annotation_root: Path,
-    round_key: str,
+    z: Zones,
+    round: str,
     every: int,
     max_findings: int = 4,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Render every selected sample's slices (every ``every``-th plus one per candidate finding,
     at most ``max_findings`` per sample); returns (slices table, Label Studio tasks)."""
-    round_dir = annotation_root / round_key
-    pred_dir = round_dir / "model" / "pred"
-    scores = model_scores(round_dir)
+    scores = model_scores(z, round)
     by_id = {str(r["sample_id"]): r for r in volumes.to_dict("records")}
     rows: list[dict[str, Any]] = []
     tasks: list[dict[str, Any]] = []
     for sid in sorted(samples):
         check_sample_id(sid)
         row = by_id[sid]
-        volume, shape = _load(volumes_root / str(row["nifti_path"]))
-        pred = _prediction_mask(pred_dir, sid, shape)
+        volume, shape = _load(z.volume_file(str(row["nifti_path"])))
+        pred = _prediction_mask(z, round, sid, shape)
         cand = finding_slices(pred, max_findings) if pred is not None else []
         window = auto_window(volume)
         slices = select_slices(shape[2], every, cand)
+        images = z.round_images(round, sid).relative_to(z.annotation).as_posix()
         rendered: list[RenderedSlice] = render_volume(
-            volume, sid, annotation_root, f"{round_key}/images/{sid}", slices, window
+            volume, sid, z.annotation, images, slices, window
         )
         for r in rendered:
             preds = []
             if pred is not None:
-                m = volume_mask_slice(pred > 0.5, r.k)
-                version, p_abnormal = scores.get(sid, (f"proposal-{round_key}", 0.5))
-                choice = "abnormal" if m.any() else "normal"
-                score = p_abnormal if choice == "abnormal" else 1.0 - p_abnormal
-                preds.append(prediction(version, round(score, 4), choice=choice, mask=m))
-            tasks.append(build_task(sid, r.k, r.relpath, preds, extra={"round": round_key}))
+                version, p_abnormal = scores.get(sid, (f"proposal-{round}", 0.5))
+                preds.append(_slice_prediction(pred, r.k, version, p_abnormal))
+            tasks.append(build_task(sid, r.k, r.relpath, preds, extra={"round": round}))
             rows.append(
                 {
-                    "round": round_key,
+                    "round": round,
                     "task_key": task_key(sid, r.k),
                     "sample_id": sid,
                     "slice_k": r.k,
@@ -179,158 +200,75 @@ def render_round(
     return pd.DataFrame(rows, columns=SLICE_COLUMNS), tasks
 
 
-# --------------------------------------------------------------------------- Label Studio
-
-
-class Api:
-    """The few plain REST calls the SDK makes awkward (listing with filters), as one user."""
-
-    def __init__(self, url: str, key: str) -> None:
-        self.url = url.rstrip("/")
-        self._key = key
-
-    def __repr__(self) -> str:
-        return f"Api(url={self.url!r}, key=***)"
-
-    def get(self, path: str, **params: Any) -> Any:
-        import requests
-
-        resp = requests.get(
-            self.url + path,
-            params=params,
-            headers={"Authorization": f"Token {self._key}"},
-            timeout=60,
-        )
-        resp.raise_for_status()
-        return resp.json()
-
-    def client(self) -> Any:
-        from label_studio_sdk import LabelStudio
-
-        return LabelStudio(base_url=self.url, api_key=self._key)
-
-    def projects(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        page = 1
-        while True:
-            body = self.get("/api/projects", page=page, page_size=100)
-            items = body.get("results", []) if isinstance(body, dict) else body
-            out.extend(items)
-            if not isinstance(body, dict) or not body.get("next"):
-                return out
-            page += 1
-
-    def project_by_title(self, title: str, known_id: int | None = None) -> int | None:
-        projects = {int(p["id"]): p for p in self.projects()}
-        if known_id is not None and known_id in projects and projects[known_id]["title"] == title:
-            return known_id
-        ids = sorted(i for i, p in projects.items() if p["title"] == title)
-        return ids[0] if ids else None
-
-    def tasks(self, project: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        page = 1
-        while True:
-            import requests
-
-            try:
-                body = self.get(
-                    "/api/tasks", project=project, page=page, page_size=500, fields="all"
-                )
-            except requests.HTTPError as e:  # past the last page
-                if e.response is not None and e.response.status_code == 404:
-                    return out
-                raise
-            items = body.get("tasks", []) if isinstance(body, dict) else body
-            out.extend(items)
-            total = body.get("total") if isinstance(body, dict) else None
-            if not items or total is None or len(out) >= int(total):
-                return out
-            page += 1
-
-    def users(self) -> dict[int, str]:
-        """Label Studio user id -> e-mail (only ever turned into pseudonyms)."""
-        return {int(u["id"]): str(u.get("email", "")) for u in self.get("/api/users")}
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    project_id: int
-    created: bool
-    imported: int
-    existing: int
-
-
-def ensure_project(
-    api: Api,
-    title: str,
-    annotators: int,
-    storage_path: Path,
-    known_id: int | None = None,
-) -> tuple[int, bool]:
-    """The round's project with overlap ``annotators`` and a local-files storage; created once."""
-    from annotation.sync import add_local_storage, create_project
-
-    client = api.client()
-    pid = api.project_by_title(title, known_id)
-    created = pid is None
-    if pid is None:
-        pid = create_project(
-            client,
-            title,
-            LABEL_CONFIG,
-            maximum_annotations=annotators,
-            overlap_cohort_percentage=100,
-            show_collab_predictions=True,
-        )
-    else:
-        client.projects.update(
-            id=pid, maximum_annotations=annotators, overlap_cohort_percentage=100
-        )
-    if not client.import_storage.local.list(project=pid):
-        add_local_storage(client, pid, storage_path)
-    return pid, created
-
-
-def sync_tasks(api: Api, project: int, tasks: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
-    """Import the tasks whose task_key the project lacks; returns (imported, already there)."""
-    from annotation.sync import import_tasks
-
-    have = {str(t["data"].get("task_key")) for t in api.tasks(project)}
-    missing = [t for t in tasks if str(t["data"]["task_key"]) not in have]
-    imported = import_tasks(api.client(), project, missing) if missing else 0
-    return imported, len(tasks) - len(missing)
+# --------------------------------------------------------------------------- round.json
 
 
 def write_round_info(
-    path: Path, round_key: str, project_id: int, annotators: int, slices: pd.DataFrame
+    z: Zones, round: str, project_id: int, annotators: int, slices: pd.DataFrame
 ) -> dict[str, Any]:
     info = {
-        "round": round_key,
+        "round": round,
         "project_id": int(project_id),
-        "title": project_title(round_key),
+        "title": project_title(round),
         "annotators": int(annotators),
         "samples": sorted(set(slices["sample_id"].astype(str))),
         "task_keys": sorted(slices["task_key"].astype(str)),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(z.round_info(round), json.dumps(info, indent=1, sort_keys=True) + "\n")
     return info
 
 
-def read_round_info(annotation_root: Path, round_key: str) -> dict[str, Any] | None:
-    path = annotation_root / round_key / "round.json"
+def read_round_info(z: Zones, round: str) -> dict[str, Any] | None:
+    path = z.round_info(round)
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def round_progress(api: Api, info: Mapping[str, Any]) -> tuple[int, int]:
+# --------------------------------------------------------------------------- progress
+
+
+def round_progress(client: LabelStudioClient, info: Mapping[str, Any]) -> tuple[int, int]:
     """(tasks with their k non-cancelled annotations, tasks) of a round's project."""
     keys = set(info["task_keys"])
     k = int(info["annotators"])
     done = 0
-    for t in api.tasks(int(info["project_id"])):
+    for t in client.tasks(int(info["project_id"])):
         if str(t["data"].get("task_key")) not in keys:
             continue
         anns = [a for a in t.get("annotations") or [] if not a.get("was_cancelled")]
         done += len({str(a.get("completed_by")) for a in anns}) >= k
     return done, len(keys)
+
+
+@dataclass(frozen=True)
+class RoundProgress:
+    """How far a round's annotators are, as the round sensor sees it."""
+
+    round: str
+    project_id: int
+    done: int
+    total: int
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.total) and self.done == self.total
+
+    @property
+    def run_key(self) -> str:
+        """Changes when the round's project changes (e.g. tasks were added)."""
+        return f"{self.round}-project-{self.project_id}-tasks-{self.total}"
+
+    def line(self) -> str:
+        return f"{self.round}: {self.done}/{self.total}"
+
+
+def rounds_progress(
+    z: Zones, rounds: Sequence[str], client: LabelStudioClient
+) -> list[RoundProgress]:
+    """Progress of every given round that has a round.json (others are not cut yet)."""
+    out = []
+    for r in sorted(rounds):
+        info = read_round_info(z, r)
+        if info is not None:
+            done, total = round_progress(client, info)
+            out.append(RoundProgress(r, int(info["project_id"]), done, total))
+    return out

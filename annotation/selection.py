@@ -10,20 +10,21 @@ inputs give the same selection.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
+
+from annotation import rounds
+from medcurate.config import Zones
+from medcurate.io import sha256_text
 
 REASONS = ("seed", "uncertainty", "disagreement", "control")
 STRATA = ("site", "modality")
 SELECTION_COLUMNS = ["sample_id", "reason"]
 
 
-def _rng(seed: int, round_no: int, salt: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"{seed}:{round_no}:{salt}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
+def _rng(seed: int, round_number: int, salt: str) -> np.random.Generator:
+    digest = sha256_text(f"{seed}:{round_number}:{salt}")
+    return np.random.default_rng(int(digest[:16], 16))  # the digest's first 8 bytes
 
 
 def _shuffled(ids: list[str], rng: np.random.Generator) -> list[str]:
@@ -61,13 +62,13 @@ def stratified_sample(
 def select_for_round(
     volumes: pd.DataFrame,
     labelled: set[str],
-    round_no: int,
+    round_number: int,
     n: int,
     seed: int,
     scores: pd.DataFrame | None,
     control_fraction: float = 0.25,
 ) -> pd.DataFrame:
-    """Up to ``n`` unlabelled samples for round ``round_no``: columns sample_id, reason.
+    """Up to ``n`` unlabelled samples for round ``round_number``: columns sample_id, reason.
 
     Round 1, or no ``scores``: a stratified random seed set (reason ``seed``). Later rounds:
     ``n - round(n * control_fraction)`` samples with the highest ``disagreement`` (if ``scores``
@@ -75,8 +76,8 @@ def select_for_round(
     control group drawn at random from the rest of the pool (reason ``control``). Samples in
     ``labelled`` are never picked; samples without a score can only be picked as controls.
     """
-    if round_no < 1:
-        raise ValueError(f"round numbers start at 1, got {round_no}")
+    if round_number < 1:
+        raise ValueError(f"round numbers start at 1, got {round_number}")
     if not 0.0 <= control_fraction <= 1.0:
         raise ValueError(f"control_fraction must be within [0, 1], got {control_fraction}")
     if "sample_id" not in volumes.columns:
@@ -88,8 +89,8 @@ def select_for_round(
     n = min(max(n, 0), len(pool))
     if n == 0:
         return pd.DataFrame({"sample_id": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
-    if round_no == 1 or scores is None or scores.empty:
-        ids = stratified_sample(pool, n, _rng(seed, round_no, "seed"))
+    if round_number == 1 or scores is None or scores.empty:
+        ids = stratified_sample(pool, n, _rng(seed, round_number, "seed"))
         return pd.DataFrame({"sample_id": ids, "reason": "seed"})
     key = "disagreement" if "disagreement" in scores.columns else "uncertainty"
     if key not in scores.columns:
@@ -104,35 +105,28 @@ def select_for_round(
     )
     active = ranked["sample_id"].tolist()[: n - n_control]
     rest = pool[~pool["sample_id"].isin(active)]
-    control = _shuffled(rest["sample_id"].tolist(), _rng(seed, round_no, "control"))
+    control = _shuffled(rest["sample_id"].tolist(), _rng(seed, round_number, "control"))
     control = control[: n - len(active)]
     rows = [(s, key) for s in active] + [(s, "control") for s in control]
     return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
 
 
 def choose_round_samples(
-    volumes: pd.DataFrame,
-    annotation_root: Path,
-    labels_path: Path,
-    round_key: str,
-    n: int,
-    seed: int,
+    volumes: pd.DataFrame, z: Zones, round: str, n: int, seed: int
 ) -> tuple[list[str], str]:
     """The samples of a new round and how they were chosen (e.g. ``"control: 2, uncertainty: 6"``).
 
     Samples sent out in other rounds or already carrying a consensus label are never picked
     again; the round model's ``scores.parquet`` (if there) drives active learning.
     """
-    from annotation.rounds import previous_samples, round_number
-
-    labelled = set(previous_samples(annotation_root, round_key))
-    if labels_path.exists():
+    labelled = set(rounds.previous_samples(z, round))
+    if z.labels_table.exists():
         labelled |= set(
-            pd.read_parquet(labels_path, columns=["sample_id"])["sample_id"].astype(str)
+            pd.read_parquet(z.labels_table, columns=["sample_id"])["sample_id"].astype(str)
         )
-    scores_file = annotation_root / round_key / "model" / "scores.parquet"
+    scores_file = z.round_scores(round)
     scores = pd.read_parquet(scores_file) if scores_file.exists() else None
-    picked = select_for_round(volumes, labelled, round_number(round_key), n, seed, scores)
+    picked = select_for_round(volumes, labelled, rounds.round_number(round), n, seed, scores)
     reasons = picked["reason"].value_counts().sort_index()
     return sorted(picked["sample_id"].astype(str)), ", ".join(
         f"{k}: {v}" for k, v in reasons.items()

@@ -16,11 +16,8 @@ ORIGINAL series UID, which the de-identified volumes table no longer holds: the 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import secrets
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,11 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
+from scipy import ndimage
 
+from annotation.client import LabelStudioClient
 from annotation.render import volume_mask_slice
-from annotation.rounds import Api
+from annotation.rounds import read_round_info
 from annotation.tasks import brush_result, choice_result
+from medcurate.config import ConfigError, deid_salt, zones
+from medcurate.io import nifti_geometry, read_nifti, sha256_text
+from medcurate.perms import private_dir, write_private_bytes
+from medcurate.services.labelstudio import ServicePaths
 
 SIM_DOMAIN = "medcurate.local"
 
@@ -66,8 +70,8 @@ def noise_level(name: str) -> Noise:
 
 def rng_for(seed: int, *parts: str) -> np.random.Generator:
     """A generator seeded from the seed and names (annotator, sample): stable across runs."""
-    digest = hashlib.sha256("\x00".join((str(seed), *parts)).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    digest = sha256_text("\x00".join((str(seed), *parts)))
+    return np.random.default_rng(int(digest[:16], 16))  # the digest's first 8 bytes
 
 
 # --------------------------------------------------------------------------- geometry
@@ -107,8 +111,6 @@ def noisy_mask(
     """One annotator's version of a (3D) lesion mask: a small lesion may be missed as a whole;
     the outline is jittered slice by slice (people draw slice by slice), each drawn slice of a
     lesion dilated or eroded in-plane by one pixel with probability ``jitter``."""
-    from scipy import ndimage
-
     fg = np.asarray(truth) != 0
     labels, n = ndimage.label(fg)
     out = np.zeros(fg.shape, dtype=bool)
@@ -163,9 +165,7 @@ class TruthVolume:
 
 def truth_index(truth: Path, salt: bytes) -> dict[str, Mapping[str, Any]]:
     """Truth rows keyed by the de-identified series UID (what volumes.parquet holds)."""
-    import pandas as pd
-
-    from medcurate.deid.pseudonyms import Keyer
+    from medcurate.deid.pseudonyms import Keyer  # lazy: medcurate.deid loads pydicom
     from medcurate.deid.uids import UIDMapper
 
     mapper = UIDMapper(Keyer(salt))
@@ -177,19 +177,16 @@ def truth_for_volume(
     row: Mapping[str, Any], index: Mapping[str, Mapping[str, Any]], truth: Path, volume: Path
 ) -> TruthVolume | None:
     """The generator's truth for one normalized volume, carried into its grid (None if unknown)."""
-    import nibabel as nib
-
     t = index.get(str(row["series_uid"]))
     if t is None:
         return None
-    vol: Any = nib.load(str(volume))
-    shape = vol.shape[:3]
+    full_shape, affine = nifti_geometry(volume)
+    shape = full_shape[:3]
     mask_path = Path(truth) / str(t["mask_file"])
     if not mask_path.exists():
         return TruthVolume(str(t["label"]), np.zeros(shape, dtype=np.uint8))
-    m: Any = nib.load(str(mask_path))
-    data = np.asarray(m.dataobj)
-    mask = resample_nearest(data, m.affine, shape, vol.affine)
+    data, mask_affine = read_nifti(mask_path)
+    mask = resample_nearest(data, mask_affine, shape, affine)
     return TruthVolume(str(t["label"]), (mask != 0).astype(np.uint8).reshape(shape))
 
 
@@ -199,10 +196,7 @@ def truth_for_volume(
 @dataclass(frozen=True)
 class SimUser:
     email: str
-    token: str
-
-    def __repr__(self) -> str:
-        return f"SimUser(email={self.email!r}, token=***)"
+    client: LabelStudioClient  # acting as this user (its repr hides the token)
 
 
 def sim_email(i: int) -> str:
@@ -215,53 +209,11 @@ def _passwords(path: Path) -> dict[str, str]:
 
 def _save_passwords(path: Path, data: Mapping[str, str]) -> None:
     """Passwords 0600 in a 0700 folder, whatever the umask (they live in restricted/)."""
-    from medcurate.perms import private_dir, write_private_bytes
-
     private_dir(path.parent)
     write_private_bytes(path, (json.dumps(dict(data), indent=1, sort_keys=True) + "\n").encode())
 
 
-def _csrf(session: Any, url: str) -> str:
-    resp = session.get(url, timeout=30)
-    token = session.cookies.get("csrftoken")
-    if not token:
-        found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', resp.text)
-        token = found.group(1) if found else ""
-    if not token:
-        raise RuntimeError(f"no CSRF token on {urllib.parse.urlsplit(url).path}")
-    return str(token)
-
-
-def signup_user(base_url: str, admin_key: str, email: str, password: str) -> str:
-    """Sign a user up through the organization's invite link (or log in if they exist); returns
-    that user's API token."""
-    import requests
-
-    base = base_url.rstrip("/")
-    invite = requests.get(
-        f"{base}/api/invite", headers={"Authorization": f"Token {admin_key}"}, timeout=30
-    )
-    invite.raise_for_status()
-    org_token = invite.json()["token"]
-    with requests.Session() as s:
-        signup = f"{base}/user/signup/?token={urllib.parse.quote(org_token)}"
-        csrf = _csrf(s, signup)
-        form = {"email": email, "password": password, "csrfmiddlewaretoken": csrf}
-        s.post(signup, data=form, headers={"Referer": signup}, timeout=30)
-        if s.get(f"{base}/api/current-user/whoami", timeout=30).status_code != 200:
-            login = f"{base}/user/login/"
-            csrf = _csrf(s, login)
-            form = {"email": email, "password": password, "csrfmiddlewaretoken": csrf}
-            s.post(login, data=form, headers={"Referer": login}, timeout=30)
-        who = s.get(f"{base}/api/current-user/whoami", timeout=30)
-        if who.status_code != 200 or who.json().get("email") != email:
-            raise RuntimeError(f"could not sign up or log in simulated annotator {email}")
-        tok = s.get(f"{base}/api/current-user/token", timeout=30)
-        tok.raise_for_status()
-        return str(tok.json()["token"])
-
-
-def sim_users(base_url: str, admin_key: str, n: int, secrets_file: Path) -> list[SimUser]:
+def sim_users(admin: LabelStudioClient, n: int, secrets_file: Path) -> list[SimUser]:
     """``n`` simulated annotators (created on first use; passwords kept in ``secrets_file``)."""
     stored = _passwords(secrets_file)
     changed = False
@@ -274,7 +226,7 @@ def sim_users(base_url: str, admin_key: str, n: int, secrets_file: Path) -> list
         if changed:
             _save_passwords(secrets_file, stored)
             changed = False
-        users.append(SimUser(email, signup_user(base_url, admin_key, email, stored[email])))
+        users.append(SimUser(email, admin.signup(email, stored[email])))
     return users
 
 
@@ -296,7 +248,6 @@ class SimSummary:
 
 
 def annotate_as(
-    base_url: str,
     user: SimUser,
     index: int,
     project: int,
@@ -309,12 +260,8 @@ def annotate_as(
     Returns (submitted, skipped, tasks). The noisy mask is drawn once per sample (3D), so an
     annotator's slices of one lesion are consistent, as a person's would be.
     """
-    import requests
-
-    base = base_url.rstrip("/")
-    headers = {"Authorization": f"Token {user.token}"}
-    me = requests.get(f"{base}/api/current-user/whoami", headers=headers, timeout=30).json()["id"]
-    tasks = Api(base, user.token).tasks(project)
+    me = user.client.whoami()["id"]
+    tasks = user.client.tasks(project)
     masks: dict[str, NDArray[np.bool_]] = {}
     submitted = skipped = 0
     for task in sorted(tasks, key=lambda t: str(t["data"]["task_key"])):
@@ -331,13 +278,7 @@ def annotate_as(
         rng = rng_for(seed, str(index), str(task["data"]["task_key"]))
         result = slice_result(masks[sid], k, noise, rng)
         lead_time = float(np.round(rng.gamma(4.0, 5.0), 3))
-        resp = requests.post(
-            f"{base}/api/tasks/{task['id']}/annotations/",
-            json={"result": result, "lead_time": lead_time, "was_cancelled": False},
-            headers=headers,
-            timeout=60,
-        )
-        resp.raise_for_status()
+        user.client.submit_annotation(int(task["id"]), result, lead_time)
         submitted += 1
     return submitted, skipped, len(tasks)
 
@@ -349,8 +290,7 @@ def _user_id(completed_by: Any) -> int | None:
 
 
 def simulate_round(
-    base_url: str,
-    admin_key: str,
+    admin: LabelStudioClient,
     project: int,
     truths: Mapping[str, TruthVolume],
     annotators: int,
@@ -358,13 +298,14 @@ def simulate_round(
     secrets_file: Path,
     seed: int = 0,
 ) -> SimSummary:
-    """K simulated annotators sign up and label every task of ``project``, in parallel."""
+    """K simulated annotators sign up (through ``admin``'s invite link) and label every task of
+    ``project``, in parallel."""
     level = noise_level(noise) if isinstance(noise, str) else noise
-    users = sim_users(base_url, admin_key, annotators, secrets_file)
+    users = sim_users(admin, annotators, secrets_file)
     with ThreadPoolExecutor(max_workers=max(1, annotators)) as pool:
         results = list(
             pool.map(
-                lambda iu: annotate_as(base_url, iu[1], iu[0], project, truths, level, seed),
+                lambda iu: annotate_as(iu[1], iu[0], project, truths, level, seed),
                 enumerate(users, start=1),
             )
         )
@@ -388,36 +329,32 @@ def annotate_round(
     Reads ``annotation/round-N/round.json`` (written by ``annotation_tasks``) and the volumes
     table, finds each sample's truth through the salt, and submits as each annotator.
     """
-    import pandas as pd
-
-    from medcurate.config import ConfigError, deid_salt, zones
-    from medcurate.services.labelstudio import ServicePaths, connection
-
     z = zones().ensure()  # the start-up check: writable home, restricted/ owner-only
-    round_key = f"round-{int(round_number)}"
-    info_path = z.annotation / round_key / "round.json"
-    if not info_path.exists():
-        raise ConfigError(f"{info_path}: no such round yet (materialize annotation_tasks first)")
-    info = json.loads(info_path.read_text())
+    round = f"round-{int(round_number)}"
+    info = read_round_info(z, round)
+    if info is None:
+        raise ConfigError(
+            f"{z.round_info(round)}: no such round yet (materialize annotation_tasks first)"
+        )
     if truth is None:
-        found = sorted(p for p in (z.restricted / "demo-truth").glob("*") if p.is_dir())
+        found = sorted(p for p in z.demo_truth.glob("*") if p.is_dir())
         if len(found) != 1:
             raise ConfigError("give --truth DIR (the generator's ground truth folder)")
         truth = found[0]
     if noise not in NOISE_LEVELS:
         raise ConfigError(f"unknown noise level {noise!r}; expected one of {sorted(NOISE_LEVELS)}")
     index = truth_index(truth, deid_salt())
-    volumes = pd.read_parquet(z.volumes / "volumes.parquet")
+    volumes = pd.read_parquet(z.volumes_table)
     wanted = {str(s) for s in info["samples"]}
     truths: dict[str, TruthVolume] = {}
     records: list[dict[str, Any]] = volumes.to_dict("records")  # type: ignore[assignment]
     for row in records:
         if str(row["sample_id"]) in wanted:
-            t = truth_for_volume(row, index, truth, z.volumes / str(row["nifti_path"]))
+            t = truth_for_volume(row, index, truth, z.volume_file(str(row["nifti_path"])))
             if t is not None:
                 truths[str(row["sample_id"])] = t
-    url, key = connection()
-    secrets_file = ServicePaths(z.home).secrets_dir / "sim-annotators.json"
+    admin = LabelStudioClient.connect(home=z.home)
+    secrets_file = ServicePaths(z.home).sim_annotators_file
     return simulate_round(
-        url, key, int(info["project_id"]), truths, annotators, noise, secrets_file, seed
+        admin, int(info["project_id"]), truths, annotators, noise, secrets_file, seed
     )

@@ -1,30 +1,70 @@
 """Annotation rounds as assets: ``annotation_tasks[round]`` -> ``annotations[round]`` ->
 ``consensus_labels``.
 
-Thin: selection, rendering, Label Studio sync, export decoding, consensus and adjudication are
-plain functions in :mod:`annotation`; these assets read inputs, call them, write the files and
-report PHI-free counts. Pre-annotations and uncertainty scores come from the same round's
-``annotation_model`` (``annotation/round-N/model/``); without them the round has no
-pre-annotations and selection falls back to the stratified seed set.
+Thin: each asset calls its stage in :mod:`annotation.stages` with the Label Studio client of
+``LabelStudioResource`` and returns the stage's result. Pre-annotations and uncertainty scores
+come from the same round's ``annotation_model`` (``annotation/round-N/model/``); without them the
+round has no pre-annotations and selection falls back to the stratified seed set. Assets that
+talk to Label Studio retry with backoff (a server restarting is worth waiting for); a round that
+is not ready fails at once. (No ``from __future__ import annotations`` here: an asset is
+called ``annotations``.)
 """
 
-import dagster as dg
-import pandas as pd
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+import dagster as dg
+
+from annotation.client import LabelStudioUnreachable
+from annotation.rounds import RoundProgress, rounds_progress
+from annotation.stages import (
+    RoundNotReady,
+    TasksConfig,
+    Thresholds,
+    run_annotation_tasks,
+    run_annotations,
+    run_consensus,
+)
 from assets.partitions import round_partitions
 from assets.resources import DeidSecrets, LabelStudioResource, MedcurateHome
+from assets.stage import materialized
+from medcurate.config import ConfigError
 
 GROUP = "annotation"
+#: Label Studio restarting or busy: try again after 5, 10, 20 s (plus jitter)
+LABEL_STUDIO_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
+def open_rounds(
+    home: MedcurateHome, labelstudio: LabelStudioResource, rounds: Sequence[str]
+) -> list[RoundProgress] | str:
+    """Each round's progress in Label Studio, or why it cannot be read (the round sensor's skip
+    reason: a server that is down, or not set up, is a reason to wait, not an error)."""
+    try:
+        return rounds_progress(home.zones(), rounds, labelstudio.client().check())
+    except (ConfigError, LabelStudioUnreachable) as exc:
+        return str(exc)
+
+
+@contextmanager
+def not_retried() -> Iterator[None]:
+    """A round that is not ready fails the run at once: no retry would make it ready."""
+    try:
+        yield
+    except RoundNotReady as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
 
 
 class RoundTasksConfig(dg.Config):
     """How a round is cut: samples per round, every k-th slice, annotators per task."""
 
-    n_samples: int = 8
-    every: int = 8
-    max_findings: int = 4  # extra slices per sample, one per candidate finding of the model
-    annotators: int = 3
-    seed: int = 0
+    n_samples: int = TasksConfig.n_samples
+    every: int = TasksConfig.every
+    max_findings: int = TasksConfig.max_findings  # one extra slice per candidate finding
+    annotators: int = TasksConfig.annotators
+    seed: int = TasksConfig.seed
 
 
 @dg.asset(
@@ -35,6 +75,7 @@ class RoundTasksConfig(dg.Config):
     ],
     group_name=GROUP,
     kinds={"labelstudio", "png", "parquet"},
+    retry_policy=LABEL_STUDIO_RETRY,
     description=(
         "The round's samples rendered as windowed PNG slices (every k-th plus candidate slices) "
         "with their voxel mapping (round-N/slices.parquet), and the round's Label Studio project "
@@ -47,59 +88,12 @@ def annotation_tasks(
     labelstudio: LabelStudioResource,
     config: RoundTasksConfig,
 ) -> dg.MaterializeResult:
-    from annotation.rounds import (
-        Api,
-        ensure_project,
-        project_title,
-        read_round_info,
-        render_round,
-        sync_tasks,
-        write_round_info,
-    )
-    from annotation.selection import choose_round_samples
-
-    z = home.zones()
-    rk = context.partition_key
-    volumes = pd.read_parquet(z.volumes / "volumes.parquet")
-    info = read_round_info(z.annotation, rk)
-    if info:  # a round keeps its samples once cut
-        samples, how = list(info["samples"]), "kept from round.json"
-    else:
-        samples, how = choose_round_samples(
-            volumes, z.annotation, z.labels / "labels.parquet", rk, config.n_samples, config.seed
+    cut = TasksConfig(**config.model_dump())
+    with not_retried():
+        result = run_annotation_tasks(
+            home.zones(), context.partition_key, cut, labelstudio.client()
         )
-    if not samples:
-        raise dg.Failure(f"{rk}: no samples left to annotate")
-    slices, tasks = render_round(
-        volumes, samples, z.volumes, z.annotation, rk, config.every, config.max_findings
-    )
-    round_dir = z.annotation / rk
-    slices.to_parquet(round_dir / "slices.parquet", index=False)
-    api = Api(*labelstudio.connection())
-    pid, created = ensure_project(
-        api,
-        project_title(rk),
-        config.annotators,
-        round_dir,
-        known_id=int(info["project_id"]) if info else None,
-    )
-    imported, existing = sync_tasks(api, pid, tasks)
-    write_round_info(round_dir / "round.json", rk, pid, config.annotators, slices)
-    context.log.info(f"{rk}: project {pid}, {imported} tasks imported, {existing} already there")
-    return dg.MaterializeResult(
-        metadata={
-            "project_id": pid,
-            "project_created": created,
-            "selection": how,
-            "samples": len(samples),
-            "tasks": len(tasks),
-            "tasks_imported": imported,
-            "tasks_already_there": existing,
-            "with_pre_annotations": sum(bool(t["predictions"]) for t in tasks),
-            "candidate_slices": int(slices["candidate"].sum()),
-            "annotators_per_task": config.annotators,
-        }
-    )
+    return materialized(context, result)
 
 
 @dg.asset(
@@ -107,6 +101,7 @@ def annotation_tasks(
     deps=[annotation_tasks],
     group_name=GROUP,
     kinds={"labelstudio", "nifti", "parquet"},
+    retry_policy=LABEL_STUDIO_RETRY,
     description=(
         "The round's snapshot export decoded: one row per annotator per task "
         "(round-N/annotations.parquet, pseudonymous annotators) and each annotator's 3D label map "
@@ -119,30 +114,11 @@ def annotations(
     labelstudio: LabelStudioResource,
     secrets: DeidSecrets,
 ) -> dg.MaterializeResult:
-    from annotation.adjudication import round_kappa
-    from annotation.export import ANNOTATION_COLUMNS, export_round
-    from annotation.rounds import Api, read_round_info
-
-    z = home.zones()
-    rk = context.partition_key
-    info = read_round_info(z.annotation, rk)
-    if info is None:
-        raise dg.Failure(f"{rk}: no round.json; materialize annotation_tasks[{rk}] first")
-    api = Api(*labelstudio.connection())
-    rows, complete = export_round(api, z, rk, info, secrets.salt())
-    table = pd.DataFrame(rows, columns=ANNOTATION_COLUMNS)
-    kappa = round_kappa(table) if len(table) else None
-    return dg.MaterializeResult(
-        metadata={
-            "annotations": len(table),
-            "annotators": int(table["annotator"].nunique()) if len(table) else 0,
-            "tasks": len(info["task_keys"]),
-            "tasks_complete": complete,
-            "with_mask": int(table["has_mask"].sum()) if len(table) else 0,
-            "kappa": float(kappa) if kappa is not None else float("nan"),
-            "path": dg.MetadataValue.path(str(z.annotation / rk / "annotations.parquet")),
-        }
-    )
+    with not_retried():
+        result = run_annotations(
+            home.zones(), context.partition_key, labelstudio.client(), secrets.salt()
+        )
+    return materialized(context, result)
 
 
 class ConsensusConfig(dg.Config):
@@ -155,6 +131,7 @@ class ConsensusConfig(dg.Config):
     deps=[annotations],
     group_name=GROUP,
     kinds={"nifti", "parquet"},
+    retry_policy=LABEL_STUDIO_RETRY,
     description=(
         "Consensus of every round: class by majority vote, masks by STAPLE; Fleiss' kappa and "
         "pairwise Dice; samples that disagree go to an adjudication project and adjudicated "
@@ -168,29 +145,7 @@ def consensus_labels(
     secrets: DeidSecrets,
     config: ConsensusConfig,
 ) -> dg.MaterializeResult:
-    from annotation.adjudication import Thresholds, build_consensus
-
-    z = home.zones()
     thresholds = Thresholds(min_dice=config.min_dice, method=config.method)
-    api = None
-    if config.adjudicate:
-        from annotation.rounds import Api
-
-        api = Api(*labelstudio.connection())
-    summary = build_consensus(z, thresholds, api, secrets.salt() if api else b"")
-    context.log.info(
-        f"consensus: {summary['samples']} samples over {len(summary['rounds'])} rounds, "
-        f"{summary['pending_adjudication']} pending adjudication"
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "samples": summary["samples"],
-            "rounds": dg.MetadataValue.json(summary["rounds"]),
-            "labels": dg.MetadataValue.json(summary["labels"]),
-            "kappa": summary["kappa"],
-            "mean_dice": summary["mean_dice"],
-            "pending_adjudication": summary["pending_adjudication"],
-            "adjudicated_samples": summary["adjudicated"],
-            "path": dg.MetadataValue.path(str(z.labels / "labels.parquet")),
-        }
-    )
+    client = labelstudio.client() if config.adjudicate else None
+    salt = secrets.salt() if client else b""
+    return materialized(context, run_consensus(home.zones(), thresholds, client, salt))

@@ -1,18 +1,19 @@
 """``annotation_model[round]``: pre-annotations and uncertainty for a round's samples.
 
-Thin on purpose: the logic is :func:`annotation.model.build_round` (round 1: the intensity
-proposal of :mod:`annotation.proposal`; later rounds: a small UNet trained on the labels of the
-earlier rounds). Outputs, under ``annotation/round-N/model/``: ``pred/<sample_id>.nii.gz`` (uint8
-masks in each volume's geometry) for every sample without a label, ``scores.parquet``
+Thin on purpose: the stage is :func:`annotation.model.run_annotation_model` (round 1: the
+intensity proposal of :mod:`annotation.proposal`; later rounds: a small UNet trained on the labels
+of the earlier rounds). Outputs, under ``annotation/round-N/model/``: ``pred/<sample_id>.nii.gz``
+(uint8 masks in each volume's geometry) for every sample without a label, ``scores.parquet``
 (sample_id, uncertainty, p_abnormal, model_version) and, from round 2, ``model.pt``.
 ``annotation_tasks[round]`` reads them to pick samples and attach pre-annotations.
 """
 
 import dagster as dg
 
-from annotation.model import ModelConfig, build_round, round_number
+from annotation.model import ModelConfig, run_annotation_model
 from assets.partitions import round_partitions
 from assets.resources import MedcurateHome
+from assets.stage import materialized
 
 
 class AnnotationModelConfig(dg.Config):
@@ -38,11 +39,7 @@ class AnnotationModelConfig(dg.Config):
 def annotation_model(
     context: dg.AssetExecutionContext, home: MedcurateHome, config: AnnotationModelConfig
 ) -> dg.MaterializeResult:
-    z = home.zones()
-    round_no = round_number(context.partition_key)
-    out = z.annotation / f"round-{round_no}" / "model"
     cfg = ModelConfig(
         epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, seed=config.seed
     )
-    outcome = build_round(z.volumes, z.labels, out, round_no, cfg, log=context.log.info)
-    return dg.MaterializeResult(metadata=outcome.metadata())
+    return materialized(context, run_annotation_model(home.zones(), context.partition_key, cfg))

@@ -1,19 +1,17 @@
 """``deid_instances``: one batch de-identified to PS3.15 Annex E, checked by the verifier.
 
-Thin on purpose: the logic is :func:`medcurate.deid.deidentify_files`; this module picks the
-batch's catalogued files, says where outputs, quarantine and crosswalk go, and reports PHI-free
-counts. The blocking check fails the batch when the independent verifier found anything.
+Thin on purpose: the stage is :func:`medcurate.deid.run_deid` (it picks the batch's catalogued
+files and says where outputs, quarantine and crosswalk go), its check
+:func:`medcurate.deid.check_deid`. The blocking check fails the batch when the independent verifier
+found anything or a catalogued file is unaccounted for.
 """
 
 import dagster as dg
 
 from assets.partitions import batch_partitions
 from assets.resources import DeidSecrets, MedcurateHome
-from medcurate.config import Zones
-
-
-def _manifest_path(z: Zones, batch: str):  # type: ignore[no-untyped-def]
-    return z.deid / "manifests" / f"{batch}.parquet"
+from assets.stage import checked, materialized
+from medcurate.deid import deid_books, run_deid
 
 
 @dg.asset(
@@ -31,28 +29,8 @@ def _manifest_path(z: Zones, batch: str):  # type: ignore[no-untyped-def]
 def deid_instances(
     context: dg.AssetExecutionContext, home: MedcurateHome, secrets: DeidSecrets
 ) -> dg.MaterializeResult:
-    from pathlib import Path
-
-    from medcurate.deid import deidentify_files
-    from medcurate.ingest import read_catalog
-
-    batch = context.partition_key
-    z = home.zones()
     salt = secrets.salt()  # raises before any file is touched when the salt is missing
-    catalog = read_catalog(z, batch)
-    files = [Path(p) for p in catalog.loc[catalog["status"] == "ok", "path"]]
-    result = deidentify_files(
-        files,
-        z.deid,
-        z.restricted,
-        salt,
-        manifest_path=_manifest_path(z, batch),
-        root=z.raw / batch if (z.raw / batch).is_dir() else None,
-        quarantine_dir=z.quarantine / "deid" / batch,
-        crosswalk_path=z.restricted / "crosswalk" / f"{batch}.csv",
-    )
-    context.log.info(result.summary_line())
-    return dg.MaterializeResult(metadata=result.metadata())
+    return materialized(context, run_deid(home.zones(), context.partition_key, salt))
 
 
 @dg.asset_check(
@@ -65,31 +43,5 @@ def deid_instances(
 def deid_instances_verified(
     context: dg.AssetCheckExecutionContext, home: MedcurateHome
 ) -> dg.AssetCheckResult:
-    import csv
-
-    from medcurate.deid import read_deid_manifest
-    from medcurate.ingest import read_catalog
-
-    batch = context.partition_key
-    z = home.zones()
-    reasons_csv = z.quarantine / "deid" / batch / "reasons.csv"
-    reasons: list[str] = []
-    if reasons_csv.exists():
-        with open(reasons_csv, newline="", encoding="utf-8") as fh:
-            reasons = [r["reason"] for r in csv.DictReader(fh)]
-    hits = reasons.count("verifier_hit")
-    written = len(read_deid_manifest(z.deid, batch))
-    catalog = read_catalog(z, batch)
-    expected = int((catalog["status"] == "ok").sum())
-    balanced = written + len(reasons) == expected
-    return dg.AssetCheckResult(
-        passed=hits == 0 and balanced,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "verifier_hit_files": hits,
-            "written": written,
-            "quarantined": len(reasons),
-            "catalogued_ok": expected,
-            "balanced": balanced,
-        },
-    )
+    books = deid_books(home.zones(), context.partition_key)  # check_deid's problems, with counts
+    return checked(books.problems, books.metadata())

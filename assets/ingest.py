@@ -1,15 +1,33 @@
 """``raw_instances``: one batch of received files, validated and catalogued (restricted zone).
 
-Thin on purpose: the logic is :func:`medcurate.ingest.ingest_batch`; this module only wires it to
-a batch partition and reports PHI-free counts as metadata. Nothing raised here carries a path: one
-bad entry is quarantined, never fatal, and errors name files as ``batch <id>, file #<n>``.
+Thin on purpose: the stage is :func:`medcurate.ingest.run_ingest`, its check
+:func:`medcurate.ingest.check_ingest`. Nothing raised here carries a path: one bad entry is
+quarantined, never fatal, and errors name files as ``batch <id>, file #<n>``.
+
+The inbox sensor and the demo (``pipelines/``) import the inbox functions from here:
+:func:`claim_inbox`, :func:`pending_batches` and :func:`drop_into_inbox`.
 """
 
 import dagster as dg
 
 from assets.partitions import batch_partitions
 from assets.resources import MedcurateHome
-from medcurate.ingest import check_accounting, ingest_batch
+from assets.stage import checked, materialized
+from medcurate.ingest import (
+    check_ingest,
+    claim_inbox,
+    drop_into_inbox,
+    pending_batches,
+    run_ingest,
+)
+
+__all__ = [
+    "claim_inbox",
+    "drop_into_inbox",
+    "pending_batches",
+    "raw_instances",
+    "raw_instances_accounting",
+]
 
 
 @dg.asset(
@@ -25,9 +43,7 @@ from medcurate.ingest import check_accounting, ingest_batch
     ),
 )
 def raw_instances(context: dg.AssetExecutionContext, home: MedcurateHome) -> dg.MaterializeResult:
-    result = ingest_batch(context.partition_key, home.zones())
-    context.log.info(result.summary_line())
-    return dg.MaterializeResult(metadata=result.metadata())
+    return materialized(context, run_ingest(home.zones(), context.partition_key))
 
 
 @dg.asset_check(
@@ -40,9 +56,4 @@ def raw_instances(context: dg.AssetExecutionContext, home: MedcurateHome) -> dg.
 def raw_instances_accounting(
     context: dg.AssetCheckExecutionContext, home: MedcurateHome
 ) -> dg.AssetCheckResult:
-    problems = check_accounting(home.zones(), context.partition_key)
-    return dg.AssetCheckResult(
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"problems": problems or ["none"]},
-    )
+    return checked(check_ingest(home.zones(), context.partition_key))

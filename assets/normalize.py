@@ -1,17 +1,16 @@
 """``series_volumes``: one batch's de-identified series as normalized NIfTI volumes.
 
-Thin on purpose: the logic is :func:`medcurate.normalize.normalize_batch`; this module reads the
-batch's de-identification manifest, hands it over, and reports PHI-free counts as metadata.
+Thin on purpose: the stage is :func:`medcurate.normalize.run_normalize` (it reads the batch's
+de-identification manifest), its check :func:`medcurate.normalize.check_normalize`.
 """
 
 import dagster as dg
-import pandas as pd
 
 from assets.partitions import batch_partitions
 from assets.resources import MedcurateHome
-from medcurate.normalize import normalize_batch
+from assets.stage import checked, materialized
+from medcurate.normalize import check_normalize, run_normalize
 from medcurate.normalize.config import CODE_VERSION
-from medcurate.normalize.run import check_batch
 
 
 class NormalizeRunConfig(dg.Config):
@@ -35,13 +34,8 @@ class NormalizeRunConfig(dg.Config):
 def series_volumes(
     context: dg.AssetExecutionContext, home: MedcurateHome, config: NormalizeRunConfig
 ) -> dg.MaterializeResult:
-    z = home.zones()
-    manifest = pd.read_parquet(z.deid / "manifests" / f"{context.partition_key}.parquet")
-    result = normalize_batch(
-        manifest, z.deid, z.volumes, batch=context.partition_key, workers=config.workers
-    )
-    context.log.info(result.summary_line())
-    return dg.MaterializeResult(metadata=result.metadata())
+    result = run_normalize(home.zones(), context.partition_key, workers=config.workers)
+    return materialized(context, result)
 
 
 @dg.asset_check(
@@ -54,9 +48,4 @@ def series_volumes(
 def series_volumes_accounting(
     context: dg.AssetCheckExecutionContext, home: MedcurateHome
 ) -> dg.AssetCheckResult:
-    problems = check_batch(home.zones().volumes, context.partition_key)
-    return dg.AssetCheckResult(
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"problems": problems or ["none"]},
-    )
+    return checked(check_normalize(home.zones(), context.partition_key))

@@ -1,39 +1,29 @@
 """Assets: curated samples -> patient-level splits -> an immutable dataset release.
 
-Thin: each reads its inputs, calls medcurate.splits / medcurate.store, writes its outputs and
-returns PHI-free metadata (counts, balance tables, version id and digest).
+Thin wrappers over :mod:`medcurate.store.run`: each builds its inputs from resources and config,
+calls the stage and returns its PHI-free metadata. A blocking check on the splits (no patient
+in two splits) stands between them and the release.
 """
 
-import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
-import pandas as pd
 
 from assets.resources import MedcurateHome
-from medcurate.config import Zones
-from medcurate.hashing import sha256_file
-from medcurate.splits import (
-    SplitConfig,
-    assign_splits,
-    balance_markdown,
-    balance_plot,
-    balance_report,
-    leaking_patients,
-    markdown_table,
-    max_deviation,
-    split_counts,
+from assets.stage import checked, materialized
+from medcurate.splits import SplitConfig
+from medcurate.store.objects import StoreError
+from medcurate.store.run import (
+    DEFAULT_DATASET,
+    MissingTableError,
+    ReleaseSettings,
+    check_splits,
+    release_store,
+    run_curate,
+    run_release,
+    run_splits,
 )
-from medcurate.store.card import code_version
-from medcurate.store.manifest import curate_samples
-from medcurate.store.objects import ObjectStore, StoreError
-from medcurate.store.publish import list_versions, load_manifest
-from medcurate.store.release import release_dataset
-
-DEFAULT_DATASET = "medcurate-demo"
-
-
-def _store(z: Zones, url: str) -> ObjectStore:
-    return ObjectStore(url or z.releases)
 
 
 class SplitsConfig(dg.Config):
@@ -48,11 +38,28 @@ class SplitsConfig(dg.Config):
     seed: int = 0
     holdout_sites: list[str] = []  # noqa: RUF012 (dagster Config fields are pydantic)
 
+    def split_config(self) -> SplitConfig:
+        ratios = (self.train, self.validation, self.test)
+        holdout = tuple(self.holdout_sites)
+        return SplitConfig(ratios=ratios, folds=self.folds, seed=self.seed, holdout_sites=holdout)
+
 
 class ReleaseConfig(dg.Config):
     dataset: str = DEFAULT_DATASET
     store: str = ""
     description: str = ""
+
+
+@contextmanager
+def _one_line(store_step: str) -> Iterator[None]:
+    """A missing upstream table, or a store that cannot be opened or read (unknown protocol,
+    unsigned or forged version), fails the run with one line and no traceback."""
+    try:
+        yield
+    except MissingTableError as exc:
+        raise dg.Failure(str(exc)) from None
+    except StoreError as exc:
+        raise dg.Failure(f"{store_step} failed: {exc}") from None
 
 
 @dg.asset(
@@ -61,27 +68,9 @@ class ReleaseConfig(dg.Config):
 )
 def curated_samples(context: dg.AssetExecutionContext, home: MedcurateHome) -> dg.MaterializeResult:
     """volumes.parquet joined with labels.parquet (samples without a label are 'unlabelled')."""
-    z = home.zones()
-    vol_path = z.volumes / "volumes.parquet"
-    if not vol_path.exists():
-        raise dg.Failure(f"{vol_path} is missing: materialize series_volumes first")
-    volumes = pd.read_parquet(vol_path)
-    lab_path = z.labels / "labels.parquet"
-    labels = pd.read_parquet(lab_path) if lab_path.exists() else None
-    samples = curate_samples(volumes, labels)
-    out = z.curated / "samples.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    samples.to_parquet(out, index=False)
-    counts = samples["label"].value_counts().sort_index()
-    return dg.MaterializeResult(
-        metadata={
-            "samples": len(samples),
-            "patients": int(samples["patient"].nunique()),
-            "labels": dg.MetadataValue.md(markdown_table(counts.rename("samples").reset_index())),
-            "labels_available": lab_path.exists(),
-            "path": dg.MetadataValue.path(str(out)),
-        }
-    )
+    with _one_line("curating"):
+        result = run_curate(home.zones())
+    return materialized(context, result)
 
 
 @dg.asset(deps=[curated_samples], group_name="release")
@@ -90,36 +79,16 @@ def dataset_splits(
 ) -> dg.MaterializeResult:
     """Patient-level stratified splits; patients of the previous release keep their split."""
     z = home.zones()
-    samples = pd.read_parquet(z.curated / "samples.parquet")
-    try:  # unknown protocol, unsigned or forged previous version: one line, no traceback
-        store = _store(z, config.store)
-        versions = list_versions(store, config.dataset)
-        previous = load_manifest(store, versions[-1]) if versions else None
-    except StoreError as exc:
-        raise dg.Failure(f"reading the previous release failed: {exc}") from None
-    cfg = SplitConfig(
-        ratios=(config.train, config.validation, config.test),
-        folds=config.folds,
-        seed=config.seed,
-        holdout_sites=tuple(config.holdout_sites),
-    )
-    assigned = assign_splits(samples, cfg, previous)
-    if leaking_patients(assigned):
-        raise dg.Failure("split assignment put a patient in two splits")
-    out = z.curated / "splits.parquet"
-    assigned.to_parquet(out, index=False)
-    report = balance_report(assigned, cfg.strata)
-    metadata: dict[str, object] = {
-        "counts": dg.MetadataValue.md(markdown_table(split_counts(assigned))),
-        "balance": dg.MetadataValue.md(balance_markdown(report)),
-        "max_deviation": max_deviation(report),
-        "previous_version": versions[-1].id if versions else "none",
-        "path": dg.MetadataValue.path(str(out)),
-    }
-    plot = balance_plot(report, z.curated / "balance.png")
-    png = base64.b64encode(plot.read_bytes()).decode()
-    metadata["balance_plot"] = dg.MetadataValue.md(f"![balance](data:image/png;base64,{png})")
-    return dg.MaterializeResult(metadata=metadata)  # type: ignore[arg-type]
+    with _one_line("reading the previous release"):
+        store = release_store(z, config.store)
+        result = run_splits(z, config.split_config(), store, config.dataset)
+    return materialized(context, result)
+
+
+@dg.asset_check(asset=dataset_splits, blocking=True)
+def no_patient_in_two_splits(home: MedcurateHome) -> dg.AssetCheckResult:
+    """Every patient's samples sit in one split; a leak stops dataset_release."""
+    return checked(check_splits(home.zones()))
 
 
 @dg.asset(deps=[dataset_splits], group_name="release")
@@ -128,46 +97,7 @@ def dataset_release(
 ) -> dg.MaterializeResult:
     """Publish ``releases/<dataset>/<vN>/`` atomically (a no-op when nothing changed)."""
     z = home.zones()
-    assigned = pd.read_parquet(z.curated / "splits.parquet")
-    upstream = {}
-    for name, p in (
-        ("volumes.parquet", z.volumes / "volumes.parquet"),
-        ("labels.parquet", z.labels / "labels.parquet"),
-        ("splits.parquet", z.curated / "splits.parquet"),
-    ):
-        if p.exists():
-            upstream[name] = "sha256:" + sha256_file(p)
-    lineage = {
-        "code_version": code_version(),
-        "dagster_run_id": context.run_id,
-        "upstream": upstream,
-    }
-    try:
-        res = release_dataset(
-            _store(z, config.store),
-            config.dataset,
-            assigned,
-            volumes_root=z.volumes,
-            labels_root=z.labels,
-            synthetic_root=z.synthetic,
-            config={"dataset": config.dataset, "description": config.description},
-            lineage=lineage,
-            description=config.description,
-        )
-    except StoreError as exc:
-        raise dg.Failure(f"publish failed: {exc}") from exc
-    info = res.info
-    splits = assigned["split"].value_counts().sort_index()
-    return dg.MaterializeResult(
-        metadata={
-            "version": info.version,
-            "version_id": info.id,
-            "manifest_digest": info.digest,
-            "created": res.created,
-            "samples": info.n_samples,
-            "splits": dg.MetadataValue.md(markdown_table(splits.rename("samples").reset_index())),
-            "objects_written": res.objects_written,
-            "bytes_written": res.bytes_written,
-            "pull": f"medcurate datasets pull {info.ref} DEST",
-        }
-    )
+    settings = ReleaseSettings(config.dataset, config.description)
+    with _one_line("publish"):
+        result = run_release(z, settings, release_store(z, config.store), context.run_id)
+    return materialized(context, result)

@@ -6,9 +6,14 @@ run config or shown in the UI.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import dagster as dg
 
+from annotation.client import LabelStudioClient
 from medcurate.config import Zones, deid_salt, medcurate_home
+from medcurate.services.labelstudio import connection
 
 
 class MedcurateHome(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -17,8 +22,6 @@ class MedcurateHome(dg.ConfigurableResource):  # type: ignore[type-arg]
     home: str = ""
 
     def zones(self) -> Zones:
-        from pathlib import Path
-
         return Zones(Path(self.home).resolve() if self.home else medcurate_home()).ensure()
 
 
@@ -30,25 +33,19 @@ class DeidSecrets(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class LabelStudioResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The annotation server. URL and API key are read at use time, never stored in run config:
-    from LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY, else from the server `medcurate labelstudio
-    start` runs for MEDCURATE_HOME (its URL and the token in restricted/)."""
+    """The annotation server, as a client (Dagster's resource-as-client pattern). URL and API key
+    are read at use time, never stored in run config: from LABEL_STUDIO_URL /
+    LABEL_STUDIO_API_KEY, else from the server `medcurate labelstudio start` runs for
+    MEDCURATE_HOME (its URL and the token in restricted/)."""
 
     url: str = ""
 
     def connection(self) -> tuple[str, str]:
-        import os
-
-        from medcurate.services.labelstudio import connection
-
         env = dict(os.environ)
         if self.url:
             env["LABEL_STUDIO_URL"] = self.url
         return connection(env=env)
 
-    def client(self):  # type: ignore[no-untyped-def]
-        """A ``label_studio_sdk.LabelStudio`` client (imported lazily: it costs ~1 s)."""
-        from label_studio_sdk import LabelStudio
-
-        url, api_key = self.connection()
-        return LabelStudio(base_url=url, api_key=api_key)
+    def client(self) -> LabelStudioClient:
+        """The one Label Studio client (:class:`annotation.client.LabelStudioClient`)."""
+        return LabelStudioClient(*self.connection())

@@ -16,7 +16,6 @@ noise: the oracle is the truth. Numbers are printed as measured, whichever way t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -38,12 +37,12 @@ from annotation.model import (  # noqa: E402
     train,
 )
 from annotation.selection import select_for_round  # noqa: E402
+from medcurate.io import nifti_geometry, read_nifti, sha256_text, write_nifti  # noqa: E402
 
 
 def prepare(work: Path, patients: int, seed: int) -> pd.DataFrame:
     """Generate, normalize and write oracle masks (cached). Returns the volumes table plus
     ``oracle`` (path of the truth mask in the volume's grid) and ``abnormal``."""
-    import nibabel as nib
     from scipy import ndimage as ndi
 
     from medcurate.normalize import normalize_tree
@@ -65,14 +64,13 @@ def prepare(work: Path, patients: int, seed: int) -> pd.DataFrame:
     for r in table.itertuples():
         out = oracle / f"{r.sample_id}.nii.gz"
         if not out.exists():
-            img: Any = nib.load(vols / str(r.nifti_path))
-            t: Any = nib.load(truth / str(r.mask_file))
-            m = np.linalg.inv(t.affine) @ img.affine
-            tm = np.asarray(t.dataobj) > 0
+            shape, affine = nifti_geometry(vols / str(r.nifti_path))
+            t, t_affine = read_nifti(truth / str(r.mask_file))
+            m = np.linalg.inv(t_affine) @ affine
             g = ndi.affine_transform(
-                tm.astype(np.uint8), m[:3, :3], m[:3, 3], output_shape=img.shape[:3], order=0
+                (t > 0).astype(np.uint8), m[:3, :3], m[:3, 3], output_shape=shape[:3], order=0
             )
-            nib.save(nib.Nifti1Image(g.astype(np.uint8), img.affine), out)
+            write_nifti(out, g, affine, dtype="uint8")
         g_any = bool(_load(str(out)).any())
         paths.append(str(out))
         abnormal.append(g_any)
@@ -83,10 +81,7 @@ def prepare(work: Path, patients: int, seed: int) -> pd.DataFrame:
 
 
 def _load(path: str) -> np.ndarray:
-    import nibabel as nib
-
-    img: Any = nib.load(path)
-    return np.asarray(img.dataobj, dtype=np.float32)
+    return read_nifti(path)[0]
 
 
 def _examples(table: pd.DataFrame, ids: list[str]) -> list[TrainExample]:
@@ -132,7 +127,7 @@ def run(
     cfg: ModelConfig,
 ) -> list[dict[str, Any]]:
     patients = sorted(table["patient"].unique())
-    ranked = sorted(patients, key=lambda p: hashlib.sha256(f"test:{p}".encode()).hexdigest())
+    ranked = sorted(patients, key=lambda p: sha256_text(f"test:{p}"))
     test_patients = set(ranked[: max(1, len(patients) // 4)])
     test = table[table["patient"].isin(test_patients)]
     pool = table[~table["patient"].isin(test_patients)]
@@ -153,7 +148,7 @@ def run(
                 pooled, per = evaluate(res.model, model_cfg, test)
                 n_pos = int(table[table["sample_id"].isin(ids)]["abnormal"].sum())
                 results.append(
-                    dict(repeat=repeat, round=rnd, strategy=strategy, labels=len(ids),
+                    dict(repeat=repeat, round_number=rnd, strategy=strategy, labels=len(ids),
                          lesion_volumes=n_pos, test_dice=round(pooled, 4),
                          test_dice_abnormal=round(per, 4), seconds=round(time.time() - t0, 1))
                 )  # fmt: skip
@@ -198,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         rows += run(table, a.rounds, a.seed_set, a.per_round, rep, cfg)
     df = pd.DataFrame(rows)
     summary = (
-        df.groupby(["round", "strategy"])
+        df.groupby(["round_number", "strategy"])
         .agg(labels=("labels", "first"), lesion_volumes=("lesion_volumes", "mean"),
              test_dice=("test_dice", "mean"), test_dice_sd=("test_dice", "std"),
              test_dice_abnormal=("test_dice_abnormal", "mean"))

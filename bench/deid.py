@@ -23,7 +23,7 @@ import pydicom
 from dicognito.anonymizer import Anonymizer
 
 from medcurate.deid import deidentify_files
-from medcurate.hashing import sha256_file
+from medcurate.io import sha256_file
 from medcurate.synth import generate_studies
 
 SALT = b"bench-salt-not-a-secret"

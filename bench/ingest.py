@@ -1,4 +1,4 @@
-"""Ingest throughput: files/s for validation alone and for claim + ingest_batch end to end.
+"""Ingest throughput: files/s for validation alone and for claim + run_ingest end to end.
 
 Inputs: generated studies (medcurate.synth, when present) and pydicom's bundled test files (a mix
 of compressed, odd and broken files). Then hostile files (issue 9, row 6): zero-filled 10 and
@@ -17,7 +17,8 @@ from pathlib import Path
 from pydicom.data import get_testdata_file, get_testdata_files
 
 from medcurate.config import Zones
-from medcurate.ingest import claim_inbox, drop_into_inbox, ingest_batch
+from medcurate.ingest import claim_inbox, drop_into_inbox, run_ingest
+from medcurate.synth import generate_studies
 from medcurate.validate import validate_file
 
 
@@ -28,11 +29,7 @@ def _pydicom_tree(dst: Path) -> Path:
     return dst
 
 
-def _synth_tree(dst: Path) -> Path | None:
-    try:
-        from medcurate.synth import generate_studies
-    except ImportError:
-        return None
+def _synth_tree(dst: Path) -> Path:
     generate_studies(dst, patients=4, seed=3, truth=dst.parent / "truth")
     return dst
 
@@ -57,14 +54,14 @@ def bench(name: str, src: Path, work: Path) -> None:
     t = time.perf_counter()
     batch = claim_inbox(z)
     assert batch
-    res = ingest_batch(batch, z)
+    res = run_ingest(z, batch)
     dt = time.perf_counter() - t
     print(
         f"{name}: claim+ingest   {res.received:5d} files {mb:7.1f} MB  {dt:6.2f} s  "
         f"{res.received / dt:7.1f} files/s  ({res.summary_line()})"
     )
     t = time.perf_counter()
-    ingest_batch(batch, z)
+    run_ingest(z, batch)
     dt = time.perf_counter() - t
     print(f"{name}: re-run (idempotent) {dt:6.2f} s")
 
@@ -102,7 +99,7 @@ def hostile(work: Path) -> None:
         t = time.perf_counter()
         batch = claim_inbox(z)
         assert batch
-        res = ingest_batch(batch, z)
+        res = run_ingest(z, batch)
         dt = time.perf_counter() - t
         print(
             f"hostile: {name:12s} validate_file {best * 1000:7.2f} ms ({code}); "
@@ -113,11 +110,7 @@ def hostile(work: Path) -> None:
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        synth = _synth_tree(work / "synth" / "studies")
-        if synth is not None:
-            bench("synth", synth, work)
-        else:
-            print("synth: medcurate.synth not available, skipped")
+        bench("synth", _synth_tree(work / "synth" / "studies"), work)
         bench("pydicom", _pydicom_tree(work / "pydicom"), work)
         hostile(work)
     return 0

@@ -13,14 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from annotation.client import LabelStudioClient
+from annotation.export import union_mask
 from annotation.render import CT_SOFT_TISSUE, render_volume
-from annotation.sync import (
-    add_local_storage,
-    create_project,
-    import_tasks,
-    snapshot_export,
-    union_mask,
-)
 from annotation.tasks import build_task, prediction
 from medcurate.services import labelstudio as ls
 
@@ -31,8 +26,6 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="slice width and height (pixels)")
     args = ap.parse_args()
     n, size = args.tasks, args.size
-    from label_studio_sdk import LabelStudio
-
     ls.ensure_installed()
     with tempfile.TemporaryDirectory(prefix="ls-bench-") as tmp:
         home = Path(tmp)
@@ -59,14 +52,14 @@ def main() -> None:
                     tasks.append(build_task(sid, r.k, r.relpath, [pred]))
             t_build = time.perf_counter() - t0
 
-            client = LabelStudio(base_url=server.url, api_key=server.api_key, timeout=600)
-            project = create_project(client, "bench")
-            add_local_storage(client, project, root / "bench")
+            client = LabelStudioClient(server.url, server.api_key, timeout=600)
+            project = client.create_project("bench")
+            client.add_local_storage(project, root / "bench")
             t0 = time.perf_counter()
-            imported = import_tasks(client, project, tasks)
+            imported = client.import_tasks(project, tasks)
             t_import = time.perf_counter() - t0
             t0 = time.perf_counter()
-            exported = snapshot_export(client, project)
+            exported = client.snapshot_export(project)
             t_export = time.perf_counter() - t0
             t0 = time.perf_counter()
             decoded = {

@@ -20,7 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from medcurate.io import write_nifti  # noqa: E402
+from medcurate.normalize.assembly import VolumePlan, assemble, read_instance  # noqa: E402
 from medcurate.normalize.phantom import PhantomSeries, write_series  # noqa: E402
+from medcurate.normalize.transforms import load_plan  # noqa: E402
 
 
 def make_series(root: Path, n: int, size: int, slices: int) -> int:
@@ -37,15 +40,12 @@ def make_series(root: Path, n: int, size: int, slices: int) -> int:
 
 def bench_conversion(src: Path, out: Path) -> float:
     """medcurate's conversion step only: headers, assembly, PydicomReader load, NIfTI write."""
-    from medcurate.normalize.assembly import VolumePlan, assemble, read_instance
-    from medcurate.normalize.transforms import load_plan, write_nifti_gz
-
     t0 = time.perf_counter()
     infos = [i for i in (read_instance(p) for p in sorted(src.rglob("*.dcm"))) if i]
     for plan in assemble(infos):
         assert isinstance(plan, VolumePlan)
         loaded = load_plan(plan)
-        write_nifti_gz(out / f"{plan.sample_id}.nii.gz", loaded.array, loaded.affine)
+        write_nifti(out / f"{plan.sample_id}.nii.gz", loaded.array, loaded.affine)
     return time.perf_counter() - t0
 
 

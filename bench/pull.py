@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medcurate.hashing import sha256_file
+from medcurate.io import sha256_file
 from medcurate.store.objects import ObjectStore
 from medcurate.store.publish import publish
 from medcurate.store.pull import pull

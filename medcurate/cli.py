@@ -1,10 +1,27 @@
-"""The ``medcurate`` command line. Heavy imports stay inside the commands that need them."""
+"""The ``medcurate`` command line. Heavy imports stay inside the commands that need them.
+
+Rooms above the core add their own commands through the ``medcurate.commands`` entry point group
+(e.g. ``annotate-sim`` from :mod:`annotation.cli`): the core imports none of them.
+"""
 
 from __future__ import annotations
 
+import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import typer
+
+from medcurate.config import ConfigError, deid_salt, medcurate_home, zones
+from medcurate.home import init_home as _init_home
+from medcurate.perms import PermissionsError
+from medcurate.services import labelstudio as ls
+from medcurate.store.cli import datasets_app
+from medcurate.store.objects import StoreError
+
+#: entry point group of commands other rooms add (name = command name; value = a function, which
+#: becomes a command, or a ``typer.Typer``, which becomes a command group)
+COMMANDS_GROUP = "medcurate.commands"
 
 app = typer.Typer(
     name="medcurate",
@@ -22,11 +39,7 @@ def init_home(
 
     Also makes restricted/, dagster/ and labelstudio/ owner-only when an older version left them
     readable by others (other commands refuse to run on such a home)."""
-    import sys
-
-    from medcurate.home import init_home as _init
-
-    ready, *fixes = _init().splitlines()
+    ready, *fixes = _init_home().splitlines()
     if not quiet:
         print(ready)
     for line in fixes:  # on stderr: `make setup` hides stdout, not this
@@ -43,7 +56,7 @@ def synth(
     ),
 ) -> None:
     """Generate realistic, PHI-laden CT/MR/CR studies with known findings."""
-    from medcurate.synth import generate_studies
+    from medcurate.synth import generate_studies  # heavy: numpy, pydicom
 
     print(generate_studies(out, patients=patients, seed=seed, truth=truth))
 
@@ -58,15 +71,12 @@ def ingest(
 
     Batches claimed earlier but never finished (a run killed after its claim) are finished too.
     """
-    import sys
-
-    from medcurate.config import zones
-    from medcurate.ingest import (
+    from medcurate.ingest import (  # heavy: pydicom, pandas
         IngestMoveError,
         claim_inbox,
         drop_into_inbox,
-        ingest_batch,
         pending_batches,
+        run_ingest,
     )
 
     z = zones().ensure()
@@ -80,7 +90,7 @@ def ingest(
     failed = False
     for batch in batches:
         try:
-            print(ingest_batch(batch, z).summary_line())
+            print(run_ingest(z, batch).summary_line())
         except IngestMoveError as exc:  # names the batch and file numbers, never a path
             print(f"medcurate: error: {exc}", file=sys.stderr)
             failed = True
@@ -98,8 +108,7 @@ def deid(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="worker processes"),
 ) -> None:
     """De-identify DICOM to PS3.15 Annex E (salt from MEDCURATE_DEID_SALT)."""
-    from medcurate.config import deid_salt
-    from medcurate.deid import deidentify_tree
+    from medcurate.deid import deidentify_tree  # heavy: pydicom, dicognito, pandas
 
     salt = deid_salt()  # fails before any file is touched
     print(deidentify_tree(src, dst, restricted, salt=salt, workers=workers).summary_line())
@@ -112,20 +121,12 @@ def normalize(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="worker processes"),
 ) -> None:
     """Assemble series and write normalized NIfTI volumes (same code as the asset)."""
-    from medcurate.normalize import normalize_tree
+    from medcurate.normalize import normalize_tree  # heavy: pydicom, pandas (MONAI later)
 
     print(normalize_tree(src, dst, workers=workers).summary_line())
 
 
-def _register_datasets() -> None:
-    try:
-        from medcurate.store.cli import datasets_app
-    except ImportError:  # the store lands with its own issue
-        return
-    app.add_typer(datasets_app, name="datasets", help="List, show, pull and diff dataset versions.")
-
-
-_register_datasets()
+app.add_typer(datasets_app, name="datasets", help="List, show, pull and diff dataset versions.")
 
 labelstudio_app = typer.Typer(no_args_is_help=True, help="Run the local Label Studio server.")
 app.add_typer(labelstudio_app, name="labelstudio")
@@ -134,9 +135,7 @@ app.add_typer(labelstudio_app, name="labelstudio")
 @labelstudio_app.command("install")
 def labelstudio_install() -> None:
     """Install the pinned server into .venv-labelstudio and build its database template."""
-    from medcurate.services.labelstudio import ensure_installed
-
-    print(f"label studio installed in {ensure_installed()}")
+    print(f"label studio installed in {ls.ensure_installed()}")
 
 
 @labelstudio_app.command("start")
@@ -145,78 +144,74 @@ def labelstudio_start(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind"),
 ) -> None:
     """Start Label Studio for MEDCURATE_HOME (admin and token from env or restricted/)."""
-    from medcurate.services.labelstudio import LabelStudioError, ServicePaths, start
-
     try:
-        server = start(port=port, host=host)
-    except LabelStudioError as exc:
+        server = ls.start(port=port, host=host)
+    except ls.LabelStudioError as exc:
         print(f"medcurate: error: {exc}")
         raise typer.Exit(1) from None
     print(f"label studio: {server.url} (pid {server.pid}); credentials: env LABEL_STUDIO_* or")
-    print(f"  {ServicePaths(server.home).credentials_file}")
+    print(f"  {ls.ServicePaths(server.home).credentials_file}")
 
 
 @labelstudio_app.command("stop")
 def labelstudio_stop() -> None:
     """Stop the Label Studio server of MEDCURATE_HOME."""
-    from medcurate.services.labelstudio import stop
-
-    print("label studio: stopped" if stop() else "label studio: was not running")
+    print("label studio: stopped" if ls.stop() else "label studio: was not running")
 
 
 @labelstudio_app.command("status")
 def labelstudio_status() -> None:
     """Say whether the server of MEDCURATE_HOME runs and answers."""
-    from medcurate.services.labelstudio import status
-
-    st = status()
+    st = ls.status()
     print(st.line())
     raise typer.Exit(0 if st.healthy or not st.running else 1)
 
 
-@app.command("annotate-sim")
-def annotate_sim(
-    round_number: int = typer.Option(..., "--round", "-r", min=1, help="round N (round-N)"),
-    annotators: int = typer.Option(3, "--annotators", "-k", min=1, help="simulated annotators"),
-    noise: str = typer.Option("moderate", "--noise", help="none, low, moderate or high"),
-    truth: Path | None = typer.Option(
-        None, "--truth", help="the generator's truth folder (default: restricted/demo-truth/*)"
-    ),
-    seed: int = typer.Option(0, "--seed", "-s", help="seed of the annotators' noise"),
-) -> None:
-    """Simulated annotators sign up in Label Studio and label round N from ground truth."""
-    from annotation.simulate import annotate_round  # lazy: the CLI core needs no annotation
+def register_plugins(target: typer.Typer | None = None) -> list[str]:
+    """Add the commands declared under the ``medcurate.commands`` entry point group to ``target``
+    (the ``medcurate`` app); returns their names. A command that fails to load is left out with a
+    one-line warning on stderr, so one broken room does not take the whole CLI down."""
+    target = app if target is None else target
+    added: list[str] = []
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        if ep.name in added:  # the same distribution seen twice on sys.path
+            continue
+        try:
+            command = ep.load()
+        except Exception as exc:
+            print(f"medcurate: warning: command {ep.name} not loaded ({exc!r})", file=sys.stderr)
+            continue
+        if isinstance(command, typer.Typer):
+            target.add_typer(command, name=ep.name)
+        else:
+            target.command(ep.name)(command)
+        added.append(ep.name)
+    return added
 
-    print(annotate_round(round_number, annotators, noise, truth=truth, seed=seed))
+
+register_plugins()  # after the core's commands: `medcurate --help` lists them first
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix: shown as one line, not as a traceback."""
-    from medcurate.config import ConfigError
-    from medcurate.perms import PermissionsError
+    """Errors that are the user's to fix: shown as one line, not as a traceback. Imported only
+    when a command failed: splits and the manifest load pandas."""
+    from medcurate.splits import SplitError
+    from medcurate.store.manifest import ManifestError
 
-    types: list[type[BaseException]] = [
+    return (
         ConfigError,
         PermissionsError,
         FileNotFoundError,
         NotADirectoryError,
-    ]
-    try:
-        from medcurate.splits import SplitError
-        from medcurate.store.manifest import ManifestError
-        from medcurate.store.objects import StoreError
-
-        types += [StoreError, ManifestError, SplitError]
-    except ImportError:
-        pass
-    return tuple(types)
+        StoreError,
+        ManifestError,
+        SplitError,
+    )
 
 
 def _os_error_line(exc: OSError) -> str:
     """One line for a failed file operation, without ``exc.filename``: a source path's folder
     names carry patient names. MEDCURATE_HOME is the user's own setting and is named."""
-    from medcurate.config import medcurate_home
-
     cause = exc.strerror or type(exc).__name__
     return (
         f"{cause} (file operation failed; path not shown, folder names may identify patients): "
@@ -228,8 +223,6 @@ def main() -> None:
     """Console entry point: clear one-line errors for bad input, exit status 2.
 
     Errors that carry a file name (every OSError raised by the OS) are shown without it."""
-    import sys
-
     try:
         app()
     except Exception as exc:

@@ -22,6 +22,16 @@ DEFAULT_HOME = ".medcurate"
 MIN_SALT_BITS = 64
 SALT_ADVICE = "make a good one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
+# File names inside a zone, shared with the commands that write the same layout into any folder
+# (``medcurate deid SRC DST``, ``medcurate normalize SRC DST``).
+DEID_MANIFESTS = "manifests"  # deid/manifests/<batch>.parquet
+DEID_TREE_MANIFEST = "deid.parquet"  # DST/deid.parquet of the deid command
+DEID_REASONS = "reasons.csv"  # in each de-identification quarantine folder
+DEID_CROSSWALK = "crosswalk.csv"  # RDIR/crosswalk/crosswalk.csv of the deid command
+VOLUMES_TABLE = "volumes.parquet"
+VOLUMES_QUARANTINE = "quarantine.parquet"
+VOLUMES_LOCK = ".normalize.lock"
+
 
 class ConfigError(RuntimeError):
     """A required setting is missing or invalid."""
@@ -110,10 +120,210 @@ class Zones:
         """The managed Label Studio's folder (its database holds the API token)."""
         return self.home / "labelstudio"
 
+    # --- ingest (restricted/: raw, quarantine, duplicates, catalog) ---------------------------
+
+    def raw_batch(self, batch: str) -> Path:
+        """``restricted/raw/<batch>/``: a claimed batch's files, as the sender named them."""
+        return self.raw / batch
+
+    def quarantine_batch(self, batch: str) -> Path:
+        """``restricted/quarantine/<batch>/``: the batch's files that failed validation."""
+        return self.quarantine / batch
+
+    def duplicates_batch(self, batch: str) -> Path:
+        """``restricted/duplicates/<batch>/``: the batch's files already received before."""
+        return self.duplicates / batch
+
+    def catalog_file(self, batch: str) -> Path:
+        """``restricted/catalog/<batch>.parquet``: one row per received entry of the batch."""
+        return self.catalog / f"{batch}.parquet"
+
+    def catalog_pending(self, batch: str) -> Path:
+        """``restricted/catalog/<batch>.pending``: exists from the claim until the batch is fully
+        ingested (a run killed after its claim is found by it)."""
+        return self.catalog / f"{batch}.pending"
+
+    @property
+    def catalog_lock(self) -> Path:
+        """Held while a batch is catalogued (duplicates are decided across batches)."""
+        return self.catalog / ".lock"
+
+    @property
+    def claim_lock(self) -> Path:
+        """Held while the inbox is claimed (or pending batches are listed)."""
+        return self.catalog / ".claim.lock"
+
+    def ingest_reasons(self, batch: str) -> Path:
+        """``restricted/quarantine/<batch>.reasons.csv``: beside the batch folder, so it never
+        collides with a received file."""
+        return self.quarantine / f"{batch}.reasons.csv"
+
+    # --- deid (deid/ and its restricted/ side) ------------------------------------------------
+
+    @property
+    def deid_manifests(self) -> Path:
+        """``deid/manifests/``: one de-identification manifest per batch."""
+        return self.deid / DEID_MANIFESTS
+
+    def deid_manifest(self, batch: str) -> Path:
+        """``deid/manifests/<batch>.parquet``: one row per de-identified instance."""
+        return self.deid_manifests / f"{batch}.parquet"
+
+    @property
+    def deid_quarantine(self) -> Path:
+        """``restricted/quarantine/deid/``: originals de-identification refused, per batch."""
+        return self.quarantine / "deid"
+
+    def deid_quarantine_batch(self, batch: str) -> Path:
+        return self.deid_quarantine / batch
+
+    def deid_reasons(self, batch: str) -> Path:
+        """``restricted/quarantine/deid/<batch>/reasons.csv``: source, reason, message."""
+        return self.deid_quarantine_batch(batch) / DEID_REASONS
+
+    @property
+    def crosswalks(self) -> Path:
+        """``restricted/crosswalk/``: original -> pseudonym maps for an honest broker."""
+        return self.restricted / "crosswalk"
+
+    def crosswalk(self, batch: str) -> Path:
+        return self.crosswalks / f"{batch}.csv"
+
+    # --- normalize (volumes/) -----------------------------------------------------------------
+
+    @property
+    def volumes_quarantine(self) -> Path:
+        """``volumes/quarantine.parquet``: series that could not become a volume, with a reason."""
+        return self.volumes / VOLUMES_QUARANTINE
+
+    @property
+    def volumes_lock(self) -> Path:
+        """Held while volumes.parquet and quarantine.parquet are upserted."""
+        return self.volumes / VOLUMES_LOCK
+
+    def volume_file(self, nifti_path: str) -> Path:
+        """A volume's NIfTI (``nifti_path`` of volumes.parquet is relative to ``volumes/``)."""
+        return self.volumes / nifti_path
+
     # >>> annotation paths (round-N folders and their files)
+    def round_dir(self, round: str) -> Path:
+        """``annotation/round-N/``: everything one annotation round writes (pseudonymous)."""
+        return self.annotation / round
+
+    def round_info(self, round: str) -> Path:
+        """``round-N/round.json``: project id, overlap, samples and task keys of the round."""
+        return self.round_dir(round) / "round.json"
+
+    def round_slices(self, round: str) -> Path:
+        """``round-N/slices.parquet``: one row per task, the slice and its voxel mapping."""
+        return self.round_dir(round) / "slices.parquet"
+
+    def round_images(self, round: str, sample_id: str | None = None) -> Path:
+        """``round-N/images/[<sample_id>/]``: the rendered PNG slices Label Studio serves as
+        local files (its document root is ``annotation/``)."""
+        images = self.round_dir(round) / "images"
+        return images / sample_id if sample_id else images
+
+    def round_annotations(self, round: str) -> Path:
+        """``round-N/annotations.parquet``: one row per annotator per task."""
+        return self.round_dir(round) / "annotations.parquet"
+
+    def round_adjudication(self, round: str) -> Path:
+        """``round-N/adjudication.json``: the round's adjudication project and its samples."""
+        return self.round_dir(round) / "adjudication.json"
+
+    def round_model(self, round: str) -> Path:
+        """``round-N/model/``: pre-annotations (``pred/``), ``scores.parquet``, ``model.pt``."""
+        return self.round_dir(round) / "model"
+
+    def round_predictions(self, round: str) -> Path:
+        """``round-N/model/pred/``: one uint8 pre-annotation mask per sample."""
+        return self.round_model(round) / "pred"
+
+    def round_scores(self, round: str) -> Path:
+        """``round-N/model/scores.parquet``: uncertainty and P(abnormal) per sample."""
+        return self.round_model(round) / "scores.parquet"
+
+    def round_prediction(self, round: str, sample_id: str) -> Path:
+        """``round-N/model/pred/<sample_id>.nii.gz``: a sample's pre-annotation mask."""
+        return self.round_predictions(round) / f"{sample_id}.nii.gz"
+
+    def round_model_file(self, round: str) -> Path:
+        """``round-N/model/model.pt``: the UNet of the round (from round 2)."""
+        return self.round_model(round) / "model.pt"
+
+    def round_proposal(self, round: str) -> Path:
+        """``round-N/model/proposal.json``: the intensity proposal's version and config."""
+        return self.round_model(round) / "proposal.json"
+
+    def annotator_mask_relpath(self, round: str, sample_id: str, annotator: str) -> str:
+        """Where an annotator's label map of a sample lives, relative to ``annotation/`` (the
+        ``mask_path`` of annotations.parquet)."""
+        return f"{round}/masks/{sample_id}/{annotator}.nii.gz"
+
+    def annotator_mask(self, round: str, sample_id: str, annotator: str) -> Path:
+        return self.annotation / self.annotator_mask_relpath(round, sample_id, annotator)
+
+    def round_export(self, round: str) -> Path:
+        """The raw snapshot export of a round (it names accounts by e-mail: restricted)."""
+        return self.restricted / "annotation-exports" / f"{round}.json"
+
+    @property
+    def demo_truth(self) -> Path:
+        """The generator's ground truth the demo's simulated annotators label from."""
+        return self.restricted / "demo-truth"
+
+    @property
+    def demo_salt(self) -> Path:
+        """The salt ``make demo`` generates when MEDCURATE_DEID_SALT is unset (0600)."""
+        return self.restricted / "demo-salt"
+
     # <<< annotation paths
 
     # >>> release paths (curated/, labels/, releases/ files)
+    @property
+    def volumes_table(self) -> Path:
+        """``volumes/volumes.parquet``: one row per normalized volume."""
+        return self.volumes / "volumes.parquet"
+
+    def label_file(self, mask_path: str) -> Path:
+        """A label mask named by its ``mask_path`` (relative to ``labels/``) in labels.parquet."""
+        return self.labels / mask_path
+
+    def annotation_file(self, relpath: str) -> Path:
+        """A file named relative to ``annotation/`` (e.g. an annotator's mask_path)."""
+        return self.annotation / relpath
+
+    @property
+    def labels_table(self) -> Path:
+        """``labels/labels.parquet``: the consensus label of each labelled sample."""
+        return self.labels / "labels.parquet"
+
+    @property
+    def label_masks(self) -> Path:
+        """``labels/masks/``: consensus masks (``mask_path`` in labels.parquet is relative to
+        ``labels/``)."""
+        return self.labels / "masks"
+
+    @property
+    def samples_table(self) -> Path:
+        """``curated/samples.parquet``: volumes joined with their labels."""
+        return self.curated / "samples.parquet"
+
+    @property
+    def splits_table(self) -> Path:
+        """``curated/splits.parquet``: the samples with their split, fold and age band."""
+        return self.curated / "splits.parquet"
+
+    @property
+    def balance_plot(self) -> Path:
+        """``curated/balance.png``: stratum proportions per split."""
+        return self.curated / "balance.png"
+
+    def dataset_cache(self, dataset: str, version: str) -> Path:
+        """Where ``medcurate.datasets.load`` pulls a version's files by default."""
+        return self.home / "cache" / "datasets" / dataset / version
+
     # <<< release paths
 
     def private_roots(self) -> list[Path]:

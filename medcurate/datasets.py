@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from medcurate.config import zones
 from medcurate.splits import ALL_SPLITS
 from medcurate.store.manifest import data_dict
 from medcurate.store.objects import ObjectStore, StoreError, open_store
@@ -116,9 +117,7 @@ def load(
     info = resolve(store, f"{name}@{version}")
     manifest = load_manifest(store, info)  # refuses unsigned/forged versions under a store key
     if cache_dir is None:
-        from medcurate.config import zones
-
-        cache = zones().home / "cache" / "datasets" / info.dataset / info.version
+        cache = zones().dataset_cache(info.dataset, info.version)
     else:
         cache = Path(cache_dir)
     signature = signature_status(store, info)

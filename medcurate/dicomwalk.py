@@ -22,15 +22,24 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.datadict import dictionary_VR
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
+
 DEFAULT_MAX_DEPTH = 32
 
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV"}
 _LONG_VRS |= {b"UV"}
-_DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
-_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-_IMPLICIT = "1.2.840.10008.1.2"
+# Deflated Image Frame Compression (1.2.840.10008.1.2.8.1) has no pydicom constant yet (3.0).
+_DEFLATED = {DeflatedExplicitVRLittleEndian, UID("1.2.840.10008.1.2.8.1")}
+_BIG_ENDIAN = ExplicitVRBigEndian
+_IMPLICIT = ImplicitVRLittleEndian
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 
 
@@ -149,8 +158,6 @@ def _file_meta(buf: mmap.mmap, pos: int, size: int) -> tuple[int, str | None]:
 def _walk(
     buf: mmap.mmap, pos: int, size: int, implicit: bool, little: bool, max_depth: int
 ) -> Verdict:
-    from pydicom.datadict import dictionary_VR
-
     stack = [_Frame("dataset", None, implicit)]
     depth = 0
     while True:

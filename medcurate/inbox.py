@@ -10,12 +10,13 @@ quarantined with its kind as the reason code. Nothing here opens a FIFO (reading
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from medcurate.io import sha256_fileobj
 
 FILE = "file"  # a regular, visible file: validated as DICOM
 HIDDEN_FILE = "HIDDEN_FILE"  # a dot-file (or a file below a dot-folder)
@@ -26,8 +27,6 @@ UNREADABLE_FOLDER = "UNREADABLE_FOLDER"  # a folder that cannot be listed
 UNREADABLE = "UNREADABLE"  # a file that cannot be read (set by whoever tries to read it)
 
 ENTRY_REASONS = (HIDDEN_FILE, PARTIAL_TRANSFER, SYMLINK, SPECIAL_FILE, UNREADABLE_FOLDER)
-
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -103,12 +102,8 @@ def open_regular(path: Path) -> int:
 
 def sha256_entry(path: Path) -> tuple[str, int]:
     """(content hash, size) of a regular file, read through :func:`open_regular`."""
-    h, size = hashlib.sha256(), 0
     with os.fdopen(open_regular(path), "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+        return sha256_fileobj(f)
 
 
 def move_entry(src: Path, dst: Path) -> None:

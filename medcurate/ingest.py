@@ -2,7 +2,7 @@
 
 The inbox is a drop folder. :func:`claim_inbox` moves every settled inbox *entry* into
 ``restricted/raw/<batch>/`` (so the inbox empties and nothing is processed twice);
-:func:`ingest_batch` validates each file, moves failures to ``restricted/quarantine/<batch>/`` and
+:func:`run_ingest` validates each file, moves failures to ``restricted/quarantine/<batch>/`` and
 repeated content to ``restricted/duplicates/<batch>/``, and writes one Parquet catalog per batch
 under ``restricted/catalog/``. Accounting is exact: received == catalogued + quarantined +
 duplicates, for every batch, and every inbox entry is received: symlinks, dot-files, FIFOs,
@@ -16,15 +16,17 @@ files as ``batch <id>, file #<n>``, never by path.
 
 Resumable: a claim leaves ``catalog/<batch>.pending`` until the batch is fully ingested, so a run
 killed after its claim is found by :func:`pending_batches` and finished by the next one; temporary
-files of killed writers are removed (:func:`clean_litter`), and ``.part`` files of copies that
-never finished are claimed (``PARTIAL_TRANSFER``) once older than ``STALE_PART_S``.
+files of killed writers are removed (:func:`medcurate.io.clean_litter`), and ``.part`` files of
+copies that never finished are claimed (``PARTIAL_TRANSFER``) once older than ``STALE_PART_S``.
+
+The stage: :func:`run_ingest` (one batch) and :func:`check_ingest` (its books); every path comes
+from :class:`~medcurate.config.Zones`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import os
 import shutil
@@ -38,10 +40,12 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydicom.uid import UID
 
 from medcurate import inbox
 from medcurate.config import Zones
 from medcurate.dicomwalk import DEFAULT_MAX_DEPTH
+from medcurate.io import atomic_write_bytes, atomic_write_parquet, clean_litter, sha256_text
 from medcurate.locks import exclusive
 from medcurate.perms import private_dir
 from medcurate.validate import unreadable_message, validate_file
@@ -71,9 +75,9 @@ CATALOG_SCHEMA = pa.schema(
         ("reason", pa.string()),
         ("message", pa.string()),
         ("sop_class_uid", pa.string()),
-        ("sop_instance_uid", pa.string()),
-        ("study_instance_uid", pa.string()),
-        ("series_instance_uid", pa.string()),
+        ("sop_uid", pa.string()),
+        ("study_uid", pa.string()),
+        ("series_uid", pa.string()),
         ("frame_of_reference_uid", pa.string()),
         ("modality", pa.string()),
         ("manufacturer", pa.string()),
@@ -89,6 +93,12 @@ CATALOG_SCHEMA = pa.schema(
 )
 CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
 HEADER_COLUMNS = CATALOG_COLUMNS[8:]
+# Catalogs written before the vocabulary was settled (issue 10) name the UIDs in full.
+_LEGACY_COLUMNS = {
+    "sop_instance_uid": "sop_uid",
+    "study_instance_uid": "study_uid",
+    "series_instance_uid": "series_uid",
+}
 
 
 class IngestMoveError(OSError):
@@ -113,17 +123,13 @@ def _private_file(path: Path) -> io.BufferedWriter:
 
 
 @contextlib.contextmanager
-def _locked(z: Zones, name: str) -> Iterator[None]:
-    """``exclusive`` on ``catalog/<name>``, its lock file created 0600 first."""
-    path = z.catalog / name
+def _locked(path: Path) -> Iterator[None]:
+    """``exclusive`` on a lock file under ``catalog/``, created 0600 first."""
     if not path.exists():
         _private_file(path).close()
     inbox.secure(path)  # one left 0644 by an older version
     with exclusive(path):
         yield
-
-
-CATALOG_LOCK, CLAIM_LOCK = ".lock", ".claim.lock"
 
 
 # --- the inbox ----------------------------------------------------------------------------------
@@ -157,7 +163,7 @@ def drop_into_inbox(src: Path, z: Zones) -> int:
 def batch_id(content_hashes: list[str], now: datetime | None = None) -> str:
     """``b<UTC yyyymmdd-HHMMSS>-<6 hex>``: sortable by arrival, PHI-free, tied to the content."""
     now = now or datetime.now(UTC)
-    digest = hashlib.sha256("\n".join(sorted(content_hashes)).encode()).hexdigest()[:6]
+    digest = sha256_text("\n".join(sorted(content_hashes)))[:6]
     return f"b{now.strftime('%Y%m%d-%H%M%S')}-{digest}"
 
 
@@ -176,12 +182,7 @@ def _claim_key(e: inbox.Entry, root: Path) -> str:
         with contextlib.suppress(OSError):
             return inbox.sha256_entry(e.path)[0]
     rel = e.path.relative_to(root).as_posix()
-    return hashlib.sha256(f"{e.kind}\0{rel}\0{e.size}\0{e.mtime}".encode()).hexdigest()
-
-
-def pending_path(z: Zones, batch: str) -> Path:
-    """Exists from the claim until the batch is fully ingested (catalog, moves, reasons)."""
-    return z.catalog / f"{batch}.pending"
+    return sha256_text(f"{e.kind}\0{rel}\0{e.size}\0{e.mtime}")
 
 
 def claim_inbox(
@@ -195,7 +196,7 @@ def claim_inbox(
     cannot be moved stays in the inbox for the next claim; nothing here raises for one entry.
     """
     _ensure(z)
-    with _locked(z, CLAIM_LOCK):
+    with _locked(z.claim_lock):
         now = time.time()
         ready = [
             e
@@ -208,11 +209,11 @@ def claim_inbox(
         keys = [_claim_key(e, z.inbox) for e in ready]
         batch = batch_id(keys)
         n = 0
-        while (z.raw / batch).exists() or catalog_path(z, batch).exists():
+        while z.raw_batch(batch).exists() or z.catalog_file(batch).exists():
             n += 1  # same second, same content: keep batches apart
             batch = batch_id([*keys, str(n)])
-        _private_file(pending_path(z, batch)).close()
-        dest = private_dir(z.raw / batch, root=z.restricted)
+        _private_file(z.catalog_pending(batch)).close()
+        dest = private_dir(z.raw_batch(batch), root=z.restricted)
         for e in ready:
             target = dest / e.path.relative_to(z.inbox)
             with contextlib.suppress(OSError):  # left in the inbox: the next claim retries
@@ -228,31 +229,27 @@ def pending_batches(z: Zones) -> list[str]:
     a ``.pending`` mark, and raw batch folders without a catalog (claims of older versions)."""
     if not z.catalog.is_dir() or not z.raw.is_dir():
         return []
-    with _locked(z, CLAIM_LOCK):  # not a claim half-done by someone else
+    with _locked(z.claim_lock):  # not a claim half-done by someone else
         found = {
             p.name
             for p in z.raw.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and not catalog_path(z, p.name).exists()
+            if p.is_dir() and not p.name.startswith(".") and not z.catalog_file(p.name).exists()
         }
         for mark in z.catalog.glob("*.pending"):
             batch = mark.name.removesuffix(".pending")
-            if (z.raw / batch).is_dir() or catalog_path(z, batch).exists():
+            if z.raw_batch(batch).is_dir() or z.catalog_file(batch).exists():
                 found.add(batch)
             else:  # the claim died before moving anything
                 mark.unlink(missing_ok=True)
     return sorted(found)
 
 
-def clean_litter(z: Zones) -> int:
-    """Remove temporary files of killed writers (``.<name>.tmp`` catalogs and reasons files);
-    returns how many. Writers hold the catalog lock, so this takes it too."""
-    with _locked(z, CATALOG_LOCK):
-        return _clean_litter_locked(z)
-
-
 def _clean_litter_locked(z: Zones) -> int:
+    """Top level of catalog/ and quarantine/ only (below are the sender's files): temporary files
+    of writers that are gone, and ``.<name>.tmp`` of versions before pids were in the name."""
     removed = 0
     for folder in (z.catalog, z.quarantine):
+        removed += clean_litter(folder, recursive=False)
         for p in folder.glob(".*.tmp"):
             p.unlink(missing_ok=True)
             removed += 1
@@ -280,6 +277,12 @@ class IngestResult:
     @property
     def balanced(self) -> bool:
         return self.received == self.catalogued + self.quarantined + self.duplicates
+
+    @property
+    def problems(self) -> list[str]:
+        if self.balanced:
+            return []
+        return [f"received {self.received} != sum of statuses"]
 
     def summary_line(self) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items())) or "none"
@@ -319,24 +322,13 @@ class IngestResult:
             reasons={str(k): int(v) for k, v in reasons.items()},
             modalities={str(k): int(v) for k, v in ok["modality"].dropna().value_counts().items()},
             transfer_syntaxes={str(k): int(v) for k, v in ts.items()},
-            studies=int(ok["study_instance_uid"].nunique()),
-            series=int(ok["series_instance_uid"].nunique()),
+            studies=int(ok["study_uid"].nunique()),
+            series=int(ok["series_uid"].nunique()),
         )
 
 
 def _ts_name(uid: str) -> str:
-    from pydicom.uid import UID
-
     return UID(uid).name
-
-
-def catalog_path(z: Zones, batch: str) -> Path:
-    return z.catalog / f"{batch}.parquet"
-
-
-def reasons_path(z: Zones, batch: str) -> Path:
-    """The quarantine's reasons file: next to the batch folder, so it never collides with a file."""
-    return z.quarantine / f"{batch}.reasons.csv"
 
 
 def _check_batch_name(batch: str) -> None:
@@ -348,11 +340,11 @@ def _known_hashes(z: Zones, batch: str) -> dict[str, str]:
     """Content hash -> 'batch/relpath' of first receipt, over every other batch catalogued so far.
 
     Every other batch, not only earlier ones: batches may be ingested in any order (two runs at
-    once). A batch's own earlier decisions are kept by ``ingest_batch``, so re-runs stay stable.
+    once). A batch's own earlier decisions are kept by ``run_ingest``, so re-runs stay stable.
     """
     seen: dict[str, str] = {}
     for p in sorted(z.catalog.glob("*.parquet")):
-        if p.stem == batch:
+        if p == z.catalog_file(batch):
             continue
         df = pd.read_parquet(p, columns=["batch", "relpath", "sha256", "status"])
         for row in df[df["status"] != DUPLICATE].itertuples():
@@ -400,9 +392,10 @@ def _entry_row(
     return row
 
 
-def ingest_batch(batch: str, z: Zones, max_depth: int = DEFAULT_MAX_DEPTH) -> IngestResult:
-    """Validate, catalog and sort every entry of ``raw/<batch>/``. Idempotent; one bad entry never
-    stops the batch (it is quarantined with a reason, or left for the next run to move).
+def run_ingest(z: Zones, batch: str, max_depth: int = DEFAULT_MAX_DEPTH) -> IngestResult:
+    """The ingest stage: validate, catalog and sort every entry of ``raw/<batch>/``. Idempotent;
+    one bad entry never stops the batch (it is quarantined with a reason, or left for the next run
+    to move).
 
     The catalog is written before any entry moves, so a run that dies half-way is finished by the
     next one: rows already catalogued are reused (same relpath and content), entries they say belong
@@ -411,17 +404,17 @@ def ingest_batch(batch: str, z: Zones, max_depth: int = DEFAULT_MAX_DEPTH) -> In
     """
     _check_batch_name(batch)
     _ensure(z)
-    raw, quarantine, dups = z.raw / batch, z.quarantine / batch, z.duplicates / batch
+    raw, quarantine = z.raw_batch(batch), z.quarantine_batch(batch)
+    dups, catalog = z.duplicates_batch(batch), z.catalog_file(batch)
     # Deciding "duplicate" reads every other batch's catalog: two batches ingested at once must
     # not both miss each other, so the whole read-decide-write-move holds the catalog's lock.
-    with _locked(z, CATALOG_LOCK):
+    with _locked(z.catalog_lock):
         _clean_litter_locked(z)
-        if not raw.is_dir() and not catalog_path(z, batch).exists():
+        if not raw.is_dir() and not catalog.exists():
             raise FileNotFoundError(f"batch {batch} was never claimed (no raw folder, no catalog)")
         previous: dict[str, dict[str, Any]] = {}
-        if catalog_path(z, batch).exists():
-            prev = pq.read_table(catalog_path(z, batch), schema=CATALOG_SCHEMA).to_pylist()
-            previous = {str(r["relpath"]): r for r in prev}
+        if catalog.exists():
+            previous = {str(r["relpath"]): r for r in _read_catalog_table(catalog).to_pylist()}
 
         known = _known_hashes(z, batch)
         for rec in previous.values():
@@ -454,18 +447,19 @@ def ingest_batch(batch: str, z: Zones, max_depth: int = DEFAULT_MAX_DEPTH) -> In
         table = pa.Table.from_pylist(
             [{k: r.get(k) for k in CATALOG_COLUMNS} for r in rows], schema=CATALOG_SCHEMA
         )
-        _write_parquet(table, catalog_path(z, batch))
+        # fixed schema, no writer metadata (same rows, same bytes), 0600
+        atomic_write_parquet(table, catalog, private=True)
         df = table.to_pandas()
         failed = _apply_moves(z, moves, [str(r["relpath"]) for r in rows])
         _prune_empty_dirs(raw)
-        _write_reasons(df, reasons_path(z, batch))
+        _write_reasons(df, z.ingest_reasons(batch))
         if failed:
             numbers = ", ".join(f"#{n}" for n in failed[:10]) + (" ..." if len(failed) > 10 else "")
             raise IngestMoveError(
                 f"batch {batch}: {len(failed)} file(s) could not be moved to quarantine or "
                 f"duplicates (file {numbers}); the catalog is written: run again to finish"
             )
-        pending_path(z, batch).unlink(missing_ok=True)
+        z.catalog_pending(batch).unlink(missing_ok=True)
     return IngestResult.from_catalog(batch, df)
 
 
@@ -497,28 +491,26 @@ def _apply_moves(z: Zones, moves: list[tuple[str, Path, Path]], relpaths: list[s
     return sorted(failed)
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    """Atomic write, 0600, with a fixed schema and no writer metadata: same rows, same bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with _private_file(tmp) as f:
-        pq.write_table(table.replace_schema_metadata(None), f)
-    os.replace(tmp, path)
-
-
 def _write_reasons(df: pd.DataFrame, path: Path) -> None:
+    """The quarantine's reasons (0600, atomic); removed when nothing is quarantined."""
     q = df[df["status"] == QUARANTINED]
     if q.empty:
         path.unlink(missing_ok=True)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with _private_file(tmp) as raw, io.TextIOWrapper(raw, newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["relpath", "reason", "message", "sha256"])
-        for r in q.itertuples():
-            w.writerow([r.relpath, r.reason, r.message, r.sha256])
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["relpath", "reason", "message", "sha256"])
+    for r in q.itertuples():
+        w.writerow([r.relpath, r.reason, r.message, r.sha256])
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"), private=True)
+
+
+def _read_catalog_table(path: Path) -> pa.Table:
+    """One catalog file in :data:`CATALOG_SCHEMA` (older catalogs' UID column names renamed)."""
+    table = pq.read_table(path)
+    if any(name in _LEGACY_COLUMNS for name in table.column_names):
+        table = table.rename_columns([_LEGACY_COLUMNS.get(n, n) for n in table.column_names])
+    return table.select(list(CATALOG_COLUMNS)).cast(CATALOG_SCHEMA)
 
 
 def read_catalog(z: Zones, batch: str | None = None) -> pd.DataFrame:
@@ -526,25 +518,23 @@ def read_catalog(z: Zones, batch: str | None = None) -> pd.DataFrame:
     paths: list[Path]
     if batch is not None:
         _check_batch_name(batch)
-        paths = [catalog_path(z, batch)]
+        paths = [z.catalog_file(batch)]
         if not paths[0].exists():
             raise FileNotFoundError(f"no catalog for batch {batch} in {z.catalog}")
     else:
         paths = sorted(z.catalog.glob("*.parquet")) if z.catalog.is_dir() else []
-    tables = [pq.read_table(p, schema=CATALOG_SCHEMA) for p in paths]
+    tables = [_read_catalog_table(p) for p in paths]
     table = pa.concat_tables(tables) if tables else CATALOG_SCHEMA.empty_table()
     # Nullable integers: rows/columns/frames stay integers where some rows lack them.
     return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
-def check_accounting(z: Zones, batch: str) -> list[str]:
+def check_ingest(z: Zones, batch: str) -> list[str]:
     """Problems with a batch's books (empty when they add up): every row has a known status, every
     file is where its row says, quarantined rows carry a reason, received == the sum."""
     df = read_catalog(z, batch)
-    problems: list[str] = []
     res = IngestResult.from_catalog(batch, df)
-    if not res.balanced:
-        problems.append(f"received {res.received} != sum of statuses")
+    problems: list[str] = list(res.problems)
     bad_status = set(df["status"]) - {OK, QUARANTINED, DUPLICATE}
     if bad_status:
         problems.append(f"unknown statuses: {sorted(bad_status)}")
@@ -554,9 +544,9 @@ def check_accounting(z: Zones, batch: str) -> list[str]:
     no_reason = int(((df["status"] != OK) & (df["reason"].fillna("") == "")).sum())
     if no_reason:
         problems.append(f"{no_reason} quarantined/duplicate rows without a reason")
-    left = len(inbox.entries(z.raw / batch)) - res.catalogued
+    left = len(inbox.entries(z.raw_batch(batch))) - res.catalogued
     if left:
         problems.append(f"{left} files in raw/{batch} not catalogued as ok")
-    if pending_path(z, batch).exists():
+    if z.catalog_pending(batch).exists():
         problems.append("the batch is not fully ingested yet (a run was interrupted)")
     return problems

@@ -19,12 +19,16 @@ Everything is deterministic for a seed: ties are broken by a seeded permutation 
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from medcurate.io import atomic_write_bytes
 
 TRAIN, VALIDATION, TEST, EXTERNAL = "train", "validation", "test", "external"
 SPLITS: tuple[str, ...] = (TRAIN, VALIDATION, TEST)
@@ -346,6 +350,13 @@ def leaking_patients(assigned: pd.DataFrame) -> list[str]:
     return sorted(str(p) for p in n[n > 1].index)
 
 
+def leak_problems(assigned: pd.DataFrame) -> list[str]:
+    """The patient-leak test as problems: how many patients sit in two splits, never who (the
+    count is enough to stop a release; the pseudonyms stay out of logs and check metadata)."""
+    n = len(leaking_patients(assigned))
+    return [f"{n} patient(s) have samples in more than one split"] if n else []
+
+
 def balance_report(
     assigned: pd.DataFrame, strata: Sequence[str] = DEFAULT_STRATA, real_only: bool = True
 ) -> pd.DataFrame:
@@ -440,8 +451,9 @@ def balance_markdown(report: pd.DataFrame) -> str:
 
 
 def balance_plot(report: pd.DataFrame, out: Path) -> Path:
-    """Bar chart of stratum proportions per split (PNG, no timestamp inside, so reproducible)."""
-    import matplotlib
+    """Bar chart of stratum proportions per split (PNG, no timestamp inside, so reproducible),
+    written atomically."""
+    import matplotlib  # lazy: heavy, and only the splits stage draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -452,6 +464,13 @@ def balance_plot(report: pd.DataFrame, out: Path) -> Path:
     ax.set_ylabel("proportion of samples")
     ax.set_title("stratum balance per split")
     fig.tight_layout()
-    fig.savefig(out, dpi=80, metadata={"Software": None})
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
     plt.close(fig)
-    return out
+    return atomic_write_bytes(out, buf.getvalue())
+
+
+def png_markdown(png: Path, alt: str) -> str:
+    """A PNG inlined as a markdown image (a data URL: Dagster's UI shows it without a server)."""
+    data = base64.b64encode(Path(png).read_bytes()).decode()
+    return f"![{alt}](data:image/png;base64,{data})"

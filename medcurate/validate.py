@@ -50,7 +50,9 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.filereader import data_element_generator, read_preamble
+from pydicom.pixels import get_decoder, iter_pixels
+from pydicom.uid import UID, MediaStorageDirectoryStorage
 
 from medcurate.dicomwalk import DEFAULT_MAX_DEPTH, inspect
 
@@ -85,7 +87,7 @@ REASON_CODES = (
     SEQUENCE_TOO_DEEP,
 )
 
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+MEDIA_STORAGE_DIRECTORY = MediaStorageDirectoryStorage
 PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel, Float Pixel, Double Float Pixel
 
 # Type 1 attributes every catalogued instance must carry (identity: PS3.3 SOP Common, General
@@ -190,8 +192,6 @@ def scan_top_level(path: Path, file_meta: Dataset) -> tuple[Reason | None, set[i
     "fine" with a shorter Pixel Data or without its last elements; this walk sees the cut.
     Values are skipped, not read. Deflated files are read whole (zlib notices a cut).
     """
-    from pydicom.filereader import data_element_generator, read_preamble
-
     ts = UID(str(file_meta.get("TransferSyntaxUID", "")))
     if ts == pydicom.uid.DeflatedExplicitVRLittleEndian or not ts.is_transfer_syntax:
         ds = pydicom.dcmread(path)
@@ -320,8 +320,6 @@ def check_image_plane_module(ds: Dataset) -> Reason | None:
 
 def check_transfer_syntax(transfer_syntax_uid: str) -> Reason | None:
     """PS3.5 10: we can only prove pixels decode for transfer syntaxes with an installed decoder."""
-    from pydicom.pixels import get_decoder
-
     try:
         decoder = get_decoder(transfer_syntax_uid)
     except NotImplementedError:
@@ -383,9 +381,9 @@ def header_fields(ds: Dataset) -> dict[str, Any]:
         ts = _safe(meta, "TransferSyntaxUID")
     return {
         "sop_class_uid": _safe(ds, "SOPClassUID"),
-        "sop_instance_uid": _safe(ds, "SOPInstanceUID"),
-        "study_instance_uid": _safe(ds, "StudyInstanceUID"),
-        "series_instance_uid": _safe(ds, "SeriesInstanceUID"),
+        "sop_uid": _safe(ds, "SOPInstanceUID"),
+        "study_uid": _safe(ds, "StudyInstanceUID"),
+        "series_uid": _safe(ds, "SeriesInstanceUID"),
         "frame_of_reference_uid": _safe(ds, "FrameOfReferenceUID"),
         "modality": _safe(ds, "Modality"),
         "manufacturer": _safe(ds, "Manufacturer"),
@@ -507,8 +505,6 @@ def _validate(path: Path, header: dict[str, Any], max_depth: int) -> Validation:
 
 def decode_pixels(path: Path) -> Reason | None:
     """Decode every frame (raw: no colour conversion) to prove the pixel data is usable."""
-    from pydicom.pixels import iter_pixels
-
     try:
         ds = pydicom.dcmread(path)
         frames = 0

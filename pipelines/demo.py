@@ -5,6 +5,11 @@ turn them into a batch partition, materialize the batch's assets, open annotatio
 managed Label Studio (started here, stopped at the end) where three simulated annotators label it,
 export it, then the dataset-wide assets (consensus labels ... release). Runs are recorded in the
 instance, so `make ui` shows them afterwards.
+
+What the person would type is run through the ``medcurate`` command line (``init-home``, ``synth``,
+``annotate-sim``), in this process; the Dagster side goes through the code location. The few
+other steps a person does by hand (the salt file, dropping files, starting the server) call the
+core directly: tests/test_layout.py lists them as this module's exceptions.
 """
 
 from __future__ import annotations
@@ -17,28 +22,39 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+import typer
 
+from assets.ingest import claim_inbox, drop_into_inbox
 from assets.partitions import batch_partitions, round_partitions
-from medcurate.config import Zones, deid_salt, zones
-from medcurate.home import init_home
-from medcurate.ingest import claim_inbox, drop_into_inbox
+from assets.resources import DeidSecrets
+from medcurate import cli
+from medcurate.config import ConfigError, Zones, zones
 from medcurate.perms import make_private, private_dir, write_private_bytes
-from medcurate.synth import generate_studies
+from medcurate.services import labelstudio as ls
 from pipelines.definitions import all_assets, all_checks, defs
 
 
-def demo_salt(restricted: Path) -> str:
+def demo_salt(z: Zones) -> str:
     """A random salt for the demo, kept in restricted/ so re-runs pseudonymize the same way.
 
     Real deployments set MEDCURATE_DEID_SALT from their secret store instead. The file is 0600 in
     a 0700 folder whatever the umask; 64 hex digits (256 bits) pass the salt rule of deid_salt.
     """
-    path = restricted / "demo-salt"
+    path = z.demo_salt
     if not path.exists():
-        private_dir(restricted)
+        private_dir(z.restricted)
         write_private_bytes(path, secrets.token_hex(32).encode())
     make_private(path)
     return path.read_text().strip()
+
+
+def medcurate(*args: str | Path) -> None:
+    """Run one ``medcurate`` command in this process, as a person would type it (errors raise,
+    as they do in any other step of the demo)."""
+    command = typer.main.get_command(cli.app)
+    code = command.main([str(a) for a in args], prog_name="medcurate", standalone_mode=False)
+    if code:  # a command that ended with typer.Exit(n)
+        raise SystemExit(code)
 
 
 def _metadata_line(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -60,26 +76,22 @@ def _metadata_line(result: dg.ExecuteInProcessResult) -> list[str]:
 def run_demo(patients: int = 12, seed: int = 7, rounds: int = 2) -> int:
     z = zones()
     os.environ.setdefault("DAGSTER_HOME", str(z.dagster_home))
-    print(init_home(z))  # first: restricted/ owner-only before the salt is written there
+    medcurate("init-home")  # first: restricted/ owner-only before the salt is written there
     if not os.environ.get("MEDCURATE_DEID_SALT"):
-        os.environ["MEDCURATE_DEID_SALT"] = demo_salt(z.restricted)
-    deid_salt()  # a weak MEDCURATE_DEID_SALT from the caller stops the demo here, not mid-run
+        os.environ["MEDCURATE_DEID_SALT"] = demo_salt(z)
+    DeidSecrets().salt()  # a weak MEDCURATE_DEID_SALT from the caller stops the demo here
     started = _start_labelstudio(z.home)
     try:
         return _run(z, patients, seed, rounds)
     finally:
         if started:
-            from medcurate.services.labelstudio import stop
-
-            stop(z.home)
+            ls.stop(z.home)
             print("label studio: stopped")
 
 
 def _start_labelstudio(home: Path) -> bool:
     """Start the managed Label Studio for MEDCURATE_HOME unless it already runs (then it is left
     running afterwards). True when this demo started it."""
-    from medcurate.services import labelstudio as ls
-
     if ls.status(home).running:
         print(f"label studio: already running ({ls.status(home).url})")
         return False
@@ -92,13 +104,11 @@ def _start_labelstudio(home: Path) -> bool:
 
 
 def _run(z: Zones, patients: int, seed: int, rounds: int) -> int:
-    truth = z.restricted / "demo-truth" / f"seed-{seed}"
+    truth = z.demo_truth / f"seed-{seed}"
     with tempfile.TemporaryDirectory(dir=z.restricted) as staging:
-        summary = generate_studies(
-            Path(staging) / "drop", patients=patients, seed=seed, truth=truth
-        )
-        print(f"generated: {summary}")
-        dropped = drop_into_inbox(Path(staging) / "drop", z)
+        drop = Path(staging) / "drop"
+        medcurate("synth", drop, "--patients", str(patients), "--seed", str(seed), "--truth", truth)
+        dropped = drop_into_inbox(drop, z)
     print(f"dropped {dropped} files into the inbox")
     batch = claim_inbox(z)
     if batch is None:
@@ -115,7 +125,7 @@ def _run(z: Zones, patients: int, seed: int, rounds: int) -> int:
     if not run("batch", batch_keys, batch):
         return 1
     for n in range(1, rounds + 1):
-        if not _annotation_round(run, f"round-{n}", truth):
+        if not _annotation_round(run, n, truth):
             return 1
         # the next round's model trains on this round's consensus
         if n < rounds and not run("consensus", [dg.AssetKey("consensus_labels")]):
@@ -151,23 +161,24 @@ class _Runner:
         return bool(result.success)
 
 
-def _annotation_round(run: _Runner, round_key: str, truth: Path) -> bool:
+def _annotation_round(run: _Runner, round_number: int, truth: Path) -> bool:
     """One annotation round: the pre-annotation model, the round's tasks in Label Studio, three
-    simulated annotators with moderate noise, then the export."""
-    from annotation.rounds import round_number
-    from annotation.simulate import annotate_round
-
-    run.instance.add_dynamic_partitions(round_partitions.name, [round_key])  # type: ignore[arg-type]
+    simulated annotators with moderate noise (``medcurate annotate-sim``), then the export."""
+    round = f"round-{round_number}"
+    run.instance.add_dynamic_partitions(round_partitions.name, [round])  # type: ignore[arg-type]
     round_assets = [a for a in all_assets if a.partitions_def == round_partitions]  # type: ignore[union-attr]
     keys = [k for a in round_assets for k in a.keys]  # type: ignore[union-attr]
     tasks, exported = dg.AssetKey("annotation_tasks"), dg.AssetKey("annotations")
     before = [k for k in keys if k not in (tasks, exported)]
-    if before and not run(round_key, before, round_key):
+    if before and not run(round, before, round):
         return False
-    if not run(round_key, [tasks], round_key):
+    if not run(round, [tasks], round):
         return False
-    print(annotate_round(round_number(round_key), annotators=3, noise="moderate", truth=truth))
-    return run(f"{round_key} export", [exported], round_key)
+    medcurate(
+        "annotate-sim", "--round", str(round_number), "--annotators", "3", "--noise", "moderate",
+        "--truth", truth,
+    )  # fmt: skip
+    return run(f"{round} export", [exported], round)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,8 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=2, help="annotation rounds (>= 1)")
     args = parser.parse_args(argv)
-    from medcurate.config import ConfigError
-
     try:
         return run_demo(patients=args.patients, seed=args.seed, rounds=max(1, args.rounds))
     except ConfigError as exc:  # a weak salt, an unwritable or open home: one line, no traceback

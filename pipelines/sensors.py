@@ -3,10 +3,10 @@ round watcher that notices a finished annotation round."""
 
 import dagster as dg
 
-from assets.ingest import raw_instances
+from assets.annotation import annotations, consensus_labels, open_rounds
+from assets.ingest import claim_inbox, pending_batches, raw_instances
 from assets.partitions import batch_partitions, round_partitions
 from assets.resources import LabelStudioResource, MedcurateHome
-from medcurate.ingest import claim_inbox, pending_batches
 from pipelines.jobs import consensus_job, round_export_job
 
 INBOX_MIN_AGE_S = 10.0  # a file untouched this long is taken as fully written
@@ -99,44 +99,21 @@ def _run_key(instance: dg.DagsterInstance, batch: str) -> str | None:
 def round_sensor(
     context: dg.SensorEvaluationContext, home: MedcurateHome, labelstudio: LabelStudioResource
 ) -> dg.SensorResult:
-    from annotation.rounds import Api, read_round_info, round_progress
-    from assets.annotation import annotations, consensus_labels
-
-    z = home.zones()
-    try:
-        api = Api(*labelstudio.connection())
-    except Exception as exc:  # a server that is down is a reason to wait, not an error
-        return dg.SensorResult(skip_reason=f"Label Studio not reachable ({type(exc).__name__})")
-    requests: list[dg.RunRequest] = []
-    waiting = []
-    for rk in sorted(context.instance.get_dynamic_partitions(str(round_partitions.name))):
-        info = read_round_info(z.annotation, rk)
-        if info is None:
-            continue
-        try:
-            done, total = round_progress(api, info)
-        except Exception as exc:  # Label Studio down or restarting: look again next tick
-            return dg.SensorResult(skip_reason=f"Label Studio not reachable ({type(exc).__name__})")
-        if total and done == total:
-            # the run key changes when the round's project changes (e.g. tasks were added)
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"{rk}-project-{info['project_id']}-tasks-{total}",
-                    partition_key=rk,
-                    job_name=round_export_job.name,
-                )
-            )
-        else:
-            waiting.append(f"{rk}: {done}/{total}")
+    rounds = context.instance.get_dynamic_partitions(str(round_partitions.name))
+    progress = open_rounds(home, labelstudio, rounds)
+    if isinstance(progress, str):
+        return dg.SensorResult(skip_reason=progress)
+    requests = [
+        dg.RunRequest(run_key=p.run_key, partition_key=p.round, job_name=round_export_job.name)
+        for p in progress
+        if p.finished
+    ]
     latest = context.instance.get_latest_materialization_event(annotations.key)
     consensus = context.instance.get_latest_materialization_event(consensus_labels.key)
     if latest is not None and (consensus is None or consensus.timestamp < latest.timestamp):
-        requests.append(
-            dg.RunRequest(
-                run_key=f"consensus-after-{latest.run_id}",
-                job_name=consensus_job.name,
-            )
-        )
+        run_key = f"consensus-after-{latest.run_id}"
+        requests.append(dg.RunRequest(run_key=run_key, job_name=consensus_job.name))
     if not requests:
-        return dg.SensorResult(skip_reason="no finished round: " + ("; ".join(waiting) or "none"))
+        waiting = "; ".join(p.line() for p in progress if not p.finished) or "none"
+        return dg.SensorResult(skip_reason=f"no finished round: {waiting}")
     return dg.SensorResult(run_requests=requests)

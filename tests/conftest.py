@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+import pandas as pd
 import pytest
 
 from medcurate.config import Zones
+from medcurate.deid.pseudonyms import Keyer
+from medcurate.deid.uids import UIDMapper
+from medcurate.io import sha256_file
+from medcurate.services import labelstudio as ls
+from medcurate.synth import generate_studies
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -33,8 +42,6 @@ def salt(monkeypatch: pytest.MonkeyPatch) -> bytes:
 @pytest.fixture(scope="session")
 def synth_studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A small generated cohort shared by the session: (studies folder, truth folder). Read-only."""
-    from medcurate.synth import generate_studies
-
     root = tmp_path_factory.mktemp("synth")
     out, truth = root / "studies", root / "truth"
     generate_studies(out, patients=6, seed=1, truth=truth)
@@ -46,9 +53,6 @@ def release_cohort():  # type: ignore[no-untyped-def]
     """Factory for the store/release tests: writes tiny NIfTI volumes (and masks for abnormal
     samples) under ``root/volumes`` and ``root/labels`` and returns (volumes, labels) tables in
     the volumes.parquet / labels.parquet contract. Patients ``p{start}..``; deterministic."""
-    import nibabel as nib
-    import numpy as np
-    import pandas as pd
 
     def make(root: Path, patients: int = 12, start: int = 0, seed: int = 0, variant: int = 0):  # type: ignore[no-untyped-def]
         rng = np.random.default_rng(seed + start)
@@ -64,8 +68,6 @@ def release_cohort():  # type: ignore[no-untyped-def]
                 rel = f"p{i:04d}/{sid}.nii.gz"
                 (vol_root / rel).parent.mkdir(parents=True, exist_ok=True)
                 nib.save(nib.Nifti1Image(arr, np.eye(4)), vol_root / rel)
-                from medcurate.hashing import sha256_file
-
                 vols.append(
                     {
                         "sample_id": sid,
@@ -112,8 +114,6 @@ def labelstudio(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
     Started from the pre-migrated template (seconds), with generated credentials (the calling
     environment's LABEL_STUDIO_* values are ignored), stopped after the session.
     """
-    from medcurate.services import labelstudio as ls
-
     home = tmp_path_factory.mktemp("labelstudio-home")
     server = ls.start(home=home, port=ls.free_port(), env={})
     try:
@@ -129,15 +129,6 @@ def annotation_cohort(labelstudio):  # type: ignore[no-untyped-def]
     masks in a flipped (LPS-like) series geometry, labels keyed by ORIGINAL series UIDs (the
     volumes table holds the salt's new UIDs), planted PHI in phi.json and in the truth table's
     folder names. Returns (zones, truth folder, salt bytes)."""
-    import json
-
-    import nibabel as nib
-    import numpy as np
-    import pandas as pd
-
-    from medcurate.deid.pseudonyms import Keyer
-    from medcurate.deid.uids import UIDMapper
-
     z = Zones(labelstudio.home).ensure()
     salt = TEST_SALT.encode()
     new_uid = UIDMapper(Keyer(salt))

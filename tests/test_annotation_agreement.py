@@ -92,3 +92,20 @@ def test_pairwise_dice() -> None:
     assert mean_pairwise_dice([a, b, c]) == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
     with pytest.raises(ValueError):
         mean_pairwise_dice([a])
+
+
+def test_cohen_degenerate_convention_is_ours_not_sklearns() -> None:
+    """Both raters put everything in one category: chance agreement is 1, sklearn says the
+    kappa is undefined (NaN); our convention (module docstring) makes it 1.0, so a round's
+    report never shows NaN. Any other input is sklearn's value."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isnan(cohen_kappa_score(["normal"] * 3, ["normal"] * 3))
+    assert cohen_kappa(["normal"] * 3, ["normal"] * 3) == 1.0
+    # one rater uses a second category: defined, and sklearn's
+    a, b = ["normal", "normal", "normal"], ["normal", "normal", "abnormal"]
+    assert cohen_kappa(a, b) == cohen_kappa_score(a, b) == 0.0
+    # Fleiss' kappa keeps the same convention
+    assert fleiss_kappa([[3, 0], [3, 0]]) == 1.0

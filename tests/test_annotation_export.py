@@ -1,5 +1,6 @@
-"""Decoding a snapshot export: one row per annotator per task, the latest annotation wins,
-pseudonyms instead of accounts, masks back in the volume's exact geometry."""
+"""Decoding a snapshot export: brush regions back into masks, one row per annotator per task,
+the latest annotation wins, pseudonyms instead of accounts, masks back in the volume's exact
+geometry."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
-from annotation.export import annotator_pseudonym, choice_of, decode_export, write_annotator_maps
+from annotation.export import (
+    annotator_pseudonym,
+    brush_masks,
+    choice_of,
+    decode_export,
+    union_mask,
+    write_annotator_maps,
+)
 from annotation.render import volume_mask_slice
 from annotation.tasks import brush_result, choice_result
+from medcurate.config import Zones
 
 H, W = 6, 5  # PNG rows, cols: the volume is (W, H, K) = (5, 6, 3)
 
@@ -86,11 +96,12 @@ def test_annotator_maps_share_the_volume_geometry(tmp_path: Path) -> None:
     ref = tmp_path / "vol.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((W, H, 3), dtype=np.float32), affine), ref)
     out = decode_export(_export(), "round-3", lambda uid: NAMES[uid or 0], SIZES)
-    n = write_annotator_maps(out, {"S1": ref}, {"S1": (W, H, 3)}, tmp_path, "round-3")
+    z = Zones(tmp_path)
+    n = write_annotator_maps(out, {"S1": ref}, {"S1": (W, H, 3)}, z, "round-3")
     assert n == 2
     row = next(r for r in out.rows if r["annotator"] == "ann-one")
     assert row["mask_path"] == "round-3/masks/S1/ann-one.nii.gz"
-    img = nib.load(tmp_path / row["mask_path"])
+    img = nib.load(z.annotation / row["mask_path"])
     assert np.allclose(img.affine, affine)
     label = np.asarray(img.dataobj)
     assert np.array_equal(volume_mask_slice(label, 1), _mask(3, 2))
@@ -106,3 +117,24 @@ def test_pseudonym_hides_the_account() -> None:
 def test_choice_of() -> None:
     assert choice_of([brush_result(_mask(0, 0)), choice_result("unreadable")]) == "unreadable"
     assert choice_of([]) is None
+
+
+def test_union_of_brush_regions_ignores_other_controls() -> None:
+    a = np.zeros((5, 6), dtype=bool)
+    b = np.zeros((5, 6), dtype=bool)
+    a[0, :2] = True
+    b[4, 5] = True
+    results = [choice_result("abnormal"), brush_result(a), brush_result(b)]
+    masks = brush_masks(results)
+    assert len(masks) == 2 and np.array_equal(masks[0], a)
+    assert np.array_equal(union_mask(results, 5, 6), a | b)
+    assert not union_mask([choice_result("normal")], 5, 6).any()
+
+
+def test_bad_regions_fail_loudly() -> None:
+    region = brush_result(np.ones((2, 2), dtype=bool))
+    with pytest.raises(ValueError, match="on a"):
+        union_mask([region], 3, 3)
+    region["value"]["format"] = "polygon"
+    with pytest.raises(ValueError, match="not 'rle'"):
+        brush_masks([region])

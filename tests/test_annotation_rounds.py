@@ -15,27 +15,29 @@ import pytest
 
 from annotation.adjudication import Thresholds, consensus_for_round
 from annotation.agreement import dice
+from annotation.client import LabelStudioClient
 from annotation.export import export_round
 from annotation.rounds import (
-    Api,
-    ensure_project,
+    finding_slices,
     project_title,
     read_round_info,
     render_round,
     round_number,
+    round_of,
     round_progress,
-    sync_tasks,
     write_round_info,
 )
 from annotation.simulate import simulate_round, truth_for_volume, truth_index
 from annotation.tasks import phi_hits
+from medcurate.config import Zones
 from medcurate.services.labelstudio import ServicePaths
 from medcurate.synth.truth import planted_phi, planted_uids
 
 
 def test_round_keys_and_titles() -> None:
-    assert round_number("round-12") == 12
-    for bad in ("round-0", "round-x", "r-1", "round-1 "):
+    assert round_number("round-12") == 12 and round_number(12) == 12
+    assert round_of(12) == "round-12"
+    for bad in ("round-0", "round-x", "r-1", "round-1 ", 0):
         with pytest.raises(ValueError):
             round_number(bad)
     assert project_title("round-3") == "medcurate round-3"
@@ -43,21 +45,22 @@ def test_round_keys_and_titles() -> None:
 
 
 def test_render_round_maps_pre_annotations_onto_slices(tmp_path: Path) -> None:
+    z = Zones(tmp_path)
     vol = np.random.default_rng(0).random((10, 8, 7)).astype(np.float32)
-    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "A1.nii.gz")
+    z.volumes.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), z.volumes / "A1.nii.gz")
     pred = np.zeros(vol.shape, dtype=np.uint8)
     pred[2:5, 3:6, 3] = 1  # a candidate finding on slice 3, between the regular slices
-    model = tmp_path / "ann" / "round-2" / "model"
-    (model / "pred").mkdir(parents=True)
-    nib.save(nib.Nifti1Image(pred, np.eye(4)), model / "pred" / "A1.nii.gz")
+    z.round_predictions("round-2").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(pred, np.eye(4)), z.round_prediction("round-2", "A1"))
     pd.DataFrame(
         [{"sample_id": "A1", "uncertainty": 0.2, "p_abnormal": 0.9, "model_version": "unet-x"}]
-    ).to_parquet(model / "scores.parquet")
+    ).to_parquet(z.round_scores("round-2"))
     vols = pd.DataFrame([{"sample_id": "A1", "nifti_path": "A1.nii.gz"}])
-    slices, tasks = render_round(vols, ["A1"], tmp_path, tmp_path / "ann", "round-2", every=3)
+    slices, tasks = render_round(vols, ["A1"], z, "round-2", every=3)
     assert list(slices["slice_k"]) == [0, 3, 6]
     assert list(slices["candidate"]) == [False, True, False]
-    assert (tmp_path / "ann" / slices["image_relpath"][1]).exists()
+    assert (z.annotation / slices["image_relpath"][1]).exists()
     assert slices["image_relpath"][1] == "round-2/images/A1/A1_k0003.png"
     by_k = {t["data"]["slice_k"]: t for t in tasks}
     (p3,) = by_k[3]["predictions"]
@@ -73,25 +76,26 @@ def _digest(path: Path) -> str:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_full_round_with_simulated_annotators(labelstudio, annotation_cohort) -> None:  # type: ignore[no-untyped-def]
     z, truth, salt = annotation_cohort
     rk = "round-51"
-    volumes = pd.read_parquet(z.volumes / "volumes.parquet")
+    volumes = pd.read_parquet(z.volumes_table)
     samples = sorted(volumes["sample_id"])[:4]
-    api = Api(labelstudio.url, labelstudio.api_key)
+    api = LabelStudioClient(labelstudio.url, labelstudio.api_key)
 
-    slices, tasks = render_round(volumes, samples, z.volumes, z.annotation, rk, every=2)
+    slices, tasks = render_round(volumes, samples, z, rk, every=2)
     assert len(tasks) == 4 * 5  # 9 slices, every 2nd: 0, 2, 4, 6, 8
-    slices.to_parquet(z.annotation / rk / "slices.parquet", index=False)
-    pid, created = ensure_project(api, project_title(rk), 3, z.annotation / rk)
-    assert created and sync_tasks(api, pid, tasks) == (20, 0)
-    write_round_info(z.annotation / rk / "round.json", rk, pid, 3, slices)
+    slices.to_parquet(z.round_slices(rk), index=False)
+    pid, created = api.ensure_project(project_title(rk), 3, z.round_dir(rk))
+    assert created and api.sync_tasks(pid, tasks) == (20, 0)
+    write_round_info(z, rk, pid, 3, slices)
     # again: the same project, no duplicate task
-    again, created = ensure_project(api, project_title(rk), 3, z.annotation / rk, known_id=pid)
+    again, created = api.ensure_project(project_title(rk), 3, z.round_dir(rk), known_id=pid)
     assert (again, created) == (pid, False)
-    assert sync_tasks(api, pid, tasks) == (0, 20)
+    assert api.sync_tasks(pid, tasks) == (0, 20)
     assert len(api.tasks(pid)) == 20
-    info = read_round_info(z.annotation, rk)
+    info = read_round_info(z, rk)
     assert info is not None and round_progress(api, info) == (0, 20)
 
     index = truth_index(truth, salt)
@@ -100,29 +104,25 @@ def test_full_round_with_simulated_annotators(labelstudio, annotation_cohort) ->
         t = truth_for_volume(row, index, truth, z.volumes / row["nifti_path"])
         assert t is not None  # found through the salt's UID map
         truths[row["sample_id"]] = t
-    secrets_file = ServicePaths(z.home).secrets_dir / "sim-annotators.json"
-    summary = simulate_round(
-        labelstudio.url, labelstudio.api_key, pid, truths, 3, "moderate", secrets_file
-    )
+    secrets_file = ServicePaths(z.home).sim_annotators_file
+    summary = simulate_round(api, pid, truths, 3, "moderate", secrets_file)
     assert (summary.submitted, summary.skipped_existing, summary.tasks) == (60, 0, 20)
     assert round_progress(api, info) == (20, 20)
-    summary = simulate_round(
-        labelstudio.url, labelstudio.api_key, pid, truths, 3, "moderate", secrets_file
-    )
+    summary = simulate_round(api, pid, truths, 3, "moderate", secrets_file)
     assert (summary.submitted, summary.skipped_existing) == (0, 60)
 
     rows, complete = export_round(api, z, rk, info, salt)
     assert complete == 20 and len(rows) == 60
-    first = _digest(z.annotation / rk / "annotations.parquet")
+    first = _digest(z.round_annotations(rk))
     export_round(api, z, rk, info, salt)  # a second sync changes nothing
-    assert _digest(z.annotation / rk / "annotations.parquet") == first
-    table = pd.read_parquet(z.annotation / rk / "annotations.parquet")
+    assert _digest(z.round_annotations(rk)) == first
+    table = pd.read_parquet(z.round_annotations(rk))
     assert table["annotator"].nunique() == 3
     assert table["annotator"].str.fullmatch(r"ann-[0-9a-f]{10}").all()
     assert table.groupby("task_key").size().eq(3).all()
     assert (table["lead_time"] > 0).all()
 
-    rc = consensus_for_round(z.annotation, rk, Thresholds(method="staple"))
+    rc = consensus_for_round(z, rk, Thresholds(method="staple"))
     assert rc.kappa is not None and 0.5 < rc.kappa <= 1.0
     consensus_dice, single_dice = [], []
     for s in rc.samples:
@@ -141,7 +141,7 @@ def test_full_round_with_simulated_annotators(labelstudio, annotation_cohort) ->
 
     # PHI: nothing sent, stored or exported carries the generator's identifying values
     phi = sorted(planted_phi(truth) | planted_uids(truth))
-    exported = json.loads((z.restricted / "annotation-exports" / f"{rk}.json").read_text())
+    exported = json.loads(z.round_export(rk).read_text())
     sent = {"titles": [project_title(rk)], "tasks": tasks, "export": exported}
     assert phi_hits(sent, phi) == []
     assert phi_hits(table.to_dict("records"), phi) == []
@@ -155,8 +155,6 @@ def test_full_round_with_simulated_annotators(labelstudio, annotation_cohort) ->
 
 
 def test_finding_slices_one_per_finding_largest_first() -> None:
-    from annotation.rounds import finding_slices
-
     pred = np.zeros((20, 20, 12), dtype=np.uint8)
     pred[2:10, 2:10, 2:7] = 1  # big: slices 2..6 ...
     pred[10:14, 2:10, 5] = 1  # ... widest on slice 5

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from annotation.rounds import Api
+from annotation.client import LabelStudioClient
 from annotation.simulate import simulate_round, truth_for_volume, truth_index
 from annotation.tasks import choice_result
 from assets.annotation import annotation_tasks, annotations, consensus_labels
@@ -34,6 +34,7 @@ def _sensor(instance: dg.DagsterInstance, resources: dict) -> dg.SensorResult:  
     return result
 
 
+@pytest.mark.slow
 def test_round_assets_sensor_and_adjudication(labelstudio, annotation_cohort, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     z, truth, salt = annotation_cohort
     monkeypatch.setenv("MEDCURATE_HOME", str(z.home))
@@ -66,20 +67,21 @@ def test_round_assets_sensor_and_adjudication(labelstudio, annotation_cohort, mo
     md = run(["annotation_tasks"], RK, tasks_cfg)  # re-materialized: nothing new
     assert (md["tasks_imported"].value, md["tasks_already_there"].value) == (0, 12)
     assert md["project_created"].value is False
-    info = json.loads((z.annotation / RK / "round.json").read_text())
+    info = json.loads(z.round_info(RK).read_text())
     assert info["title"] == "medcurate round-52" and info["annotators"] == 2
 
     assert _sensor(instance, resources).run_requests == []  # nobody has labelled yet
 
-    volumes = pd.read_parquet(z.volumes / "volumes.parquet")
+    volumes = pd.read_parquet(z.volumes_table)
     index = truth_index(truth, salt)
     truths = {
         r["sample_id"]: truth_for_volume(r, index, truth, z.volumes / r["nifti_path"])
         for r in volumes[volumes["sample_id"].isin(info["samples"])].to_dict("records")
     }
-    secrets_file = ServicePaths(z.home).secrets_dir / "sim-annotators.json"
+    secrets_file = ServicePaths(z.home).sim_annotators_file
+    api = LabelStudioClient(labelstudio.url, labelstudio.api_key)
     simulate_round(
-        labelstudio.url, labelstudio.api_key, info["project_id"], truths, 2, "moderate",  # type: ignore[arg-type]
+        api, info["project_id"], truths, 2, "moderate",  # type: ignore[arg-type]
         secrets_file, seed=3,
     )  # fmt: skip
 
@@ -94,16 +96,13 @@ def test_round_assets_sensor_and_adjudication(labelstudio, annotation_cohort, mo
     strict = {"ops": {"consensus_labels": {"config": {"min_dice": 1.01}}}}
     md = run(["consensus_labels"], None, strict)
     assert md["rounds"].value[RK]["pending_adjudication"] >= 1
-    adj = json.loads((z.annotation / RK / "adjudication.json").read_text())
-    api = Api(labelstudio.url, labelstudio.api_key)
+    adj = json.loads(z.round_adjudication(RK).read_text())
     adj_tasks = api.tasks(adj["project_id"])
     assert adj_tasks and all(len(t["predictions"]) == 2 for t in adj_tasks)
     versions = {p["model_version"] for t in adj_tasks for p in t["predictions"]}
-    labels = pd.read_parquet(z.labels / "labels.parquet")
+    labels = pd.read_parquet(z.labels_table)
     mine = labels[labels["source_round"] == RK].set_index("sample_id")
-    assert set(versions) <= set(
-        pd.read_parquet(z.annotation / RK / "annotations.parquet")["annotator"]
-    )
+    assert set(versions) <= set(pd.read_parquet(z.round_annotations(RK))["annotator"])
     assert set(mine.index) == set(info["samples"])
 
     # the reviewer decides one sample: every slice normal; that verdict wins
@@ -123,7 +122,7 @@ def test_round_assets_sensor_and_adjudication(labelstudio, annotation_cohort, mo
     md = run(["consensus_labels"], None, strict)
     assert md["adjudicated_samples"].value >= 1
     assert len(api.tasks(adj["project_id"])) == len(adj_tasks)  # no duplicate review tasks
-    labels = pd.read_parquet(z.labels / "labels.parquet").set_index("sample_id")
+    labels = pd.read_parquet(z.labels_table).set_index("sample_id")
     row = labels.loc[target]
     assert row["adjudicated"] and not row["pending_adjudication"]
     assert row["label"] == "normal" and pd.isna(row["mask_path"])
@@ -133,5 +132,5 @@ def test_round_assets_sensor_and_adjudication(labelstudio, annotation_cohort, mo
         assert r["pending_adjudication"] or r["label"] == truths[sid].label  # type: ignore[union-attr]
         if r["label"] == "abnormal":
             assert (z.labels / r["mask_path"]).exists()
-    assert not (z.labels / "masks" / f"{target}.nii.gz").exists()
+    assert not (z.label_masks / f"{target}.nii.gz").exists()
     assert np.isfinite(md["kappa"].value)

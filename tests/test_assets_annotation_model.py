@@ -33,7 +33,7 @@ def _write_home(z: Zones, n: int = 4) -> None:
             nib.save(nib.Nifti1Image(m, aff), z.labels / "masks" / f"{sid}.nii.gz")
         rows.append(dict(sample_id=sid, patient=f"pt{i}", site="S-1", modality="CT",
                          nifti_path=f"{sid}.nii.gz", status="ok"))  # fmt: skip
-    pd.DataFrame(rows).to_parquet(z.volumes / "volumes.parquet")
+    pd.DataFrame(rows).to_parquet(z.volumes_table)
 
 
 def _materialize(z: Zones, instance: dg.DagsterInstance, key: str) -> dg.ExecuteInMemoryResult:
@@ -47,6 +47,7 @@ def _materialize(z: Zones, instance: dg.DagsterInstance, key: str) -> dg.Execute
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_annotation_model_rounds(zones_tmp: Zones) -> None:
     z = zones_tmp
     _write_home(z)
@@ -58,7 +59,7 @@ def test_annotation_model_rounds(zones_tmp: Zones) -> None:
     (mat,) = r1.asset_materializations_for_node("annotation_model")
     assert mat.metadata["method"].value == "proposal"
     assert mat.metadata["predictions"].value == 4
-    out1 = z.annotation / "round-1" / "model"
+    out1 = z.round_model("round-1")
     scores = pd.read_parquet(out1 / "scores.parquet")
     assert sorted(scores["sample_id"]) == ["smp0", "smp1", "smp2", "smp3"]
     pred = nib.load(out1 / "pred" / "smp0.nii.gz")
@@ -72,13 +73,13 @@ def test_annotation_model_rounds(zones_tmp: Zones) -> None:
             dict(sample_id="smp1", label="normal", mask_path=None, source_round="round-1",
                  agreement=1.0),
         ]
-    ).to_parquet(z.labels / "labels.parquet")  # fmt: skip
+    ).to_parquet(z.labels_table)  # fmt: skip
     r2 = _materialize(z, instance, "round-2")
     assert r2.success
     (mat2,) = r2.asset_materializations_for_node("annotation_model")
     md = {k: v.value for k, v in mat2.metadata.items()}
     assert md["method"] == "unet" and md["train_size"] == 2 and md["predictions"] == 2
     assert str(md["model_version"]).startswith("unet2d-")
-    out2 = z.annotation / "round-2" / "model"
+    out2 = z.round_model("round-2")
     assert (out2 / "model.pt").exists()
     assert sorted(p.name for p in (out2 / "pred").iterdir()) == ["smp2.nii.gz", "smp3.nii.gz"]

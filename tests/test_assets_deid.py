@@ -13,6 +13,7 @@ from assets.resources import DeidSecrets, MedcurateHome
 from medcurate.config import Zones
 from medcurate.deid import read_deid_manifest
 from medcurate.ingest import claim_inbox, drop_into_inbox, read_catalog
+from medcurate.synth import planted_phi
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +30,10 @@ def _materialize(z: Zones, batch: str) -> dg.ExecuteInProcessResult:
     )
 
 
+@pytest.mark.slow
 def test_batch_deidentified(
     synth_studies: tuple[Path, Path], zones_tmp: Zones, salt: bytes
 ) -> None:
-    from medcurate.synth import planted_phi
 
     studies, truth = synth_studies
     drop_into_inbox(studies, zones_tmp)
@@ -53,7 +54,7 @@ def test_batch_deidentified(
     phi = [t for t in planted_phi(truth) if len(t) >= 4]
     assert not any(t in repr(md) for t in phi)
     assert salt.decode() not in repr(md) and text
-    assert (zones_tmp.restricted / "crosswalk" / f"{batch}.csv").exists()
+    assert zones_tmp.crosswalk(batch).exists()
 
 
 def test_missing_salt_fails_before_writing(

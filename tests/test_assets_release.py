@@ -1,21 +1,31 @@
-"""The release assets, invoked directly with a build_asset_context and a throwaway home."""
+"""The release assets, invoked directly with a build_asset_context and a throwaway home, and
+materialized in-process with their blocking split check."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 import pytest
 
-from assets.release import curated_samples, dataset_release, dataset_splits
+from assets.release import (
+    curated_samples,
+    dataset_release,
+    dataset_splits,
+    no_patient_in_two_splits,
+)
 from assets.resources import MedcurateHome
 from medcurate.config import Zones
+from medcurate.store import run as release_run
 from medcurate.store.objects import ObjectStore
 from medcurate.store.publish import list_versions, load_manifest
 
 
 def _write_inputs(z: Zones, release_cohort, patients: int, start: int = 0):  # type: ignore[no-untyped-def]
     vol, lab = release_cohort(z.home, patients, start=start)  # writes home/volumes, home/labels
-    vp, lp = z.volumes / "volumes.parquet", z.labels / "labels.parquet"
+    vp, lp = z.volumes_table, z.labels_table
     if vp.exists():
         vol = pd.concat([pd.read_parquet(vp), vol], ignore_index=True)
         lab = pd.concat([pd.read_parquet(lp), lab], ignore_index=True)
@@ -36,6 +46,7 @@ def _run_chain(z: Zones) -> dict[str, dg.MaterializeResult]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_chain_publishes_and_keeps_patients_in_place(zones_tmp: Zones, release_cohort) -> None:  # type: ignore[no-untyped-def]
     _write_inputs(zones_tmp, release_cohort, 10)
     r1 = _run_chain(zones_tmp)
@@ -44,7 +55,7 @@ def test_chain_publishes_and_keeps_patients_in_place(zones_tmp: Zones, release_c
     assert "| split |" in str(md["splits"].value)  # type: ignore[union-attr]
     smd = r1["splits"].metadata or {}
     assert "| label | abnormal |" in str(smd["balance"].value)  # type: ignore[union-attr]
-    assert (zones_tmp.home / "curated" / "samples.parquet").exists()
+    assert zones_tmp.samples_table.exists()
     for value in (r1["samples"].metadata or {}).values():  # PHI-free: no UIDs in metadata
         assert "2.25." not in str(value)
 
@@ -63,12 +74,12 @@ def test_chain_publishes_and_keeps_patients_in_place(zones_tmp: Zones, release_c
 
 def test_curated_samples_without_labels(zones_tmp: Zones, release_cohort) -> None:  # type: ignore[no-untyped-def]
     vol, _ = release_cohort(zones_tmp.home, 3)
-    vol.to_parquet(zones_tmp.volumes / "volumes.parquet", index=False)
+    vol.to_parquet(zones_tmp.volumes_table, index=False)
     home = MedcurateHome(home=str(zones_tmp.home))
     with dg.build_asset_context() as ctx:
         res = curated_samples(ctx, home=home)
     assert (res.metadata or {})["labels_available"] is False
-    s = pd.read_parquet(zones_tmp.home / "curated" / "samples.parquet")
+    s = pd.read_parquet(zones_tmp.samples_table)
     assert set(s["label"]) == {"unlabelled"}
 
 
@@ -82,7 +93,7 @@ def test_curated_samples_fails_without_volumes(zones_tmp: Zones) -> None:
 def test_materialize_release_assets_in_process(zones_tmp: Zones, release_cohort) -> None:  # type: ignore[no-untyped-def]
     _write_inputs(zones_tmp, release_cohort, 8)
     result = dg.materialize(
-        [curated_samples, dataset_splits, dataset_release],
+        [curated_samples, dataset_splits, no_patient_in_two_splits, dataset_release],
         resources={"home": MedcurateHome(home=str(zones_tmp.home))},
         run_config={
             "ops": {
@@ -96,6 +107,45 @@ def test_materialize_release_assets_in_process(zones_tmp: Zones, release_cohort)
     assert mats[0].metadata["version"].value == "v1"
     card = (zones_tmp.releases / "demo-x" / "v1" / "card.md").read_text()
     assert result.run_id in card  # lineage names the Dagster run
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "no_patient_in_two_splits" and check.passed
+
+
+def _leaky(assign: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+    """assign_splits, then one sample of the first two-sample patient moved to another split."""
+
+    def leak(*args: Any, **kwargs: Any) -> pd.DataFrame:
+        out = assign(*args, **kwargs)
+        per_patient = out["patient"].value_counts()
+        patient = sorted(per_patient[per_patient > 1].index)[0]
+        row = out.index[out["patient"] == patient][0]
+        out.loc[row, "split"] = "test" if out.loc[row, "split"] != "test" else "train"
+        return out
+
+    return leak
+
+
+@pytest.mark.integration
+def test_a_patient_leak_fails_the_blocking_check_and_stops_the_release(
+    zones_tmp: Zones, release_cohort, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    _write_inputs(zones_tmp, release_cohort, 8)
+    monkeypatch.setattr(release_run, "assign_splits", _leaky(release_run.assign_splits))
+    result = dg.materialize(
+        [curated_samples, dataset_splits, no_patient_in_two_splits, dataset_release],
+        resources={"home": MedcurateHome(home=str(zones_tmp.home))},
+        run_config={"ops": {"dataset_splits": {"config": {"folds": 2}}}},
+        raise_on_error=False,
+    )
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "no_patient_in_two_splits" and not check.passed
+    problems = str(check.metadata["problems"].value)
+    assert "1 patient(s) have samples in more than one split" in problems
+    assert "p0" not in problems  # counts only: no pseudonym in the check's metadata
+    assert result.asset_materializations_for_node("dataset_splits")  # the splits were written
+    assert not result.asset_materializations_for_node("dataset_release")  # but not released
+    assert not result.success
+    assert not (zones_tmp.releases / "medcurate-demo").exists()
 
 
 def test_splits_and_release_with_unknown_store_protocol_fail_in_one_line(

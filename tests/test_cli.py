@@ -1,7 +1,14 @@
 import os
 import subprocess
 import sys
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+
+import pytest
+import typer
+from typer.main import get_command
+
+import medcurate.cli as cli
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -14,6 +21,7 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.slow
 def test_deid_without_salt_fails_clearly_before_touching_files(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -27,6 +35,7 @@ def test_deid_without_salt_fails_clearly_before_touching_files(tmp_path: Path) -
     assert (src / "a.dcm").exists()
 
 
+@pytest.mark.slow
 def test_synth_then_ingest_from_the_command_line(tmp_path: Path) -> None:
     env = dict(os.environ, MEDCURATE_HOME=str(tmp_path / "home"))
     res = _run(["synth", str(tmp_path / "s"), "--patients", "2", "--seed", "3"], env)
@@ -36,3 +45,72 @@ def test_synth_then_ingest_from_the_command_line(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     files = sum(1 for p in (tmp_path / "s").rglob("*") if p.is_file())
     assert f"received {files}" in res.stdout or f"{files} received" in res.stdout
+
+
+def test_the_cli_starts_without_heavy_modules() -> None:
+    """`medcurate --help` stays fast: the heavy libraries load inside the commands that use them."""
+    heavy = ["numpy", "pandas", "pyarrow", "pydicom", "nibabel", "SimpleITK", "torch", "monai"]
+    heavy += [
+        "dagster",
+        "label_studio_sdk",
+        "matplotlib",
+        "scipy",
+        "sklearn",
+        "annotation.simulate",
+    ]
+    code = f"import sys, medcurate.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------ commands of other rooms
+
+
+def test_annotate_sim_comes_from_the_annotation_room_through_its_entry_point() -> None:
+    [ep] = [e for e in entry_points(group=cli.COMMANDS_GROUP) if e.name == "annotate-sim"]
+    assert ep.value == "annotation.cli:annotate_sim"
+    command = get_command(cli.app).commands["annotate-sim"]  # type: ignore[attr-defined]
+    assert {p.name for p in command.params} >= {"round_number", "annotators", "noise", "truth"}
+
+
+def test_annotate_sim_help_from_the_console_script() -> None:
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "medcurate"), "annotate-sim", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "--round" in res.stdout and "--annotators" in res.stdout
+    assert "warning" not in res.stderr
+
+
+def test_a_plugin_that_fails_to_load_is_left_out_with_a_warning(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = cli.COMMANDS_GROUP
+    fake = [
+        EntryPoint("hello", f"{__name__}:_hello", group),
+        EntryPoint("tools", f"{__name__}:_tools", group),
+        EntryPoint("broken", "medcurate_no_such_module:command", group),
+        EntryPoint("hello", f"{__name__}:_hello", group),  # the same dist twice on sys.path
+    ]
+    monkeypatch.setattr(cli, "entry_points", lambda group: [e for e in fake if e.group == group])
+    target = typer.Typer()
+    target.command("core")(lambda: None)
+    assert cli.register_plugins(target) == ["hello", "tools"]
+    assert "command broken not loaded" in capsys.readouterr().err
+    assert set(get_command(target).commands) == {"core", "hello", "tools"}  # type: ignore[attr-defined]
+
+
+def _hello() -> None:
+    print("hello")
+
+
+_tools = typer.Typer()
+
+
+@_tools.command()
+def _tool() -> None:
+    print("tool")

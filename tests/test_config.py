@@ -33,3 +33,20 @@ def test_short_salt_rejected_without_echoing_it() -> None:
 def test_salt_bytes() -> None:
     # was "0123456789": a run of digits is now refused as guessable (issue 9, row 9)
     assert deid_salt({"MEDCURATE_DEID_SALT": "k3Jq-9vXw_T2mZ8r"}) == b"k3Jq-9vXw_T2mZ8r"
+
+
+def test_zones_own_the_paths_of_ingest_deid_and_normalize(tmp_path: Path) -> None:
+    z = Zones(tmp_path)
+    restricted = [
+        z.raw_batch("b1"), z.quarantine_batch("b1"), z.duplicates_batch("b1"),
+        z.catalog_file("b1"), z.catalog_pending("b1"), z.catalog_lock, z.claim_lock,
+        z.ingest_reasons("b1"), z.deid_quarantine_batch("b1"), z.deid_reasons("b1"),
+        z.crosswalk("b1"),
+    ]  # fmt: skip
+    assert all(p.is_relative_to(z.restricted) for p in restricted)
+    assert len(set(restricted)) == len(restricted)
+    assert z.deid_manifest("b1") == z.deid / "manifests" / "b1.parquet"
+    assert z.volumes_quarantine.parent == z.volumes == z.volume_file("x.nii.gz").parent
+    assert z.volumes_lock.parent == z.volumes
+    # the reasons file sits beside the batch's quarantine folder, never inside it
+    assert not z.ingest_reasons("b1").is_relative_to(z.quarantine_batch("b1"))

@@ -82,9 +82,9 @@ def test_round_sensor_waits_when_label_studio_is_down(
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "not-a-real-token")
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("round", ["round-1"])
-    (zones_tmp.annotation / "round-1").mkdir(parents=True)
+    zones_tmp.round_dir("round-1").mkdir(parents=True)
     info = {"project_id": 1, "annotators": 2, "task_keys": ["s1-k000"]}
-    (zones_tmp.annotation / "round-1" / "round.json").write_text(json.dumps(info))
+    zones_tmp.round_info("round-1").write_text(json.dumps(info))
     resources = {
         "home": MedcurateHome(home=str(zones_tmp.home)),
         "labelstudio": LabelStudioResource(url=f"http://127.0.0.1:{free_port()}"),
@@ -93,3 +93,5 @@ def test_round_sensor_waits_when_label_studio_is_down(
     result = round_sensor(ctx)
     assert not result.run_requests  # type: ignore[union-attr]
     assert "not reachable" in str(result.skip_reason)  # type: ignore[union-attr]
+    # the reason says what to do, not an exception's class name
+    assert "medcurate labelstudio start" in str(result.skip_reason)  # type: ignore[union-attr]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from io import BytesIO
 
@@ -226,7 +227,6 @@ def test_same_patient_same_pseudonym_dates_shift_together() -> None:
     )
     ia, ib = eng.deidentify(a), eng.deidentify(b)
     assert ia.patient == ib.patient == a.PatientID == b.PatientID
-    import datetime as dt
 
     d = [dt.datetime.strptime(x.StudyDate + x.StudyTime, "%Y%m%d%H%M%S") for x in (a, b)]
     assert (d[1] - d[0]).days == 10

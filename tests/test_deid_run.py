@@ -10,10 +10,22 @@ import pandas as pd
 import pydicom
 import pytest
 from deid_helpers import ct_instance, item, save, seq
+from pydicom.data import get_testdata_files
 
-from medcurate.config import MissingSaltError
-from medcurate.deid import deidentify_files, deidentify_tree, read_deid_manifest
-from medcurate.deid.run import MANIFEST_COLUMNS, age_years
+from medcurate.config import MissingSaltError, Zones
+from medcurate.deid import (
+    check_deid,
+    deid_books,
+    deidentify_files,
+    deidentify_tree,
+    read_deid_manifest,
+    run_deid,
+)
+from medcurate.deid.run import MANIFEST_COLUMNS
+from medcurate.ingest import claim_inbox, drop_into_inbox, run_ingest
+from medcurate.io import age_years
+from medcurate.stage import StageResult
+from medcurate.synth import planted_phi
 
 SALT = b"run-test-salt-0001"
 
@@ -68,8 +80,8 @@ def test_tree_accounts_for_every_file_and_leaks_nothing(tmp_path: Path) -> None:
     with open(tmp_path / "restricted" / "quarantine" / "reasons.csv", newline="") as fh:
         reasons = list(csv.DictReader(fh))
     assert {r["source"]: r["reason"] for r in reasons} == {
-        "notes.txt": "not_an_instance",
-        "us.dcm": "burned_in",
+        "notes.txt": "NOT_AN_INSTANCE",
+        "us.dcm": "BURNED_IN",
     }
     assert res.written + len(reasons) == res.received
     assert (tmp_path / "restricted" / "quarantine" / "files" / "us.dcm").exists()
@@ -146,8 +158,6 @@ def test_age_years() -> None:
 
 
 def _real_files() -> list[Path]:
-    from pydicom.data import get_testdata_files
-
     files = [Path(p) for p in get_testdata_files()]
     try:
         import deid_data
@@ -173,12 +183,12 @@ def test_real_files_go_through_and_are_accounted_for(tmp_path: Path) -> None:
     assert res.written > 50
     assert res.verifier_hit_files == 0
     assert {r["reason"] for r in reasons} <= {
-        "unreadable",
-        "not_an_instance",
-        "dicomdir",
-        "burned_in",
-        "duplicate_instance",
-        "write_error",
+        "UNREADABLE",
+        "NOT_AN_INSTANCE",
+        "DICOMDIR",
+        "BURNED_IN",
+        "DUPLICATE_INSTANCE",
+        "WRITE_ERROR",
     }
 
 
@@ -186,7 +196,6 @@ def test_real_files_go_through_and_are_accounted_for(tmp_path: Path) -> None:
 def test_synthetic_studies_zero_planted_phi(
     synth_studies: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from medcurate.synth import planted_phi
 
     studies, truth = synth_studies
     res = deidentify_tree(studies, tmp_path / "dst", tmp_path / "r", SALT)
@@ -198,3 +207,36 @@ def test_synthetic_studies_zero_planted_phi(
         for t in tokens:
             assert t.lower().encode() not in low, "planted PHI survived in output bytes"
             assert t.lower() not in rel_low, "planted PHI survived in output path"
+
+
+def test_run_deid_deidentifies_a_batch_into_the_zones_and_check_deid_keeps_the_books(
+    tmp_path: Path, zones_tmp: Zones
+) -> None:
+
+    drop_into_inbox(_study(tmp_path / "src"), zones_tmp)
+    batch = claim_inbox(zones_tmp)
+    assert batch is not None
+    assert run_ingest(zones_tmp, batch).catalogued == 5  # notes.txt is quarantined by ingest
+    res = run_deid(zones_tmp, batch, SALT)
+    assert isinstance(res, StageResult) and res.problems == []
+    assert (res.written, dict(res.quarantined)) == (4, {"BURNED_IN": 1})
+    assert res.metadata()["quarantined_BURNED_IN"] == 1
+    assert len(read_deid_manifest(zones_tmp, batch)) == 4
+    assert zones_tmp.crosswalk(batch).exists() and zones_tmp.deid_reasons(batch).exists()
+    assert check_deid(zones_tmp, batch) == []
+    books = deid_books(zones_tmp, batch)
+    assert books.metadata() == {
+        "verifier_hit_files": 0, "written": 4, "quarantined": 1, "catalogued_ok": 5,
+        "balanced": True,
+    }  # fmt: skip
+    # a verifier hit fails the check; so does a catalogued file nobody accounts for
+    with open(zones_tmp.deid_reasons(batch), "a", newline="") as fh:
+        csv.writer(fh).writerow(["x.dcm", "VERIFIER_HIT", "1 value found"])
+    problems = check_deid(zones_tmp, batch)
+    assert len(problems) == 2 and "verifier" in problems[0] and "catalogued ok 5" in problems[1]
+
+
+def test_run_deid_refuses_a_missing_salt_before_touching_anything(zones_tmp: Zones) -> None:
+    with pytest.raises(MissingSaltError):
+        run_deid(zones_tmp, "b20260101-000000-000000", b"")
+    assert not any(zones_tmp.deid.iterdir())

@@ -23,9 +23,13 @@ import pydicom
 import pytest
 from deid_helpers import ct_instance, item, save, seq
 
+from assets.deid import deid_instances, deid_instances_verified
+from assets.resources import DeidSecrets, MedcurateHome
 from medcurate.deid import deidentify_tree
 from medcurate.deid.run import DeidTargetError
 from medcurate.deid.verify import verify
+from medcurate.ingest import claim_inbox, drop_into_inbox, read_catalog, run_ingest
+from medcurate.io import alive, clean_litter
 from medcurate.normalize import normalize_tree
 from medcurate.normalize.phantom import PhantomSeries, write_series
 
@@ -83,24 +87,22 @@ def test_row3_sequence_nested_1000_deep_is_quarantined_and_the_batch_goes_on(
     src = _batch(tmp_path / "src")
     result = deidentify_tree(src, tmp_path / "out", tmp_path / "restricted", SALT)
     assert result.received == 6 and result.written == 3
-    assert result.quarantined == {"sequence_too_deep": 2, "burned_in": 1}
+    assert result.quarantined == {"SEQUENCE_TOO_DEEP": 2, "BURNED_IN": 1}
     reasons = _reasons(tmp_path / "restricted" / "quarantine" / "reasons.csv")
-    assert reasons["ZQXSURNAME/deep_defined.dcm"] == "sequence_too_deep"
-    assert reasons["ZQXSURNAME/deep_undefined.dcm"] == "sequence_too_deep"
+    assert reasons["ZQXSURNAME/deep_defined.dcm"] == "SEQUENCE_TOO_DEEP"
+    assert reasons["ZQXSURNAME/deep_undefined.dcm"] == "SEQUENCE_TOO_DEEP"
     assert (tmp_path / "restricted" / "crosswalk" / "crosswalk.csv").exists()
     assert len(pd.read_parquet(tmp_path / "out" / "deid.parquet")) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_row3_deep_file_through_the_asset(tmp_path: Path, zones_tmp, salt: bytes) -> None:  # type: ignore[no-untyped-def]
-    from assets.deid import deid_instances, deid_instances_verified
-    from assets.resources import DeidSecrets, MedcurateHome
-    from medcurate.ingest import claim_inbox, drop_into_inbox, ingest_batch, read_catalog
 
     drop_into_inbox(_batch(tmp_path / "src", deep=False), zones_tmp)
     batch = claim_inbox(zones_tmp)
     assert batch is not None
-    ingest_batch(batch, zones_tmp)
+    run_ingest(zones_tmp, batch)
     catalog = read_catalog(zones_tmp, batch)
     ok = [Path(p) for p in catalog.loc[catalog["status"] == "ok", "path"]]
     # the deep file "passed ingest": deid must defend itself (ingest may refuse it one day)
@@ -119,10 +121,10 @@ def test_row3_deep_file_through_the_asset(tmp_path: Path, zones_tmp, salt: bytes
     assert result.success
     [mat] = result.asset_materializations_for_node("deid_instances")
     md = {k: v.value for k, v in mat.metadata.items()}
-    assert md["quarantined_sequence_too_deep"] == 1
+    assert md["quarantined_SEQUENCE_TOO_DEEP"] == 1
     assert md["received"] == len(ok) == md["written"] + md["quarantined"]
-    assert (zones_tmp.quarantine / "deid" / batch / "reasons.csv").exists()
-    assert (zones_tmp.restricted / "crosswalk" / f"{batch}.csv").exists()
+    assert zones_tmp.deid_reasons(batch).exists()
+    assert zones_tmp.crosswalk(batch).exists()
 
 
 # -- row 4 --------------------------------------------------------------------------------------
@@ -151,6 +153,7 @@ def _all_output_bytes(folder: Path) -> bytes:
     return b"\n".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()).lower()
 
 
+@pytest.mark.slow
 def test_row4_identifiers_in_unlisted_elements_survive_nowhere(tmp_path: Path) -> None:
     _planted_series(tmp_path / "src")
     good = ct_instance(sop_uid="1.2.826.0.1.3680043.9.7777.8.1", patient_id="ZQXPID0777")
@@ -201,7 +204,7 @@ def test_row4_verifier_finds_the_mrn_in_any_element_when_the_engine_is_bypassed(
     ds.PatientSex = MRN
     save(ds, tmp_path / "src2" / "x.dcm")
     result = deidentify_tree(tmp_path / "src2", tmp_path / "out2", tmp_path / "r2", SALT)
-    assert result.written == 0 and result.quarantined == {"verifier_hit": 1}
+    assert result.written == 0 and result.quarantined == {"VERIFIER_HIT": 1}
     assert not list((tmp_path / "out2").rglob("*.dcm"))
 
 
@@ -290,6 +293,7 @@ def test_row14_litter_of_killed_runs_is_cleaned_and_the_rerun_is_byte_identical(
 
 
 # -- row 15 -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_row15_unwritable_quarantine_fails_before_writing_and_a_rerun_completes(
     tmp_path: Path,
 ) -> None:
@@ -317,7 +321,26 @@ def test_row15_unwritable_quarantine_fails_before_writing_and_a_rerun_completes(
 
     (restricted / "quarantine").unlink()
     result = deidentify_tree(src, out, restricted, SALT)
-    assert result.written == 3 and result.quarantined == {"burned_in": 1}
-    assert _reasons(restricted / "quarantine" / "reasons.csv") == {"ZQXSURNAME/us.dcm": "burned_in"}
+    assert result.written == 3 and result.quarantined == {"BURNED_IN": 1}
+    assert _reasons(restricted / "quarantine" / "reasons.csv") == {"ZQXSURNAME/us.dcm": "BURNED_IN"}
     assert (restricted / "crosswalk" / "crosswalk.csv").exists()
     assert (out / "deid.parquet").exists()
+
+
+def test_clean_litter_removes_only_the_temporary_files_of_dead_processes(tmp_path: Path) -> None:
+    """``medcurate.io.clean_litter`` (shared by deid, normalize and ingest): by the writer's pid."""
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    gone = int(dead.stdout)
+    assert not alive(gone) and alive(os.getpid())
+    (tmp_path / "sub").mkdir()
+    litter = [tmp_path / f"a.dcm.tmp{gone}-3", tmp_path / "sub" / f".t.parquet.tmp-{gone}",
+              tmp_path / "old.dcm.tmp7", tmp_path / f".write-probe-{gone}"]  # fmt: skip
+    kept = [tmp_path / f"b.dcm.tmp{os.getpid()}-1", tmp_path / "notes.tmp.txt",
+            tmp_path / "x.parquet"]  # fmt: skip
+    for p in litter + kept:
+        p.write_bytes(b"x")
+    assert clean_litter(tmp_path, recursive=False) == 3  # not below sub/
+    assert clean_litter(tmp_path) == 1
+    assert not any(p.exists() for p in litter) and all(p.exists() for p in kept)

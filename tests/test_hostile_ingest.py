@@ -29,6 +29,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from assets.ingest import raw_instances, raw_instances_accounting
+from assets.resources import MedcurateHome
 from medcurate import ingest as ing
 from medcurate import validate as v
 from medcurate.config import Zones
@@ -177,6 +179,7 @@ def _phi_in(text: str) -> list[str]:
 # --- row 1: an unreadable file, and no failure leaks PHI -----------------------------------------
 
 
+@pytest.mark.slow
 def test_row1_unreadable_file_and_every_failure_leak_no_phi(
     tmp_path: Path,
     zones_tmp: Zones,
@@ -187,8 +190,6 @@ def test_row1_unreadable_file_and_every_failure_leak_no_phi(
     printed and stored in Dagster's event log. Now: the sensor claims, raw_instances quarantines
     each failure with a reason, and no console, log, event or file of the Dagster instance (nor the
     CLI's output) holds the patient's name or MRN."""
-    from assets.ingest import raw_instances, raw_instances_accounting
-    from assets.resources import MedcurateHome
     from pipelines.sensors import inbox_sensor
 
     caplog.set_level(logging.DEBUG)
@@ -303,8 +304,8 @@ def test_row5_every_inbox_entry_is_counted_and_quarantined(
         with no_dac_override():
             batch = ing.claim_inbox(zones_tmp)
             assert batch is not None
-            res = ing.ingest_batch(batch, zones_tmp)
-            problems = ing.check_accounting(zones_tmp, batch)
+            res = ing.run_ingest(zones_tmp, batch)
+            problems = ing.check_ingest(zones_tmp, batch)
     finally:
         sock.close()
     assert _reasons(zones_tmp, batch) == {
@@ -320,7 +321,7 @@ def test_row5_every_inbox_entry_is_counted_and_quarantined(
     }
     assert (res.received, res.catalogued, res.quarantined, res.duplicates) == (9, 1, 8, 0)
     assert res.balanced and problems == []
-    q = zones_tmp.quarantine / batch / "study"
+    q = zones_tmp.quarantine_batch(batch) / "study"
     # moved as themselves: the link is still a link to the same target, which is untouched
     assert os.readlink(q / "to-file.dcm") == str(outside / "deeper" / "ct.dcm")
     assert (outside / "deeper" / "ct.dcm").read_bytes() == ct.read_bytes()
@@ -377,13 +378,14 @@ def test_row6_zero_files_and_deep_sequences_never_reach_the_full_parser(
     shutil.copyfile(get_testdata_file("CT_small.dcm"), zones_tmp.inbox / "ct.dcm")
     batch = ing.claim_inbox(zones_tmp)
     assert batch is not None
-    res = ing.ingest_batch(batch, zones_tmp)
+    res = ing.run_ingest(zones_tmp, batch)
     assert res.reasons == {"SEQUENCE_TOO_DEEP": 1} and res.catalogued == 1
 
 
 # --- row 7: a claimed batch whose run was killed is finished next time ---------------------------
 
 
+@pytest.mark.slow
 def test_row7_kill_9_after_the_claim_is_resumed_by_the_next_cli_run(
     tmp_path: Path, zones_tmp: Zones
 ) -> None:
@@ -396,8 +398,8 @@ def test_row7_kill_9_after_the_claim_is_resumed_by_the_next_cli_run(
     (src / "notes.txt").write_text("not an image")
     env = dict(os.environ, MEDCURATE_HOME=str(zones_tmp.home))
     cmd = [sys.executable, "-m", "medcurate.cli", "ingest"]
-    # Hold the catalog lock: the CLI claims, then waits for the lock in ingest_batch; kill it there.
-    lock = zones_tmp.catalog / ".lock"
+    # Hold the catalog lock: the CLI claims, then waits for the lock in run_ingest; kill it there.
+    lock = zones_tmp.catalog_lock
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -410,14 +412,14 @@ def test_row7_kill_9_after_the_claim_is_resumed_by_the_next_cli_run(
         child.send_signal(signal.SIGKILL)
         child.wait()
     [batch] = [p.name for p in zones_tmp.raw.iterdir()]
-    assert not ing.catalog_path(zones_tmp, batch).exists()
+    assert not zones_tmp.catalog_file(batch).exists()
     assert len(list((zones_tmp.raw / batch).rglob("*.dcm"))) == 3
     assert ing.pending_batches(zones_tmp) == [batch]
 
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert again.returncode == 0, again.stderr
     assert f"batch {batch}: received 4 = catalogued 3 + quarantined 1" in again.stdout
-    assert ing.check_accounting(zones_tmp, batch) == []
+    assert ing.check_ingest(zones_tmp, batch) == []
     assert ing.pending_batches(zones_tmp) == []
     third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert "inbox empty" in third.stdout
@@ -426,7 +428,6 @@ def test_row7_kill_9_after_the_claim_is_resumed_by_the_next_cli_run(
 def test_row7_sensor_requests_a_run_for_a_stranded_batch(tmp_path: Path, zones_tmp: Zones) -> None:
     """A batch claimed by a tick (or a CLI) that died before its run: the next tick requests it,
     adds its partition, and stops once the batch is ingested."""
-    from assets.resources import MedcurateHome
     from pipelines.sensors import inbox_sensor
 
     shutil.copyfile(get_testdata_file("CT_small.dcm"), zones_tmp.inbox / "ct.dcm")
@@ -440,7 +441,6 @@ def test_row7_sensor_requests_a_run_for_a_stranded_batch(tmp_path: Path, zones_t
     [add] = tick.dynamic_partitions_requests or []
     assert list(add.partition_keys or []) == [batch]
     # its run died (here: a home it cannot use): the next tick asks again, under a new run key
-    from assets.ingest import raw_instances
 
     instance.add_dynamic_partitions("batch", [batch])
     (tmp_path / "not-a-folder").write_text("")
@@ -455,7 +455,7 @@ def test_row7_sensor_requests_a_run_for_a_stranded_batch(tmp_path: Path, zones_t
     tick = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     assert isinstance(tick, dg.SensorResult) and not tick.dynamic_partitions_requests
     assert [r.run_key for r in tick.run_requests or []] == [f"{batch}-resume-1"]
-    ing.ingest_batch(batch, zones_tmp)
+    ing.run_ingest(zones_tmp, batch)
     tick = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     assert isinstance(tick, dg.SensorResult) and not tick.run_requests
 
@@ -479,7 +479,7 @@ def test_row11_everything_ingest_creates_in_restricted_is_owner_only(
         (zones_tmp.inbox / ".dot").write_text(PATIENT)
         batch = ing.claim_inbox(zones_tmp)
         assert batch is not None
-        res = ing.ingest_batch(batch, zones_tmp)
+        res = ing.run_ingest(zones_tmp, batch)
     finally:
         os.umask(old)
     assert (res.catalogued, res.quarantined, res.duplicates) == (1, 2, 1)
@@ -492,9 +492,7 @@ def test_row11_everything_ingest_creates_in_restricted_is_owner_only(
         else:
             assert stat.S_IMODE(st.st_mode) == 0o600, p.relative_to(zones_tmp.home)
             seen["files"] += 1
-    assert (
-        ing.catalog_path(zones_tmp, batch).exists() and ing.reasons_path(zones_tmp, batch).exists()
-    )
+    assert zones_tmp.catalog_file(batch).exists() and zones_tmp.ingest_reasons(batch).exists()
     assert seen["dirs"] >= 10 and seen["files"] >= 6
 
 
@@ -509,7 +507,7 @@ def test_row14_litter_of_killed_runs_is_cleaned_or_accounted(zones_tmp: Zones) -
     shutil.copyfile(get_testdata_file("CT_small.dcm"), z.inbox / "ct.dcm")
     first = ing.claim_inbox(z)
     assert first is not None
-    ing.ingest_batch(first, z)
+    ing.run_ingest(z, first)
     litter = [
         z.catalog / f".{first}.parquet.tmp",
         z.quarantine / f".{first}.reasons.csv.tmp",
@@ -523,11 +521,11 @@ def test_row14_litter_of_killed_runs_is_cleaned_or_accounted(zones_tmp: Zones) -
     _age(stale, 2 * ing.STALE_PART_S)
     batch = ing.claim_inbox(z)
     assert batch is not None
-    res = ing.ingest_batch(batch, z)
+    res = ing.run_ingest(z, batch)
     assert not any(p.exists() for p in litter)
     assert res.reasons == {"PARTIAL_TRANSFER": 1} and res.received == 1
-    assert (z.quarantine / batch / ".scan1.dcm.part").is_file()
+    assert (z.quarantine_batch(batch) / ".scan1.dcm.part").is_file()
     assert fresh.is_file() and not stale.exists()
-    assert ing.check_accounting(z, batch) == []
+    assert ing.check_ingest(z, batch) == []
     # json-serializable metadata, reason codes upper case
     assert json.dumps(res.metadata()) and all(k.isupper() for k in res.reasons)

@@ -139,7 +139,7 @@ def test_row9_salts_the_project_uses_pass_and_the_cli_refuses_a_weak_one(tmp_pat
 
     from pipelines.demo import demo_salt
 
-    used = [TEST_SALT, demo_salt(tmp_path / "restricted"), secrets.token_urlsafe(32)]
+    used = [TEST_SALT, demo_salt(Zones(tmp_path)), secrets.token_urlsafe(32)]
     for path in [*REPO.glob("tests/*.py"), *REPO.glob("bench/*.py")]:
         used += re.findall(r'^SALT = b"([^"]+)"', path.read_text(), flags=re.M)
     assert len(used) >= 6
@@ -181,14 +181,14 @@ def test_row11_restricted_is_owner_only_and_an_open_home_is_refused(tmp_path: Pa
     assert _mode(z.dagster_home / "dagster.yaml") == 0o600
 
     # a home made by the old code: 0755 folders, a 0644 crosswalk and Label Studio database
-    (z.restricted / "crosswalk").mkdir()
-    (z.restricted / "crosswalk" / "b1.csv").write_text("P-0001,DOE^JANE\n")
+    z.crosswalk("b1").parent.mkdir()
+    z.crosswalk("b1").write_text("P-0001,DOE^JANE\n")
     (z.labelstudio / "data").mkdir(parents=True)
     (z.labelstudio / "data" / "label_studio.sqlite3").write_bytes(b"token")
     for p in (z.restricted, z.raw, z.dagster_home, z.labelstudio, z.labelstudio / "data"):
         os.chmod(p, 0o755)
     for p in (
-        z.restricted / "crosswalk" / "b1.csv",
+        z.crosswalk("b1"),
         z.labelstudio / "data" / "label_studio.sqlite3",
     ):
         os.chmod(p, 0o644)
@@ -263,7 +263,7 @@ def test_row12_label_studio_files_are_owner_only(labelstudio: ls.LabelStudioServ
 def test_row13_sign_up_only_through_the_invite_link(labelstudio: ls.LabelStudioServer) -> None:
     import requests
 
-    from annotation.simulate import _csrf, signup_user
+    from annotation.client import LabelStudioClient, csrf_token
 
     before = _users(labelstudio)
     signup = f"{labelstudio.url}/user/signup/"
@@ -272,7 +272,7 @@ def test_row13_sign_up_only_through_the_invite_link(labelstudio: ls.LabelStudioS
             form = {
                 "email": "intruder@example.org",
                 "password": "Intruder-pass-123",
-                "csrfmiddlewaretoken": _csrf(s, url),
+                "csrfmiddlewaretoken": csrf_token(s, url),
             }
             resp = s.post(url, data=form, headers={"Referer": url}, timeout=30)
             assert resp.status_code == 403, resp.status_code
@@ -281,7 +281,8 @@ def test_row13_sign_up_only_through_the_invite_link(labelstudio: ls.LabelStudioS
 
     # the pipeline's own invitation still works (the simulated annotators use it)
     email = "invited-annotator@medcurate.local"
-    token = signup_user(labelstudio.url, labelstudio.api_key, email, "Invited-pass-123")
+    admin = LabelStudioClient(labelstudio.url, labelstudio.api_key)
+    token = admin.signup(email, "Invited-pass-123").token
     assert _users(labelstudio) == sorted([*before, email])
     who = requests.get(
         f"{labelstudio.url}/api/current-user/whoami",

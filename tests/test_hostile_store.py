@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medcurate.cli import app
-from medcurate.hashing import sha256_bytes, sha256_file
+from medcurate.io import sha256_bytes, sha256_file
 from medcurate.splits import SplitConfig, assign_splits
 from medcurate.store.manifest import curate_samples, manifest_bytes, manifest_digest
 from medcurate.store.objects import ObjectStore, StoreError, TamperedObjectError
@@ -307,7 +307,11 @@ def test_row14_litter_of_killed_publish_and_pull_is_cleaned(tmp_path: Path, rele
 
     dest = tmp_path / "pull"
     pull(store, "demo@v1", dest)
-    litter = [dest / f".tmp-{uuid.uuid4().hex}", dest / "images" / ".tmp-link-s00000.nii.gz"]
+    litter = [
+        dest / f".tmp-{uuid.uuid4().hex}",
+        dest / "images" / ".tmp-link-s00000.nii.gz",
+        dest / ".card.md.tmp-12345",  # medcurate.io's atomic write of a document
+    ]
     for p in litter:
         p.write_bytes(b"killed")
     res = pull(store, "demo@v1", dest)
@@ -315,3 +319,21 @@ def test_row14_litter_of_killed_publish_and_pull_is_cleaned(tmp_path: Path, rele
     assert res.present_files == res.files
     rec = json.loads((dest / PULL_RECORD).read_text())
     assert all(sha256_file(dest / rel) == sha for rel, sha in rec["files"].items())
+
+
+def test_a_symlink_where_a_pull_writes_a_document_is_replaced_not_followed(
+    tmp_path: Path, release_cohort
+) -> None:  # type: ignore[no-untyped-def]
+    store = ObjectStore(tmp_path / "releases")
+    _release(tmp_path, release_cohort, store)
+    dest = tmp_path / "pull"
+    dest.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (dest / "card.md").symlink_to(outside / "card.md")  # dangling: a plain write follows it
+    (dest / "dataset.json").symlink_to(outside / "kept.json")
+    (outside / "kept.json").write_text("mine")
+    pull(store, "demo@v1", dest)
+    assert _files(outside) == ["kept.json"] and (outside / "kept.json").read_text() == "mine"
+    assert not (dest / "card.md").is_symlink() and (dest / "card.md").read_text().startswith("#")
+    assert not (dest / "dataset.json").is_symlink()

@@ -7,19 +7,23 @@ import os
 import re
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
+from multiprocessing import get_context
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
 
 from medcurate import ingest as ing
 from medcurate.config import Zones
+from medcurate.stage import StageResult
 
 CONTRACT_COLUMNS = [
     "batch", "relpath", "path", "sha256", "size_bytes", "status", "reason", "message",
-    "sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid",
+    "sop_class_uid", "sop_uid", "study_uid", "series_uid",
     "frame_of_reference_uid", "modality", "manufacturer", "transfer_syntax_uid", "rows",
     "columns", "number_of_frames", "image_position_patient", "image_orientation_patient",
     "pixel_spacing", "slice_thickness",
@@ -63,7 +67,7 @@ def _ingest_tree(src: Path, z: Zones) -> tuple[str, ing.IngestResult]:
     ing.drop_into_inbox(src, z)
     batch = ing.claim_inbox(z)
     assert batch is not None
-    return batch, ing.ingest_batch(batch, z)
+    return batch, ing.run_ingest(z, batch)
 
 
 def _all_files(root: Path) -> list[Path]:
@@ -153,10 +157,10 @@ def test_ingest_sorts_quarantines_and_accounts(tmp_path: Path, zones_tmp: Zones)
     assert ok.loc["Smith^John/mr.dcm", "transfer_syntax_uid"] == pydicom.uid.RLELossless
     # raw/<batch> now holds only the good files
     assert {p.name for p in _all_files(zones_tmp.raw / batch)} == {"ct.dcm", "mr.dcm"}
-    with open(ing.reasons_path(zones_tmp, batch)) as f:
+    with open(zones_tmp.ingest_reasons(batch)) as f:
         reasons = {row["relpath"]: row["reason"] for row in csv.DictReader(f)}
     assert reasons == {k: c for k, c in expected.items() if c}
-    assert ing.check_accounting(zones_tmp, batch) == []
+    assert ing.check_ingest(zones_tmp, batch) == []
 
 
 def test_summary_and_metadata_are_phi_free(tmp_path: Path, zones_tmp: Zones) -> None:
@@ -175,11 +179,11 @@ def test_summary_and_metadata_are_phi_free(tmp_path: Path, zones_tmp: Zones) -> 
 def test_ingest_is_idempotent(tmp_path: Path, zones_tmp: Zones) -> None:
     _bad_tree(tmp_path / "src")
     batch, first = _ingest_tree(tmp_path / "src", zones_tmp)
-    catalog = ing.catalog_path(zones_tmp, batch).read_bytes()
+    catalog = zones_tmp.catalog_file(batch).read_bytes()
     layout = _all_files(zones_tmp.restricted)
-    second = ing.ingest_batch(batch, zones_tmp)
+    second = ing.run_ingest(zones_tmp, batch)
     assert second == first
-    assert ing.catalog_path(zones_tmp, batch).read_bytes() == catalog
+    assert zones_tmp.catalog_file(batch).read_bytes() == catalog
     assert _all_files(zones_tmp.restricted) == layout
 
 
@@ -200,15 +204,15 @@ def test_interrupted_run_is_finished_by_the_next(
 
     monkeypatch.setattr(ing, "_move", flaky)
     with pytest.raises(OSError) as failure:
-        ing.ingest_batch(batch, zones_tmp)
+        ing.run_ingest(zones_tmp, batch)
     # every move was tried (one bad file does not stop the others); the error names no path
     assert len(calls) == 7 and "Smith" not in str(failure.value)
     assert f"batch {batch}: 5 file(s) could not be moved" in str(failure.value)
     assert ing.pending_batches(zones_tmp) == [batch]  # unfinished: found by the next run
     monkeypatch.setattr(ing, "_move", real_move)
-    res = ing.ingest_batch(batch, zones_tmp)
+    res = ing.run_ingest(zones_tmp, batch)
     assert (res.received, res.catalogued, res.quarantined) == (9, 2, 7)
-    assert ing.check_accounting(zones_tmp, batch) == []
+    assert ing.check_ingest(zones_tmp, batch) == []
     assert ing.pending_batches(zones_tmp) == []
 
 
@@ -228,18 +232,17 @@ def test_duplicates_within_and_across_batches(tmp_path: Path, zones_tmp: Zones) 
     b2, r2 = _ingest_tree(src, zones_tmp)
     assert b2 != b1
     assert (r2.received, r2.catalogued, r2.quarantined, r2.duplicates) == (3, 0, 0, 3)
-    assert ing.check_accounting(zones_tmp, b2) == []
+    assert ing.check_ingest(zones_tmp, b2) == []
     everything = ing.read_catalog(zones_tmp)
     assert len(everything) == 6 and list(everything.batch.unique()) == sorted([b1, b2])
 
 
+@pytest.mark.slow
 def test_batches_ingested_at_once_still_find_each_others_duplicates(
     tmp_path: Path, zones_tmp: Zones
 ) -> None:
     """Two processes ingest two claimed batches holding the same file at the same moment: exactly
     one copy is catalogued, the other is a duplicate (the catalog lock serializes the decision)."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
 
     batches = []
     for name in ("first", "second"):
@@ -251,14 +254,14 @@ def test_batches_ingested_at_once_still_find_each_others_duplicates(
         assert batch is not None
         batches.append(batch)
     with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
-        results = list(pool.map(ing.ingest_batch, batches, [zones_tmp, zones_tmp]))
+        results = list(pool.map(ing.run_ingest, [zones_tmp, zones_tmp], batches))
     assert sorted((r.catalogued, r.duplicates) for r in results) == [(0, 1), (1, 0)]
     assert (ing.read_catalog(zones_tmp)["status"] == "ok").sum() == 1
 
 
 def test_unknown_batch_is_an_error(zones_tmp: Zones) -> None:
     with pytest.raises(FileNotFoundError):
-        ing.ingest_batch("b20260101-000000-000000", zones_tmp)
+        ing.run_ingest(zones_tmp, "b20260101-000000-000000")
 
 
 def test_read_catalog_empty_and_unknown(zones_tmp: Zones) -> None:
@@ -270,6 +273,7 @@ def test_read_catalog_empty_and_unknown(zones_tmp: Zones) -> None:
         ing.read_catalog(zones_tmp, "../etc")
 
 
+@pytest.mark.slow
 def test_every_pydicom_test_file_is_accounted_for(tmp_path: Path, zones_tmp: Zones) -> None:
     """All of pydicom's and pydicom-data's test files in one batch: none crashes the run, every
     file has a row with a status and (unless ok) a reason; re-dropping gives only duplicates."""
@@ -289,12 +293,13 @@ def test_every_pydicom_test_file_is_accounted_for(tmp_path: Path, zones_tmp: Zon
     assert (df[df.status != "ok"].reason != "").all()
     assert (df[df.status == "ok"].reason == "").all()
     assert sum(res.reasons.values()) == res.quarantined
-    assert ing.check_accounting(zones_tmp, batch) == []
+    assert ing.check_ingest(zones_tmp, batch) == []
     # the same files again: all duplicates of the first batch
     _, again = _ingest_tree(src, zones_tmp)
     assert again.duplicates == again.received == len(files)
 
 
+@pytest.mark.slow
 def test_generated_studies_truncated_and_redropped(
     synth_studies: tuple[Path, Path], tmp_path: Path, zones_tmp: Zones
 ) -> None:
@@ -314,3 +319,40 @@ def test_generated_studies_truncated_and_redropped(
     _, again = _ingest_tree(studies, zones_tmp)
     # the cut file's original content is new; every other file is a duplicate
     assert (again.duplicates, again.catalogued) == (len(files) - 1, 1)
+
+
+def test_run_ingest_is_a_stage_and_check_ingest_finds_a_moved_file(
+    tmp_path: Path, zones_tmp: Zones
+) -> None:
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copyfile(get_testdata_file("CT_small.dcm"), src / "ct.dcm")
+    (src / "notes.txt").write_text("not an image")
+    batch, res = _ingest_tree(src, zones_tmp)
+    assert isinstance(res, StageResult) and res.problems == []
+    assert f"batch {batch}" in res.summary_line() and res.metadata()["received"] == 2
+    assert ing.check_ingest(zones_tmp, batch) == []
+    (zones_tmp.raw_batch(batch) / "ct.dcm").unlink()
+    problems = ing.check_ingest(zones_tmp, batch)
+    assert any("not where the catalog says" in p for p in problems)
+
+
+def test_catalogs_of_older_versions_are_read_with_the_new_column_names(
+    tmp_path: Path, zones_tmp: Zones
+) -> None:
+    """Catalogs written before issue 10 say sop_instance_uid etc.; they still read and resume."""
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copyfile(get_testdata_file("CT_small.dcm"), src / "ct.dcm")
+    batch, _ = _ingest_tree(src, zones_tmp)
+    path = zones_tmp.catalog_file(batch)
+    new = pq.read_table(path)
+    old_names = {"sop_uid": "sop_instance_uid", "study_uid": "study_instance_uid"}
+    old_names["series_uid"] = "series_instance_uid"
+    pq.write_table(new.rename_columns([old_names.get(n, n) for n in new.column_names]), path)
+    df = ing.read_catalog(zones_tmp, batch)
+    assert list(df.columns) == CONTRACT_COLUMNS and df["series_uid"].notna().all()
+    assert ing.run_ingest(zones_tmp, batch).catalogued == 1
+    assert pq.read_table(path).equals(new)

@@ -76,7 +76,10 @@ def test_resource_reads_environment_at_use_time(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "tok-from-env")
     assert resource.connection() == ("http://127.0.0.1:9", "tok-from-env")
     assert LabelStudioResource(url="http://other:1").connection()[0] == "http://other:1"
-    assert type(resource.client()).__name__ == "LabelStudio"
+    client = resource.client()  # the one client; the SDK's client behind it for the SDK calls
+    assert type(client).__name__ == "LabelStudioClient" and client.url == "http://127.0.0.1:9"
+    assert type(client.sdk()).__name__ == "LabelStudio"
+    assert "tok-from-env" not in repr(client)
 
 
 def test_connection_from_env_or_running_server(tmp_path: Path) -> None:
@@ -122,6 +125,7 @@ def test_running_server(labelstudio: ls.LabelStudioServer) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_restart_keeps_projects_and_token(tmp_path: Path) -> None:
     from label_studio_sdk import LabelStudio
 

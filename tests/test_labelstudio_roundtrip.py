@@ -9,6 +9,8 @@ import urllib.request
 import numpy as np
 import pytest
 
+from annotation.client import LabelStudioClient
+from annotation.export import union_mask
 from annotation.label_config import LABEL_CONFIG
 from annotation.render import (
     CT_SOFT_TISSUE,
@@ -18,17 +20,10 @@ from annotation.render import (
     select_slices,
     volume_mask_slice,
 )
-from annotation.sync import (
-    add_local_storage,
-    create_project,
-    import_tasks,
-    snapshot_export,
-    union_mask,
-)
 from annotation.tasks import build_task, phi_hits, prediction
 from medcurate.services.labelstudio import LabelStudioServer, ServicePaths
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _phi_values(rng: np.random.Generator) -> list[str]:
@@ -45,8 +40,6 @@ def _phi_values(rng: np.random.Generator) -> list[str]:
 
 
 def test_mask_round_trip_and_no_phi(labelstudio: LabelStudioServer) -> None:
-    from label_studio_sdk import LabelStudio
-
     rng = np.random.default_rng(11)
     phi = _phi_values(rng)
     sample_id = "S-3f9c2a"
@@ -87,10 +80,10 @@ def test_mask_round_trip_and_no_phi(labelstudio: LabelStudioServer) -> None:
     }
     assert phi_hits(sent, phi) == []
 
-    client = LabelStudio(base_url=labelstudio.url, api_key=labelstudio.api_key)
-    project = create_project(client, title)
-    add_local_storage(client, project, root / "round-1")
-    assert import_tasks(client, project, tasks) == len(tasks)
+    client = LabelStudioClient(labelstudio.url, labelstudio.api_key)
+    project = client.create_project(title)
+    client.add_local_storage(project, root / "round-1")
+    assert client.import_tasks(project, tasks) == len(tasks)
 
     # the image is served from the local-files root, byte for byte
     url = labelstudio.url + tasks[1]["data"]["image"]
@@ -98,7 +91,7 @@ def test_mask_round_trip_and_no_phi(labelstudio: LabelStudioServer) -> None:
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.read() == (root / rendered[1].relpath).read_bytes()
 
-    exported = snapshot_export(client, project)
+    exported = client.snapshot_export(project)
     assert sorted(t["data"]["task_key"] for t in exported) == sorted(
         t["data"]["task_key"] for t in tasks
     )

@@ -1,3 +1,7 @@
+import fcntl
+import os
+import stat
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -22,3 +26,32 @@ def test_read_modify_write_under_the_lock_loses_nothing(tmp_path: Path) -> None:
 def test_lock_file_folder_is_created(tmp_path: Path) -> None:
     with exclusive(tmp_path / "a" / "b" / ".lock"):
         assert (tmp_path / "a" / "b" / ".lock").exists()
+
+
+def test_lock_file_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        with exclusive(tmp_path / "restricted" / ".lock"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "restricted" / ".lock").stat().st_mode) == 0o600
+
+
+def test_a_plain_flock_held_elsewhere_is_waited_for(tmp_path: Path) -> None:
+    """Same lock as any ``flock`` on the file (older versions, other tools, tests that hold it)."""
+    lock = tmp_path / ".lock"
+    entered = threading.Event()
+
+    def enter() -> None:
+        with exclusive(lock):
+            entered.set()
+
+    with open(lock, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiter = threading.Thread(target=enter)
+        waiter.start()
+        assert not entered.wait(0.5)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert entered.wait(10)
+    waiter.join(10)

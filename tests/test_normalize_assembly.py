@@ -10,6 +10,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from medcurate.io import age_years
 from medcurate.normalize import assembly as A
 from medcurate.normalize.config import AssemblyConfig
 from medcurate.normalize.phantom import PhantomSeries, write_projection, write_series
@@ -53,7 +54,7 @@ def test_sorted_by_position_along_normal_not_by_instance_number(tmp_path: Path) 
 def test_missing_slice_is_quarantined(tmp_path: Path) -> None:
     out = _assemble(write_series(tmp_path, PhantomSeries(drop_slices=[5])))
     assert _reasons(out) == [A.MISSING_SLICES] and not _plans(out)
-    assert "1 slice(s) missing" in out[0].detail  # type: ignore[union-attr]
+    assert "1 slice(s) missing" in out[0].message  # type: ignore[union-attr]
     assert _covered(out) == 11
 
 
@@ -165,9 +166,9 @@ def test_source_digest_follows_content(tmp_path: Path) -> None:
 
 
 def test_age_parsing() -> None:
-    assert A._age_years("045Y") == 45.0
-    assert A._age_years("006M") == 0.5
-    assert A._age_years("") is None and A._age_years("abc") is None
+    assert age_years("045Y") == 45.0
+    assert age_years("006M") == 0.5
+    assert age_years("") is None and age_years("abc") is None
 
 
 def test_same_instance_twice_is_used_once(tmp_path: Path) -> None:

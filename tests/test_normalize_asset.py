@@ -10,11 +10,11 @@ import pytest
 from assets.normalize import series_volumes, series_volumes_accounting
 from assets.resources import MedcurateHome
 from medcurate.config import Zones
-from medcurate.hashing import sha256_file
-from medcurate.normalize import VOLUMES_TABLE
+from medcurate.io import sha256_file
 from medcurate.normalize.phantom import PhantomSeries, write_series
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_series_volumes_materializes_a_batch(zones_tmp: Zones) -> None:
     z = zones_tmp
@@ -26,8 +26,8 @@ def test_series_volumes_materializes_a_batch(zones_tmp: Zones) -> None:
             {"path": p.relative_to(z.deid).as_posix(), "series_uid": ds.SeriesInstanceUID,
              "site": "S-01", "sex": "M", "age_years": 50.0, "sha256": sha256_file(p)}
         )  # fmt: skip
-    (z.deid / "manifests").mkdir()
-    pd.DataFrame(rows).to_parquet(z.deid / "manifests" / "b1.parquet")
+    z.deid_manifests.mkdir()
+    pd.DataFrame(rows).to_parquet(z.deid_manifest("b1"))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("batch", ["b1"])
     result = dg.materialize(
@@ -42,5 +42,5 @@ def test_series_volumes_materializes_a_batch(zones_tmp: Zones) -> None:
     assert mat.metadata["instances_used"].value == 4
     (check,) = result.get_asset_check_evaluations()
     assert check.passed
-    vol = pd.read_parquet(z.volumes / VOLUMES_TABLE)
+    vol = pd.read_parquet(z.volumes_table)
     assert list(vol["batch"]) == ["b1"] and list(vol["site"]) == ["S-01"]

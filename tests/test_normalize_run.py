@@ -13,12 +13,30 @@ import pydicom
 import pydicom.data
 import pytest
 
-from medcurate.hashing import sha256_file
-from medcurate.normalize import QUARANTINE_TABLE, VOLUMES_TABLE, normalize_batch, normalize_tree
-from medcurate.normalize.assembly import LOAD_ERROR, MISSING_SLICES, REASONS, UNREADABLE
+from medcurate.config import Zones
+from medcurate.io import sha256_file
+from medcurate.normalize import (
+    QUARANTINE_TABLE,
+    VOLUMES_TABLE,
+    check_normalize,
+    normalize_batch,
+    normalize_tree,
+    run_normalize,
+)
+from medcurate.normalize.assembly import (
+    LOAD_ERROR,
+    MISSING_SLICES,
+    REASONS,
+    UNREADABLE,
+    VolumePlan,
+    assemble,
+    read_instance,
+)
 from medcurate.normalize.config import NormalizeConfig, load_config
 from medcurate.normalize.phantom import PhantomSeries, write_projection, write_series
-from medcurate.normalize.run import VOLUME_COLUMNS, check_batch
+from medcurate.normalize.run import QUARANTINE_COLUMNS, VOLUME_COLUMNS, check_batch
+from medcurate.normalize.transforms import load_plan
+from medcurate.stage import StageResult
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
@@ -150,8 +168,8 @@ def test_undecodable_pixels_are_quarantined_and_the_rest_continues(tmp_path: Pat
     r = normalize_tree(src, tmp_path / "out")
     assert r.written == 1 and r.quarantined == {LOAD_ERROR: 1}
     _accounted(r)
-    detail = pd.read_parquet(tmp_path / "out" / QUARANTINE_TABLE)["detail"].iloc[0]
-    assert str(src) not in detail
+    message = pd.read_parquet(tmp_path / "out" / QUARANTINE_TABLE)["message"].iloc[0]
+    assert str(src) not in message
 
 
 def test_deid_manifest_in_src_supplies_site_sex_age(tmp_path: Path) -> None:
@@ -186,7 +204,7 @@ def test_real_pydicom_series_and_single_images(tmp_path: Path) -> None:
     ct5n = vol[(vol["modality"] == "CT") & (vol["n_instances"] == 5)]
     assert len(ct5n) == 1 and list(ct5n["orig_shape"].iloc[0]) == [16, 16, 5]
     q = pd.read_parquet(tmp_path / "out" / QUARANTINE_TABLE)
-    assert {"multiframe", "multiframe_enhanced", "single_slice"} <= set(q["reason"])
+    assert {"MULTIFRAME", "MULTIFRAME_ENHANCED", "SINGLE_SLICE"} <= set(q["reason"])
 
 
 @pytest.mark.slow
@@ -203,8 +221,6 @@ def test_process_pool_gives_the_same_bytes(tmp_path: Path) -> None:
 
 def test_generated_studies_agree_with_their_truth_masks(synth_studies: tuple[Path, Path]) -> None:
     """medcurate.synth writes each series' label mask with the RAS affine it rendered with."""
-    from medcurate.normalize.assembly import VolumePlan, assemble, read_instance
-    from medcurate.normalize.transforms import load_plan
 
     studies, truth = synth_studies
     labels = pd.read_parquet(truth / "labels.parquet")
@@ -219,3 +235,58 @@ def test_generated_studies_agree_with_their_truth_masks(synth_studies: tuple[Pat
         mask = nib.as_closest_canonical(nib.load(truth / row["mask_file"]))
         assert mine.shape == mask.shape, row["series_kind"]
         assert np.allclose(mine.affine, mask.affine, atol=1e-2), row["series_kind"]
+
+
+def _deid_batch(z: Zones, batch: str, series: list[PhantomSeries]) -> None:
+    """Phantom series under deid/ with the batch's manifest, as de-identification leaves them."""
+    rows = []
+    for k, spec in enumerate(series):
+        for p in write_series(z.deid / "PAT1" / "STU1" / f"SER{k}", spec):
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+            rows.append(
+                {"path": p.relative_to(z.deid).as_posix(), "series_uid": ds.SeriesInstanceUID,
+                 "site": "S-01", "sex": "M", "age_years": 50.0, "sha256": sha256_file(p)}
+            )  # fmt: skip
+    z.deid_manifests.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(z.deid_manifest(batch))
+
+
+def test_run_normalize_writes_a_batch_into_the_zones_and_check_normalize_finds_damage(
+    zones_tmp: Zones,
+) -> None:
+
+    z = zones_tmp
+    _deid_batch(
+        z, "b1", [PhantomSeries(name="a", slices=4), PhantomSeries(name="b", drop_slices=(5,))]
+    )
+    r = run_normalize(z, "b1")
+    assert isinstance(r, StageResult) and r.problems == []
+    assert (r.written, r.quarantined) == (1, {MISSING_SLICES: 1})
+    assert check_normalize(z, "b1") == []
+    q = pd.read_parquet(z.volumes_quarantine)
+    assert list(q["reason"]) == ["MISSING_SLICES"] and "missing" in q["message"].iloc[0]
+    [row] = pd.read_parquet(z.volumes_table).to_dict("records")
+    z.volume_file(row["nifti_path"]).write_bytes(b"damaged")
+    assert check_normalize(z, "b1") == [f"{row['sample_id']}: NIfTI sha256 differs from the table"]
+
+
+def test_quarantine_tables_of_older_versions_are_upgraded_on_the_next_upsert(
+    zones_tmp: Zones,
+) -> None:
+    """Before issue 10 the table said ``detail`` and lower-case reasons; other series keep their
+    rows, renamed, when a batch is upserted."""
+    z = zones_tmp
+    _deid_batch(z, "b1", [PhantomSeries(name="a", slices=4)])
+    old = pd.DataFrame(
+        [{"sample_id": "0" * 16, "patient": "P", "study_uid": "2.25.1", "series_uid": "2.25.2",
+          "part": "missing_slices", "modality": "CT", "reason": "missing_slices",
+          "detail": "1 slice(s) missing", "n_instances": 3, "source_digest": "d",
+          "source_paths": ["a.dcm"], "batch": "b0"}]
+    )  # fmt: skip
+    z.volumes.mkdir(parents=True, exist_ok=True)
+    old.to_parquet(z.volumes_quarantine, index=False)
+    run_normalize(z, "b1")
+    q = pd.read_parquet(z.volumes_quarantine)
+    assert list(q.columns) == QUARANTINE_COLUMNS
+    assert q.to_dict("records")[0]["reason"] == "MISSING_SLICES"
+    assert q.to_dict("records")[0]["message"] == "1 slice(s) missing"

@@ -12,15 +12,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medcurate.io import write_nifti
 from medcurate.normalize.assembly import VolumePlan, assemble, read_instance
 from medcurate.normalize.config import load_config
 from medcurate.normalize.phantom import PhantomSeries, marker_ras, write_projection, write_series
-from medcurate.normalize.transforms import (
-    intensity_stats,
-    load_plan,
-    run_chain,
-    write_nifti_gz,
-)
+from medcurate.normalize.transforms import intensity_stats, load_plan, run_chain
 
 CFG = load_config()
 _A = math.radians(30)
@@ -136,8 +132,8 @@ def test_nifti_bytes_are_deterministic_and_affine_round_trips(tmp_path: Path) ->
     rng = np.random.default_rng(0)
     array = rng.normal(size=(5, 6, 7)).astype(np.float32)
     affine = np.array([[0, -1.5, 0, 10], [0.8, 0, 0, -3], [0, 0, 2, 7], [0, 0, 0, 1]], float)
-    sha1 = write_nifti_gz(tmp_path / "a.nii.gz", array, affine)
-    sha2 = write_nifti_gz(tmp_path / "b.nii.gz", array, affine)
+    sha1 = write_nifti(tmp_path / "a.nii.gz", array, affine)
+    sha2 = write_nifti(tmp_path / "b.nii.gz", array, affine)
     assert sha1 == sha2
     assert (tmp_path / "a.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()
     img = nib.load(tmp_path / "a.nii.gz")
@@ -157,8 +153,8 @@ def test_int16_output_is_lossless_enough_and_smaller(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     array = rng.normal(size=(24, 20, 12)).astype(np.float32)
     affine = np.diag([1.5, 1.5, 2.0, 1.0])
-    write_nifti_gz(tmp_path / "f.nii.gz", array, affine)
-    write_nifti_gz(tmp_path / "i.nii.gz", array, affine, dtype="int16", max_abs_error=1e-3)
+    write_nifti(tmp_path / "f.nii.gz", array, affine)
+    write_nifti(tmp_path / "i.nii.gz", array, affine, dtype="int16", max_abs_error=1e-3)
     small = nib.load(tmp_path / "i.nii.gz")
     assert small.get_data_dtype() == np.int16
     assert np.abs(small.get_fdata() - array).max() <= 1e-3
@@ -168,7 +164,7 @@ def test_int16_output_is_lossless_enough_and_smaller(tmp_path: Path) -> None:
 
 def test_int16_falls_back_to_float32_when_the_error_is_too_large(tmp_path: Path) -> None:
     array = np.linspace(0, 1, 200_000, dtype=np.float32).reshape(100, 100, 20)
-    write_nifti_gz(tmp_path / "x.nii.gz", array, np.eye(4), dtype="int16", max_abs_error=1e-9)
+    write_nifti(tmp_path / "x.nii.gz", array, np.eye(4), dtype="int16", max_abs_error=1e-9)
     img = nib.load(tmp_path / "x.nii.gz")
     assert img.get_data_dtype() == np.float32
     assert np.array_equal(img.get_fdata(dtype=np.float32), array)

@@ -19,9 +19,12 @@ from medcurate.splits import (
     age_band,
     assign_splits,
     balance_markdown,
+    balance_plot,
     balance_report,
+    leak_problems,
     leaking_patients,
     max_deviation,
+    png_markdown,
     split_counts,
 )
 
@@ -112,6 +115,7 @@ def test_stratified_beats_random_patient_assignment() -> None:
     assert np.mean(ours) < 0.6 * np.mean(rand)
 
 
+@pytest.mark.slow
 @FAST
 @given(
     seed=st.integers(0, 10_000),
@@ -238,8 +242,6 @@ def test_balance_markdown_lists_every_split() -> None:
 
 
 def test_balance_plot_is_a_png_and_reproducible(tmp_path: Path) -> None:
-    from medcurate.splits import balance_plot
-
     report = pd.DataFrame(
         {
             "attribute": ["sex", "sex", "sex", "sex"],
@@ -252,6 +254,21 @@ def test_balance_plot_is_a_png_and_reproducible(tmp_path: Path) -> None:
     b = balance_plot(report, tmp_path / "b.png").read_bytes()
     assert a[:8] == b"\x89PNG\r\n\x1a\n"
     assert a == b
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no temp left
+    md = png_markdown(tmp_path / "a.png", "balance")
+    assert md.startswith("![balance](data:image/png;base64,iVBORw0KGgo") and md.endswith(")")
+
+
+def test_leak_problems_count_patients_in_two_splits_and_skip_synthetic() -> None:
+    a = assign_splits(cohort(8, 30))
+    assert leak_problems(a) == []
+    twice = a["patient"].value_counts()
+    patient = sorted(twice[twice > 1].index)[0]
+    row = a.index[a["patient"] == patient][0]
+    a.loc[row, "split"] = "test" if a.loc[row, "split"] != "test" else "train"
+    assert leaking_patients(a) == [patient]
+    assert leak_problems(a) == ["1 patient(s) have samples in more than one split"]
+    assert leak_problems(a.assign(synthetic=a["patient"] == patient)) == []
 
 
 def test_label_weighs_most_so_rare_findings_reach_every_split() -> None:

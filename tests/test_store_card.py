@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medcurate.splits import assign_splits
-from medcurate.store.card import render_card
+from medcurate.store.card import code_version, render_card
 from medcurate.store.manifest import build_manifest, curate_samples
 
 
@@ -44,7 +44,5 @@ def test_card_sections_counts_and_lineage(tmp_path: Path, release_cohort) -> Non
 
 def test_code_version_names_the_installed_version() -> None:
     import importlib.metadata
-
-    from medcurate.store.card import code_version
 
     assert code_version().split("+")[0] == importlib.metadata.version("medcurate")

@@ -9,10 +9,10 @@ import nibabel as nib
 import pandas as pd
 import pytest
 
-from medcurate.hashing import sha256_file
+from medcurate.io import sha256_file
 from medcurate.splits import SplitConfig, assign_splits
 from medcurate.store.manifest import curate_samples
-from medcurate.store.objects import ObjectStore, TamperedObjectError
+from medcurate.store.objects import ObjectStore, StoreError, TamperedObjectError
 from medcurate.store.publish import load_manifest
 from medcurate.store.pull import PULL_RECORD, pull, pull_record
 from medcurate.store.release import release_dataset
@@ -139,7 +139,5 @@ def test_repull_other_version_into_same_folder_removes_stale_files(
 
 def test_unknown_format(tmp_path: Path, two_versions) -> None:  # type: ignore[no-untyped-def]
     store, _, _ = two_versions
-    from medcurate.store.objects import StoreError
-
     with pytest.raises(StoreError, match="format"):
         pull(store, "demo@v1", tmp_path / "z", fmt="zip")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from pathlib import Path
 
 import nibabel as nib
@@ -12,12 +11,13 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 
+from medcurate.io import sha256_file
 from medcurate.synth import generate_studies, planted_phi, planted_uids
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
     return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        p.relative_to(root).as_posix(): sha256_file(p)
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
@@ -36,6 +36,7 @@ def _labels(truth: Path):  # type: ignore[no-untyped-def]
     return pq.read_table(truth / "labels.parquet").to_pandas()
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     a = generate_studies(tmp_path / "a" / "out", patients=2, seed=5, truth=tmp_path / "a" / "t")
     generate_studies(tmp_path / "b" / "out", patients=2, seed=5, truth=tmp_path / "b" / "t")
@@ -210,6 +211,7 @@ def test_phi_planted_where_promised(synth_studies: tuple[Path, Path]) -> None:
         assert ds.PatientAge == f"{years:03d}Y"
 
 
+@pytest.mark.slow
 def test_monai_reads_a_series_with_the_mask_geometry(synth_studies: tuple[Path, Path]) -> None:
     monai = pytest.importorskip("monai")
     from monai.data import PydicomReader

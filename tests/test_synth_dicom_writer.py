@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from medcurate.synth import dicom_writer as w
 from medcurate.synth.plan import plan_cohort
@@ -75,3 +76,16 @@ def test_projection_images_have_their_own_sop_class_and_no_patient_geometry(tmp_
             assert ds.PhotometricInterpretation == p.site.vendor.xr_photometric
             found.add(ds.Modality)
     assert found
+
+
+def test_fixed_uids_are_the_ones_pydicom_knows() -> None:
+    """The UIDs written into every file: pydicom's implementation UID (spelled from its root so
+    the bytes do not follow a pydicom upgrade) and the retired Detached Study Management class."""
+    assert w.IMPLEMENTATION_UID == "1.2.826.0.1.3680043.8.498.1" == PYDICOM_IMPLEMENTATION_UID
+    assert UID(w.STUDY_COMPONENT_SOP).keyword == "DetachedStudyManagement"
+    assert {str(u) for u in w.SOP_CLASS.values()} == {
+        "1.2.840.10008.5.1.4.1.1.2",
+        "1.2.840.10008.5.1.4.1.1.4",
+        "1.2.840.10008.5.1.4.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.1.1",
+    }

@@ -53,3 +53,16 @@ def test_mask_is_written_c_r_k_with_the_ras_affine(tmp_path: Path) -> None:
     assert data.shape == (4, 3, 2) and data[3, 2, 1] == 7 and data.sum() == 7
     assert np.allclose(img.affine, g.affine_ras())
     assert img.header.get_sform(coded=True)[1] == 1
+
+
+def test_mask_bytes_are_deterministic_and_values_uint8(tmp_path: Path) -> None:
+    g = centered(np.array([0.0, 0.0, 0.0]), (1, 0, 0), (0, 1, 0), 5, 6, 3, 1.0, 1.0, 2.0)
+    labels = np.zeros((3, 5, 6), dtype=np.uint8)
+    labels[1, 2:4, 1:3] = 2
+    write_mask(tmp_path / "a.nii.gz", labels, g)
+    write_mask(tmp_path / "b.nii.gz", labels, g)
+    assert (tmp_path / "a.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()
+    img = nib.load(tmp_path / "a.nii.gz")
+    assert img.get_data_dtype() == np.uint8
+    assert np.array_equal(np.asarray(img.dataobj), np.transpose(labels, (2, 1, 0)))
+    assert img.header.get_qform(coded=True)[1] == 1

@@ -9,8 +9,10 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from medcurate import validate as v
+from medcurate.dicomwalk import inspect
 
 
 @pytest.fixture
@@ -142,7 +144,7 @@ def test_valid_ct_is_ok_with_header(ct: Path) -> None:
     assert h["rows"] == 128 and h["columns"] == 128 and h["number_of_frames"] == 1
     assert h["transfer_syntax_uid"] == pydicom.uid.ExplicitVRLittleEndian
     assert len(h["image_position_patient"]) == 3 and len(h["image_orientation_patient"]) == 6
-    assert h["sop_instance_uid"] and h["series_instance_uid"] and h["study_instance_uid"]
+    assert h["sop_uid"] and h["series_uid"] and h["study_uid"]
 
 
 def test_zero_byte(tmp_path: Path) -> None:
@@ -267,7 +269,6 @@ def test_every_pydicom_test_file_gets_an_answer() -> None:
 
 def _nested_ct(ct: Path, dst: Path, depth: int, implicit: bool, undefined: bool) -> Path:
     """CT_small with ContentSequence nested ``depth`` deep, written by pydicom."""
-    from pydicom.sequence import Sequence
 
     ds = pydicom.dcmread(ct)
     inner = Dataset()
@@ -291,7 +292,6 @@ def _nested_ct(ct: Path, dst: Path, depth: int, implicit: bool, undefined: bool)
 def test_walk_counts_sequence_depth_in_every_encoding(
     tmp_path: Path, ct: Path, implicit: bool, undefined: bool
 ) -> None:
-    from medcurate.dicomwalk import inspect
 
     deep = _nested_ct(ct, tmp_path / "deep.dcm", 40, implicit, undefined)
     assert pydicom.dcmread(deep).ContentSequence[0].ContentSequence  # a readable file

@@ -1,7 +1,26 @@
 """De-identification to DICOM PS3.15 Annex E (Basic Profile with Retain Patient Characteristics,
 Retain Longitudinal Modified Dates, Clean Descriptors and Retain Safe Private), verified
-independently. See ``run`` for the file-level contract and ``engine`` for the per-dataset one."""
+independently. See ``run`` for the file-level contract and the stage (``run_deid``,
+``check_deid``), and ``engine`` for the per-dataset one."""
 
-from medcurate.deid.run import DeidResult, deidentify_files, deidentify_tree, read_deid_manifest
+from medcurate.deid.run import (
+    DeidBooks,
+    DeidResult,
+    check_deid,
+    deid_books,
+    deidentify_files,
+    deidentify_tree,
+    read_deid_manifest,
+    run_deid,
+)
 
-__all__ = ["DeidResult", "deidentify_files", "deidentify_tree", "read_deid_manifest"]
+__all__ = [
+    "DeidBooks",
+    "DeidResult",
+    "check_deid",
+    "deid_books",
+    "deidentify_files",
+    "deidentify_tree",
+    "read_deid_manifest",
+    "run_deid",
+]

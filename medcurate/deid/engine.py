@@ -41,6 +41,7 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
 )
 
 from medcurate.deid.clean import clean_text
@@ -52,7 +53,7 @@ from medcurate.deid.pseudonyms import Keyer, patient_key, patient_pseudonym, sit
 from medcurate.deid.table import Action, ActionTable, action_table
 from medcurate.deid.uids import UIDMapper, keeps_uid
 
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+DICOMDIR_SOP_CLASS = MediaStorageDirectoryStorage
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
 _TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "CS", "AE"})
 _NUMBER_TEXT_VRS = frozenset({"DS", "IS"})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 
 from pydicom.datadict import dictionary_VR
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 MAX_SEQUENCE_DEPTH = 64
 _ITEM_LE = b"\xfe\xff\x00\xe0"
@@ -25,8 +26,8 @@ _LONG |= {b"UT", b"UV"}
 _TAG_LEN = struct.Struct("<HHL")
 _EXPLICIT = struct.Struct("<HH2sH")
 _UL = struct.Struct("<L")
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_NOT_EXPLICIT_LE = frozenset({_IMPLICIT_LE, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
+_IMPLICIT_LE = ImplicitVRLittleEndian
+_NOT_EXPLICIT_LE = frozenset({_IMPLICIT_LE, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian})
 
 
 def too_deep(data: bytes, limit: int = MAX_SEQUENCE_DEPTH) -> bool | None:

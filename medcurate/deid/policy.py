@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
+from pydicom.uid import SecondaryCaptureImageStorage, UltrasoundMultiFrameImageStorage
+
 # CID 7050 (De-identification Method): (code value, code meaning).
 CODE_BASIC = ("113100", "Basic Application Confidentiality Profile")
 CODE_MODIFIED_DATES = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
@@ -61,10 +63,11 @@ class Options:
 DEFAULT_OPTIONS = Options()
 
 # SOP classes whose pixels commonly carry burned-in text or recognisable features.
+# Prefixes: a registered class UID names a family only where it is one (pydicom.uid constants).
 RISKY_SOP_PREFIXES = (
-    "1.2.840.10008.5.1.4.1.1.7",  # secondary capture family (screenshots, scanned documents)
+    str(SecondaryCaptureImageStorage),  # the family (7.1 ... 7.4: screenshots, scanned documents)
     "1.2.840.10008.5.1.4.1.1.6.",  # ultrasound (6.1, 6.2)
-    "1.2.840.10008.5.1.4.1.1.3.1",  # ultrasound multi-frame
+    str(UltrasoundMultiFrameImageStorage),  # ultrasound multi-frame
     "1.2.840.10008.5.1.4.1.1.77.",  # visible light (endoscopy, photographs, slides)
     "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated documents (PDF, CDA)
 )

@@ -11,13 +11,15 @@ target folder is checked writable before the first output is written, so a bad f
 cleanly instead of half-way. Litter of killed runs (temporary outputs of processes that are gone) is
 removed at the start of the next run, which redoes the batch byte-identically. What goes under
 ``restricted/`` (quarantined originals, reasons.csv, the crosswalk) is owner-only.
+
+The stage: :func:`run_deid` de-identifies one ingested batch into the zones and
+:func:`check_deid` checks its books (no verifier hit; catalogued = written + quarantined).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import logging
 import multiprocessing as mp
@@ -30,17 +32,33 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pydicom
 from pydicom.dataset import Dataset
 
-from medcurate.config import ConfigError, MissingSaltError
+from medcurate.config import (
+    DEID_CROSSWALK,
+    DEID_MANIFESTS,
+    DEID_REASONS,
+    DEID_TREE_MANIFEST,
+    ConfigError,
+    MissingSaltError,
+    Zones,
+)
 from medcurate.deid.encode import encode
 from medcurate.deid.engine import DICOMDIR_SOP_CLASS, Deidentifier, burned_in_reason
 from medcurate.deid.limits import MAX_SEQUENCE_DEPTH, dataset_depth, too_deep
-from medcurate.deid.litter import clean_litter
 from medcurate.deid.policy import Policy
 from medcurate.deid.verify import verify
-from medcurate.perms import private_dir, write_private_bytes
+from medcurate.ingest import OK, read_catalog
+from medcurate.io import (
+    age_years,
+    atomic_write_bytes,
+    atomic_write_parquet,
+    clean_litter,
+    sha256_bytes,
+)
+from medcurate.perms import private_dir
 
 MANIFEST_COLUMNS = [
     "path",
@@ -67,17 +85,28 @@ MANIFEST_COLUMNS = [
     "profile",
 ]
 REASONS_COLUMNS = ["source", "reason", "message"]
+# Quarantine reason codes (``reason`` of reasons.csv; upper case in every room).
+UNREADABLE = "UNREADABLE"
+SEQUENCE_TOO_DEEP = "SEQUENCE_TOO_DEEP"
+NOT_AN_INSTANCE = "NOT_AN_INSTANCE"
+DICOMDIR = "DICOMDIR"
+BURNED_IN = "BURNED_IN"
+DEID_ERROR = "DEID_ERROR"
+WRITE_ERROR = "WRITE_ERROR"
+VERIFIER_ERROR = "VERIFIER_ERROR"
+VERIFIER_HIT = "VERIFIER_HIT"
+DUPLICATE_INSTANCE = "DUPLICATE_INSTANCE"
 REASONS = (
-    "unreadable",
-    "sequence_too_deep",
-    "not_an_instance",
-    "dicomdir",
-    "burned_in",
-    "deid_error",
-    "write_error",
-    "verifier_error",
-    "verifier_hit",
-    "duplicate_instance",
+    UNREADABLE,
+    SEQUENCE_TOO_DEEP,
+    NOT_AN_INSTANCE,
+    DICOMDIR,
+    BURNED_IN,
+    DEID_ERROR,
+    WRITE_ERROR,
+    VERIFIER_ERROR,
+    VERIFIER_HIT,
+    DUPLICATE_INSTANCE,
 )
 
 
@@ -102,6 +131,19 @@ class DeidResult:
     @property
     def quarantined_total(self) -> int:
         return sum(self.quarantined.values())
+
+    @property
+    def problems(self) -> list[str]:
+        """What the blocking check would flag in this run alone."""
+        problems = []
+        if self.verifier_hit_files:
+            problems.append(f"{self.verifier_hit_files} file(s) with verifier hits (quarantined)")
+        if self.written + self.quarantined_total != self.received:
+            problems.append(
+                f"received {self.received} != written {self.written} "
+                f"+ quarantined {self.quarantined_total}"
+            )
+        return problems
 
     def summary_line(self) -> str:
         q = ", ".join(f"{k} {v}" for k, v in sorted(self.quarantined.items())) or "none"
@@ -168,7 +210,7 @@ def _process(task: tuple[int, str, str]) -> _Outcome:
             return _process_quiet(task)
         except Exception as exc:  # never stop the batch; the type only (messages may hold PHI)
             out = _Outcome(task[0])
-            out.reason, out.message = _failure("deid_error", "processing failed", exc)
+            out.reason, out.message = _failure(DEID_ERROR, "processing failed", exc)
             return out
         finally:
             logger.setLevel(level)
@@ -177,7 +219,7 @@ def _process(task: tuple[int, str, str]) -> _Outcome:
 def _failure(reason: str, what: str, exc: BaseException) -> tuple[str, str]:
     """(reason, PHI-free message) for an exception; too-deep nesting has its own reason."""
     if isinstance(exc, RecursionError):
-        return "sequence_too_deep", f"{what}: sequences nest too deep (RecursionError)"
+        return SEQUENCE_TOO_DEEP, f"{what}: sequences nest too deep (RecursionError)"
     return reason, f"{what} ({type(exc).__name__})"
 
 
@@ -188,33 +230,33 @@ def _process_quiet(task: tuple[int, str, str]) -> _Outcome:
     try:
         data = Path(src).read_bytes()
     except OSError as exc:
-        out.reason, out.message = "unreadable", f"cannot read file ({type(exc).__name__})"
+        out.reason, out.message = UNREADABLE, f"cannot read file ({type(exc).__name__})"
         return out
-    source_sha = hashlib.sha256(data).hexdigest()
+    source_sha = sha256_bytes(data)
     deep = too_deep(data)
     if deep:
-        out.reason, out.message = "sequence_too_deep", _TOO_DEEP
+        out.reason, out.message = SEQUENCE_TOO_DEEP, _TOO_DEEP
         return out
     try:
         ds = pydicom.dcmread(BytesIO(data), force=True)
         if deep is None and dataset_depth(ds) > MAX_SEQUENCE_DEPTH:
-            out.reason, out.message = "sequence_too_deep", _TOO_DEEP
+            out.reason, out.message = SEQUENCE_TOO_DEEP, _TOO_DEEP
             return out
         sop_class = str(ds.get("SOPClassUID", "") or "")
         has_uids = all(str(ds.get(k, "") or "").strip() for k in _PATH_UIDS)
     except Exception as exc:
-        out.reason, out.message = _failure("unreadable", "not parseable as DICOM", exc)
+        out.reason, out.message = _failure(UNREADABLE, "not parseable as DICOM", exc)
         return out
     if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
-        out.reason, out.message = "dicomdir", "DICOMDIR: regenerate it from the outputs instead"
+        out.reason, out.message = DICOMDIR, "DICOMDIR: regenerate it from the outputs instead"
         return out
     if not sop_class or not has_uids:
-        out.reason = "not_an_instance"
+        out.reason = NOT_AN_INSTANCE
         out.message = "no SOP class, study, series or instance UID (not a DICOM instance)"
         return out
     risk = burned_in_reason(ds, _ENGINE.policy)
     if risk is not None:
-        out.reason, out.message = "burned_in", f"burned-in identity risk: {risk}; review"
+        out.reason, out.message = BURNED_IN, f"burned-in identity risk: {risk}; review"
         return out
     try:
         info = _ENGINE.deidentify(ds)
@@ -227,22 +269,22 @@ def _process_quiet(task: tuple[int, str, str]) -> _Outcome:
             )
         )
     except Exception as exc:
-        out.reason, out.message = _failure("deid_error", "de-identification failed", exc)
+        out.reason, out.message = _failure(DEID_ERROR, "de-identification failed", exc)
         return out
     try:
         blob = encode(ds)
         row = _manifest_row(ds, relpath, info.patient, info.site, blob, source_sha)
     except Exception as exc:
-        out.reason, out.message = _failure("write_error", "cannot encode output", exc)
+        out.reason, out.message = _failure(WRITE_ERROR, "cannot encode output", exc)
         return out
     try:
         result = verify(data, blob, relpath, source_name=rel)
     except Exception as exc:
-        out.reason, out.message = _failure("verifier_error", "the verifier failed", exc)
+        out.reason, out.message = _failure(VERIFIER_ERROR, "the verifier failed", exc)
         return out
     out.verified, out.hits, out.tokens = True, result.hits, result.checked
     if not result.clean:
-        out.reason, out.message = "verifier_hit", result.describe()
+        out.reason, out.message = VERIFIER_HIT, result.describe()
         return out
     final = _DST / relpath
     tmp = final.with_name(f"{final.name}.tmp{_OWNER}-{index}")
@@ -251,7 +293,7 @@ def _process_quiet(task: tuple[int, str, str]) -> _Outcome:
         tmp.write_bytes(blob)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        out.reason, out.message = "write_error", f"cannot write output ({type(exc).__name__})"
+        out.reason, out.message = WRITE_ERROR, f"cannot write output ({type(exc).__name__})"
         return out
     out.relpath, out.tmp, out.crosswalk, out.row = relpath, str(tmp), info.crosswalk, row
     return out
@@ -313,19 +355,10 @@ def _manifest_row(
         "rows": i("Rows"),
         "columns": i("Columns"),
         "number_of_frames": i("NumberOfFrames") or (1 if "PixelData" in ds else None),
-        "sha256": hashlib.sha256(blob).hexdigest(),
+        "sha256": sha256_bytes(blob),
         "source_sha256": source_sha,
         "profile": _ENGINE.policy.options.profile_text(),
     }
-
-
-def age_years(value: str | None) -> float | None:
-    """DICOM AS ('045Y', '006M', '012W', '003D') in years; None when absent or malformed."""
-    if not value or len(value) != 4 or not value[:3].isdigit():
-        return None
-    n = int(value[:3])
-    per_year = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}.get(value[3].upper())
-    return None if per_year is None else round(n / per_year, 4)
 
 
 # -- parent side ------------------------------------------------------------------------------
@@ -365,9 +398,9 @@ def deidentify_files(
     dst, restricted = Path(dst), Path(restricted)
     quarantine_dir = Path(quarantine_dir) if quarantine_dir else restricted / "quarantine"
     crosswalk_path = (
-        Path(crosswalk_path) if crosswalk_path else restricted / "crosswalk" / "crosswalk.csv"
+        Path(crosswalk_path) if crosswalk_path else restricted / "crosswalk" / DEID_CROSSWALK
     )
-    manifest_path = Path(manifest_path) if manifest_path else dst / "deid.parquet"
+    manifest_path = Path(manifest_path) if manifest_path else dst / DEID_TREE_MANIFEST
     files = [Path(p) for p in files]
     if root is None:
         root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else Path(".")
@@ -399,13 +432,13 @@ def deidentify_files(
             result.verifier_hits += o.hits
         if o.reason is None and o.relpath in claimed:
             Path(o.tmp).unlink(missing_ok=True)
-            o.reason, o.message = "duplicate_instance", "same SOP instance as an earlier input"
+            o.reason, o.message = DUPLICATE_INSTANCE, "same SOP instance as an earlier input"
         if o.reason is None:
             try:
                 os.replace(o.tmp, dst / o.relpath)
             except OSError as exc:
                 Path(o.tmp).unlink(missing_ok=True)
-                o.reason, o.message = "write_error", f"cannot write output ({type(exc).__name__})"
+                o.reason, o.message = WRITE_ERROR, f"cannot write output ({type(exc).__name__})"
         if o.reason is not None:
             result.quarantined[o.reason] += 1
             reasons.append((rels[o.index], o.reason, o.message))
@@ -417,7 +450,7 @@ def deidentify_files(
         crosswalk.update(o.crosswalk)
         result.written += 1
 
-    _write_reasons(quarantine_dir / "reasons.csv", reasons)
+    _write_reasons(quarantine_dir / DEID_REASONS, reasons)
     _write_crosswalk(crosswalk_path, crosswalk)
     write_manifest(manifest_path, result.rows)
     return result
@@ -479,7 +512,7 @@ def _quarantine_copy(src: Path, quarantine_dir: Path, rel: str) -> None:
     target = quarantine_dir / rel
     with contextlib.suppress(OSError):  # reasons.csv still records it; the original stays put
         private_dir(target.parent, root=quarantine_dir)
-        write_private_bytes(target, src.read_bytes())
+        atomic_write_bytes(target, src.read_bytes(), private=True)
 
 
 def _csv_bytes(header: list[str], rows: Any) -> bytes:
@@ -491,7 +524,7 @@ def _csv_bytes(header: list[str], rows: Any) -> bytes:
 
 
 def _write_reasons(path: Path, rows: list[tuple[str, str, str]]) -> None:
-    write_private_bytes(path, _csv_bytes(REASONS_COLUMNS, rows))
+    atomic_write_bytes(path, _csv_bytes(REASONS_COLUMNS, rows), private=True)
 
 
 def _write_crosswalk(path: Path, rows: set[tuple[str, str, str]]) -> None:
@@ -501,12 +534,12 @@ def _write_crosswalk(path: Path, rows: set[tuple[str, str, str]]) -> None:
         with open(path, newline="", encoding="utf-8") as fh:
             existing = {(r[0], r[1], r[2]) for r in list(csv.reader(fh))[1:] if len(r) == 3}
     header = ["kind", "original", "replacement"]
-    write_private_bytes(path, _csv_bytes(header, sorted(existing | rows)))
+    atomic_write_bytes(path, _csv_bytes(header, sorted(existing | rows)), private=True)
 
 
 def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
-    import pandas as pd
-
+    """The manifest, sorted by path, with fixed column types (a killed run leaves no half
+    table)."""
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     if len(df):
         df = df.sort_values("path", kind="stable").reset_index(drop=True)
@@ -523,26 +556,111 @@ def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
         "number_of_frames",
     }:
         df[col] = df[col].astype("string")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # a killed run leaves no half table
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write_parquet(df, path)
 
 
-def read_deid_manifest(z_deid_root: Path, batch: str | None = None) -> Any:
-    """The manifest of one batch (``manifests/<batch>.parquet``), or of all batches together.
+def read_deid_manifest(root: Path | Zones, batch: str | None = None) -> pd.DataFrame:
+    """The manifest of one batch (``deid/manifests/<batch>.parquet``), or of all batches together.
 
-    Falls back to ``deid.parquet`` at the root (the CLI's layout) when no batch manifests exist.
+    ``root`` is the zones or a deid folder of the same layout. Falls back to ``deid.parquet`` at
+    the root (the layout of ``medcurate deid SRC DST``) when no batch manifests exist.
     """
-    import pandas as pd
-
-    root = Path(z_deid_root)
-    if batch is not None:
-        return pd.read_parquet(root / "manifests" / f"{batch}.parquet")
-    parts = sorted((root / "manifests").glob("*.parquet")) if (root / "manifests").is_dir() else []
+    if isinstance(root, Zones):
+        folder, manifests = root.deid, root.deid_manifests
+        if batch is not None:
+            return pd.read_parquet(root.deid_manifest(batch))
+    else:
+        folder = Path(root)
+        manifests = folder / DEID_MANIFESTS
+        if batch is not None:
+            return pd.read_parquet(manifests / f"{batch}.parquet")
+    parts = sorted(manifests.glob("*.parquet")) if manifests.is_dir() else []
     if not parts:
-        single = root / "deid.parquet"
+        single = folder / DEID_TREE_MANIFEST
         if single.exists():
             return pd.read_parquet(single)
         return pd.DataFrame(columns=MANIFEST_COLUMNS)
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+# -- the stage --------------------------------------------------------------------------------
+def run_deid(z: Zones, batch: str, salt: bytes, workers: int = 1) -> DeidResult:
+    """The de-identification stage: the batch's catalogued (``ok``) files -> ``deid/``, with
+    ``deid/manifests/<batch>.parquet``; refusals under ``restricted/quarantine/deid/<batch>/``,
+    the crosswalk in ``restricted/crosswalk/<batch>.csv``."""
+    _require_salt(salt)  # before any file is touched
+    catalog = read_catalog(z, batch)
+    files = [Path(p) for p in catalog.loc[catalog["status"] == OK, "path"]]
+    raw = z.raw_batch(batch)
+    return deidentify_files(
+        files,
+        z.deid,
+        z.restricted,
+        salt,
+        workers=workers,
+        manifest_path=z.deid_manifest(batch),
+        root=raw if raw.is_dir() else None,
+        quarantine_dir=z.deid_quarantine_batch(batch),
+        crosswalk_path=z.crosswalk(batch),
+    )
+
+
+@dataclass
+class DeidBooks:
+    """One batch's de-identification books, read back from its files (counts only, no PHI)."""
+
+    written: int
+    catalogued_ok: int
+    quarantined: Counter[str]
+
+    @property
+    def verifier_hit_files(self) -> int:
+        return self.quarantined.get(VERIFIER_HIT, 0)
+
+    @property
+    def balanced(self) -> bool:
+        return self.written + sum(self.quarantined.values()) == self.catalogued_ok
+
+    @property
+    def problems(self) -> list[str]:
+        problems = []
+        if self.verifier_hit_files:
+            problems.append(
+                f"the verifier found removed values in {self.verifier_hit_files} file(s)"
+            )
+        if not self.balanced:
+            problems.append(
+                f"written {self.written} + quarantined {sum(self.quarantined.values())} "
+                f"!= catalogued ok {self.catalogued_ok}"
+            )
+        return problems
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "verifier_hit_files": self.verifier_hit_files,
+            "written": self.written,
+            "quarantined": sum(self.quarantined.values()),
+            "catalogued_ok": self.catalogued_ok,
+            "balanced": self.balanced,
+        }
+
+
+def deid_books(z: Zones, batch: str) -> DeidBooks:
+    """Read a batch's books: its manifest, its reasons.csv and its catalog."""
+    reasons: Counter[str] = Counter()
+    path = z.deid_reasons(batch)
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as fh:
+            reasons.update(r["reason"].upper() for r in csv.DictReader(fh))  # older: lower case
+    catalog = read_catalog(z, batch)
+    return DeidBooks(
+        written=len(read_deid_manifest(z, batch)),
+        catalogued_ok=int((catalog["status"] == OK).sum()),
+        quarantined=reasons,
+    )
+
+
+def check_deid(z: Zones, batch: str) -> list[str]:
+    """Problems with a batch's de-identification (empty when none): a verifier hit, or a
+    catalogued file neither written nor quarantined with a reason."""
+    return deid_books(z, batch).problems

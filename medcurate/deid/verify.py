@@ -45,6 +45,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 _ALNUM = b"0123456789abcdefghijklmnopqrstuvwxyz"
 _UID_CHARS = _ALNUM + b"."
@@ -366,8 +367,8 @@ _UNDEFINED = 0xFFFFFFFF
 _LONG = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 _VRS = _LONG | {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN"}
 _VRS |= {"SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"}
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE = ImplicitVRLittleEndian
+_EXPLICIT_LE = ExplicitVRLittleEndian
 
 
 class _Unsure(Exception):

@@ -10,7 +10,6 @@ checked on its own. Everything here reads headers only; pixels are read by the t
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,24 +17,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
 
+from medcurate.io import age_years, sha256_text
 from medcurate.normalize.config import AssemblyConfig
 
-# Quarantine reason codes (stable: tests, metadata and quality checks use them).
-UNREADABLE = "unreadable"
-NO_IMAGE = "no_image"
-DUPLICATE_INSTANCE = "duplicate_instance"
-MULTIFRAME = "multiframe"
-MULTIFRAME_ENHANCED = "multiframe_enhanced"
-COLOR = "color"
-LOCALIZER = "localizer"
-NO_GEOMETRY = "no_geometry"
-SINGLE_SLICE = "single_slice"
-DUPLICATE_POSITIONS = "duplicate_positions"
-MISSING_SLICES = "missing_slices"
-UNEVEN_SPACING = "uneven_spacing"
-NON_COLLINEAR = "non_collinear_positions"
-LOAD_ERROR = "load_error"
+# Quarantine reason codes (stable: tests, metadata and quality checks use them; upper case in
+# every room).
+UNREADABLE = "UNREADABLE"
+NO_IMAGE = "NO_IMAGE"
+DUPLICATE_INSTANCE = "DUPLICATE_INSTANCE"
+MULTIFRAME = "MULTIFRAME"
+MULTIFRAME_ENHANCED = "MULTIFRAME_ENHANCED"
+COLOR = "COLOR"
+LOCALIZER = "LOCALIZER"
+NO_GEOMETRY = "NO_GEOMETRY"
+SINGLE_SLICE = "SINGLE_SLICE"
+DUPLICATE_POSITIONS = "DUPLICATE_POSITIONS"
+MISSING_SLICES = "MISSING_SLICES"
+UNEVEN_SPACING = "UNEVEN_SPACING"
+NON_COLLINEAR = "NON_COLLINEAR_POSITIONS"
+LOAD_ERROR = "LOAD_ERROR"
 
 REASONS = (
     UNREADABLE,
@@ -116,7 +119,7 @@ class Rejection:
     series_uid: str
     part: str
     reason: str
-    detail: str
+    message: str
     instances: list[InstanceInfo]
 
     @property
@@ -129,7 +132,13 @@ Outcome = VolumePlan | Rejection
 
 def sample_id(series_uid: str, part: str = "") -> str:
     """Deterministic, PHI-free id of one volume: a short hash of the (pseudonymous) series UID."""
-    return hashlib.sha256(f"{series_uid}|{part}".encode()).hexdigest()[:16]
+    return sha256_text(f"{series_uid}|{part}")[:16]
+
+
+def _part(reason: str) -> str:
+    """The part name of a rejected (part of a) series: its reason in lower case, as sample ids
+    of quarantined series have always been built (so they stay the same)."""
+    return reason.lower()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,16 +187,6 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _age_years(value: Any) -> float | None:
-    """DICOM AS ('045Y', '006M', '010W', '003D') -> years."""
-    s = str(value or "").strip().upper()
-    if len(s) < 2 or not s[:-1].isdigit():
-        return None
-    n, unit = int(s[:-1]), s[-1]
-    factor = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}.get(unit)
-    return None if factor is None else round(n * factor, 3)
-
-
 def read_instance(path: str | Path, sha256: str = "") -> InstanceInfo | None:
     """Header of one file, or None when it is not readable DICOM with a series UID.
 
@@ -201,9 +200,6 @@ def read_instance(path: str | Path, sha256: str = "") -> InstanceInfo | None:
 
 
 def _read_instance(path: str | Path, sha256: str) -> InstanceInfo | None:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
@@ -232,7 +228,7 @@ def _read_instance(path: str | Path, sha256: str) -> InstanceInfo | None:
         modality=str(ds.get("Modality", "") or "").upper(),
         manufacturer=str(ds.get("Manufacturer", "") or ""),
         sex=str(ds.get("PatientSex", "") or ""),
-        age_years=_age_years(ds.get("PatientAge")),
+        age_years=age_years(ds.get("PatientAge")),
         rows=_int(ds.get("Rows")),
         cols=_int(ds.get("Columns")),
         pixel_spacing=ps,
@@ -280,8 +276,8 @@ def assemble_series(instances: Sequence[InstanceInfo], cfg: AssemblyConfig) -> l
         else:
             unique[inst.sop_uid] = inst
     if repeats:
-        detail = f"{len(repeats)} repeated SOPInstanceUID(s); the first copy is used"
-        out.append(Rejection(uid, DUPLICATE_INSTANCE, DUPLICATE_INSTANCE, detail, repeats))
+        message = f"{len(repeats)} repeated SOPInstanceUID(s); the first copy is used"
+        out.append(Rejection(uid, _part(DUPLICATE_INSTANCE), DUPLICATE_INSTANCE, message, repeats))
         insts = list(unique.values())
 
     categories: list[tuple[str, Callable[[InstanceInfo], bool], str]] = [
@@ -292,10 +288,12 @@ def assemble_series(instances: Sequence[InstanceInfo], cfg: AssemblyConfig) -> l
         (LOCALIZER, lambda i: i.localizer, "ImageType says LOCALIZER"),
     ]
     rest = insts
-    for reason, test, detail in categories:
+    for reason, test, what in categories:
         hit = [i for i in rest if test(i)]
         if hit:
-            out.append(Rejection(uid, reason, reason, f"{len(hit)} instance(s): {detail}", hit))
+            out.append(
+                Rejection(uid, _part(reason), reason, f"{len(hit)} instance(s): {what}", hit)
+            )
             rest = [i for i in rest if not test(i)]
     if not rest:
         return out
@@ -311,7 +309,7 @@ def assemble_series(instances: Sequence[InstanceInfo], cfg: AssemblyConfig) -> l
         out.append(
             Rejection(
                 uid,
-                NO_GEOMETRY,
+                _part(NO_GEOMETRY),
                 NO_GEOMETRY,
                 f"{len(no_geom)} instance(s) without ImageOrientationPatient, "
                 "ImagePositionPatient or PixelSpacing",
@@ -336,7 +334,7 @@ def assemble_series(instances: Sequence[InstanceInfo], cfg: AssemblyConfig) -> l
 
 
 def _short(sop_uid: str) -> str:
-    return "p-" + hashlib.sha256(sop_uid.encode()).hexdigest()[:12]
+    return "p-" + sha256_text(sop_uid)[:12]
 
 
 def _geometry_key(i: InstanceInfo) -> tuple[Any, ...]:
@@ -400,7 +398,7 @@ def _assemble_stack(
         return [
             Rejection(
                 uid,
-                _join(part, DUPLICATE_POSITIONS),
+                _join(part, _part(DUPLICATE_POSITIONS)),
                 DUPLICATE_POSITIONS,
                 f"{len(insts) - len(_unique(d, pos_tol))} duplicate slice position(s) that no "
                 "time/acquisition/echo key separates",
@@ -430,7 +428,7 @@ def _check_stack(
     """Sort along the normal and accept only a regular, collinear stack."""
     if len(insts) < cfg.min_slices:
         return Rejection(
-            uid, _join(part, SINGLE_SLICE) if part else SINGLE_SLICE, SINGLE_SLICE,
+            uid, _join(part, _part(SINGLE_SLICE)), SINGLE_SLICE,
             f"{len(insts)} slice(s); a volume needs {cfg.min_slices}", list(insts),
         )  # fmt: skip
     d = _distances(insts)
@@ -446,12 +444,12 @@ def _check_stack(
         if np.all(np.abs(multiples - np.round(multiples)) * smallest <= tol):
             missing = int(np.round(multiples).sum() - len(gaps))
             return Rejection(
-                uid, _join(part, MISSING_SLICES) if part else MISSING_SLICES, MISSING_SLICES,
+                uid, _join(part, _part(MISSING_SLICES)), MISSING_SLICES,
                 f"{missing} slice(s) missing from a {smallest:.3f} mm grid "
                 f"({len(insts)} present)", ordered,
             )  # fmt: skip
         return Rejection(
-            uid, _join(part, UNEVEN_SPACING) if part else UNEVEN_SPACING, UNEVEN_SPACING,
+            uid, _join(part, _part(UNEVEN_SPACING)), UNEVEN_SPACING,
             f"slice gaps from {float(gaps.min()):.3f} to {float(gaps.max()):.3f} mm "
             f"(median {median:.3f})", ordered,
         )  # fmt: skip
@@ -461,7 +459,7 @@ def _check_stack(
     deviation = float(np.max(np.linalg.norm(ipps - fitted, axis=1)))
     if deviation > cfg.collinear_tol_mm:
         return Rejection(
-            uid, _join(part, NON_COLLINEAR) if part else NON_COLLINEAR, NON_COLLINEAR,
+            uid, _join(part, _part(NON_COLLINEAR)), NON_COLLINEAR,
             f"slice positions leave the line by up to {deviation:.3f} mm", ordered,
         )  # fmt: skip
     n = _normal(ordered[0])
@@ -481,7 +479,5 @@ def slice_step_lps(plan: VolumePlan) -> np.ndarray:
 
 def source_digest(plan_or_rejection: Outcome) -> str:
     """Hash over the inputs' content hashes (sorted) and the part: unchanged inputs, same digest."""
-    h = hashlib.sha256(plan_or_rejection.part.encode())
-    for s in sorted(i.sha256 or i.sop_uid for i in plan_or_rejection.instances):
-        h.update(s.encode())
-    return h.hexdigest()
+    inputs = sorted(i.sha256 or i.sop_uid for i in plan_or_rejection.instances)
+    return sha256_text(plan_or_rejection.part + "".join(inputs))

@@ -8,12 +8,15 @@ series whose settings changed and nothing else.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from medcurate.io import sha256_text
 
 # Bump when the transform code changes its output for the same settings.
 CODE_VERSION = "normalize-1"
@@ -54,13 +57,11 @@ class NormalizeConfig:
 
 def settings_hash(settings: dict[str, Any]) -> str:
     blob = json.dumps({"code": CODE_VERSION, "settings": settings}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return sha256_text(blob)[:16]
 
 
 def load_config(path: Path | None = None) -> NormalizeConfig:
     """Read the config file (default: the packaged ``medcurate/data/normalize.yaml``)."""
-    import yaml
-
     if path is None:
         text = (resources.files("medcurate") / "data" / DEFAULT_CONFIG_RESOURCE).read_text()
     else:

@@ -13,17 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydicom.uid import UID
+import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import (
+    UID,
+    ComputedRadiographyImageStorage,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
-_SOP_CLASS = {"CT": UID(CT_IMAGE_STORAGE), "MR": UID(MR_IMAGE_STORAGE)}
+_SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage}
 
 
 def _uid(*parts: object) -> UID:
-    from pydicom.uid import generate_uid
-
     return generate_uid(entropy_srcs=[str(p) for p in parts])
 
 
@@ -90,10 +94,6 @@ def _pixels(s: PhantomSeries, ipp: np.ndarray) -> np.ndarray:
 
 def write_series(out: Path, s: PhantomSeries) -> list[Path]:
     """Write the series as one file per slice under ``out``; returns the files, in write order."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
     out.mkdir(parents=True, exist_ok=True)
     study_uid = s.study_uid or _uid("study", s.patient, s.name)
     series_uid = s.series_uid or _uid("series", s.patient, s.name)
@@ -158,19 +158,15 @@ def write_series(out: Path, s: PhantomSeries) -> list[Path]:
 
 def write_projection(out: Path, name: str = "cr0", rows: int = 32, cols: int = 28) -> Path:
     """A CR image: no patient geometry, ImagerPixelSpacing only."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
     out.mkdir(parents=True, exist_ok=True)
     sop_uid = _uid("cr", name)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(CR_IMAGE_STORAGE)
+    meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = pydicom.Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID = CR_IMAGE_STORAGE
+    ds.SOPClassUID = ComputedRadiographyImageStorage
     ds.SOPInstanceUID = sop_uid
     ds.StudyInstanceUID = _uid("crstudy", name)
     ds.SeriesInstanceUID = _uid("crseries", name)

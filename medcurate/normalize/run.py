@@ -10,11 +10,14 @@ Tables are upserted per series UID under a file lock, so batches may run side by
 A killed run is finished by the next one: its temporary files (named after its pid) are removed,
 and a volume is only skipped when its file still has the sha256 its row records; every other
 series of the batch is recomputed, byte-identically.
+
+The stage: :func:`run_normalize` turns one batch's de-identification manifest into volumes under
+``volumes/`` and :func:`check_normalize` checks them. ``normalize_tree`` writes the same layout into
+any folder (``medcurate normalize SRC DST``).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -26,8 +29,14 @@ from typing import Any
 
 import pandas as pd
 
-from medcurate.deid.litter import clean_litter
-from medcurate.hashing import sha256_file
+from medcurate.config import (
+    DEID_TREE_MANIFEST,
+    VOLUMES_LOCK,
+    VOLUMES_QUARANTINE,
+    VOLUMES_TABLE,
+    Zones,
+)
+from medcurate.io import atomic_write_parquet, clean_litter, sha256_file, write_nifti
 from medcurate.locks import exclusive
 from medcurate.normalize.assembly import (
     LOAD_ERROR,
@@ -42,9 +51,9 @@ from medcurate.normalize.assembly import (
     source_digest,
 )
 from medcurate.normalize.config import NormalizeConfig, load_config
+from medcurate.normalize.transforms import intensity_stats, load_plan, run_chain
 
-VOLUMES_TABLE = "volumes.parquet"
-QUARANTINE_TABLE = "quarantine.parquet"
+QUARANTINE_TABLE = VOLUMES_QUARANTINE  # the name inside a volumes folder (see Zones)
 UNKNOWN_SITE = "S-unknown"
 _TEMPORARY = re.compile(r"\.tmp[\d-]*$")  # a writer's temporary file (de-identification, ours)
 _SKIP_SUFFIXES = (".parquet", ".json", ".csv", ".txt", ".md", ".nii", ".gz", ".lock")
@@ -57,7 +66,7 @@ VOLUME_COLUMNS = [
     "nifti_sha256", "n_instances", "source_digest", "status", "notes", "batch",
 ]  # fmt: skip
 QUARANTINE_COLUMNS = [
-    "sample_id", "patient", "study_uid", "series_uid", "part", "modality", "reason", "detail",
+    "sample_id", "patient", "study_uid", "series_uid", "part", "modality", "reason", "message",
     "n_instances", "source_digest", "source_paths", "batch",
 ]  # fmt: skip
 
@@ -65,7 +74,7 @@ QUARANTINE_COLUMNS = [
 @dataclass
 class NormalizeResult:
     """What one run did. Counts add up: instances_total = used + quarantined, and
-    volumes_planned = written + skipped_unchanged + quarantined['load_error']."""
+    volumes_planned = written + skipped_unchanged + quarantined['LOAD_ERROR']."""
 
     series_found: int = 0
     volumes_planned: int = 0
@@ -81,6 +90,16 @@ class NormalizeResult:
     @property
     def quarantined_total(self) -> int:
         return sum(self.quarantined.values())
+
+    @property
+    def problems(self) -> list[str]:
+        """Books that do not add up (every instance is used or quarantined)."""
+        if self.instances_total == self.instances_used + self.instances_quarantined:
+            return []
+        return [
+            f"{self.instances_total} instances != {self.instances_used} used "
+            f"+ {self.instances_quarantined} quarantined"
+        ]
 
     def summary_line(self) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.quarantined.items())) or "none"
@@ -127,7 +146,7 @@ def normalize_tree(src: Path, dst: Path, workers: int = 1) -> NormalizeResult:
     (site ``S-unknown``). Quarantined series go to ``dst/quarantine.parquet``.
     """
     src, dst = Path(src).resolve(), Path(dst).resolve()
-    manifest_path = src / "deid.parquet"
+    manifest_path = src / DEID_TREE_MANIFEST
     manifest = pd.read_parquet(manifest_path) if manifest_path.exists() else None
     sha_by_rel: dict[str, str] = {}
     if manifest is not None and "sha256" in manifest.columns:
@@ -167,6 +186,20 @@ def normalize_batch(
         Path(deid_root), rels, shas, _series_meta(manifest), Path(volumes_root),
         workers=workers, batch=batch, config=config,
     )  # fmt: skip
+
+
+def run_normalize(
+    z: Zones, batch: str, workers: int = 1, config: NormalizeConfig | None = None
+) -> NormalizeResult:
+    """The normalization stage: the batch's de-identification manifest -> NIfTI volumes under
+    ``volumes/``, upserted into ``volumes.parquet`` (refusals in ``quarantine.parquet``)."""
+    manifest = pd.read_parquet(z.deid_manifest(batch))
+    return normalize_batch(manifest, z.deid, z.volumes, batch=batch, workers=workers, config=config)
+
+
+def check_normalize(z: Zones, batch: str) -> list[str]:
+    """Problems with a batch's volumes (empty when none): see :func:`check_batch`."""
+    return check_batch(z.volumes, batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +312,7 @@ def _normalize(
             {
                 "sample_id": sample_id("", rel), "patient": "", "study_uid": "",
                 "series_uid": "", "part": "", "modality": "", "reason": UNREADABLE,
-                "detail": "not readable as DICOM with a SeriesInstanceUID",
+                "message": "not readable as DICOM with a SeriesInstanceUID",
                 "n_instances": 1, "source_digest": "", "source_paths": [rel], "batch": batch,
             }
         )  # fmt: skip
@@ -288,7 +321,7 @@ def _normalize(
 
     seen = {i.series_uid for i in infos}
     new_vol = rows + kept
-    with exclusive(out_root / ".normalize.lock"):
+    with exclusive(out_root / VOLUMES_LOCK):
         old_vol = _read_table(out_root / VOLUMES_TABLE, VOLUME_COLUMNS)
         _remove_orphans(out_root, old_vol, seen, {r["sample_id"] for r in new_vol})
         _upsert(out_root / VOLUMES_TABLE, VOLUME_COLUMNS, old_vol, new_vol, seen)
@@ -332,7 +365,7 @@ def _rejection_row(
         "part": r.part,
         "modality": first.modality,
         "reason": r.reason,
-        "detail": r.detail,
+        "message": r.message,
         "n_instances": len(r.instances),
         "source_digest": source_digest(r),
         "source_paths": sorted(rel_of.get(i.path, "") for i in r.instances),
@@ -358,14 +391,7 @@ def process_plan(
     plan: VolumePlan, settings: dict[str, Any], chash: str, digest: str, out_root: str
 ) -> dict[str, Any] | str:
     """Load, transform and write one volume. Returns its row, or a PHI-free failure reason."""
-    import torch
-
-    from medcurate.normalize.transforms import (
-        intensity_stats,
-        load_plan,
-        run_chain,
-        write_nifti_gz,
-    )
+    import torch  # heavy: only where pixels are touched
 
     threads = torch.get_num_threads()
     rel = f"{plan.sample_id}.nii.gz"
@@ -373,7 +399,7 @@ def process_plan(
         loaded = load_plan(plan)
         array, affine = run_chain(loaded, settings)
         output = settings.get("output") or {}
-        sha = write_nifti_gz(
+        sha = write_nifti(
             Path(out_root) / rel,
             array,
             affine,
@@ -407,9 +433,13 @@ def process_plan(
 
 
 def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
-    if path.exists():
-        return pd.read_parquet(path)
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    if not path.exists():
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    table = pd.read_parquet(path)
+    if "detail" in table.columns and "message" not in table.columns:  # tables of older versions
+        table = table.rename(columns={"detail": "message"})
+        table["reason"] = table["reason"].str.upper()
+    return table
 
 
 def _upsert(
@@ -426,9 +456,7 @@ def _upsert(
     table = pd.concat(frames, ignore_index=True) if frames else new
     table = table.reindex(columns=columns)
     table = table.sort_values("sample_id", kind="stable").reset_index(drop=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write_parquet(table, path)
 
 
 def _remove_orphans(root: Path, old: pd.DataFrame, series: set[str], keep_ids: set[str]) -> None:

@@ -6,18 +6,15 @@ wrong for sagittal, oblique or reverse-numbered stacks. The in-plane axes and or
 the reader's affine; the slice axis is the measured step between slice positions (so a gantry
 tilt gives a sheared affine rather than a silently wrong one).
 
-Saving uses nibabel and gzip with mtime 0, not MONAI's SaveImage, so the same input gives the
-same bytes. MONAI is imported inside functions: it costs seconds at import.
+Saving is :func:`medcurate.io.write_nifti` (nibabel and gzip with mtime 0, not MONAI's SaveImage),
+so the same input gives the same bytes. MONAI is imported inside functions: it costs seconds at
+import.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -158,53 +155,6 @@ def _intensity(img: Any, spec: dict[str, Any]) -> Any:
     if kind == "none":
         return img
     raise ValueError(f"unknown intensity kind {kind!r}")
-
-
-def nifti_bytes(
-    array: np.ndarray, affine: np.ndarray, dtype: str = "float32", max_abs_error: float = 0.0
-) -> bytes:
-    """NIfTI-1 bytes (uncompressed) with sform and qform set from the affine.
-
-    ``dtype="int16"`` stores the values as int16 with scl_slope/scl_inter (half the bytes, and it
-    compresses better) when the round trip stays within ``max_abs_error``; otherwise float32.
-    """
-    import nibabel as nib
-
-    values = np.asarray(array, dtype=np.float32)
-
-    def build(on_disk: type) -> Any:
-        img = nib.Nifti1Image(values, affine)
-        img.set_data_dtype(on_disk)
-        img.header.set_xyzt_units("mm")
-        img.set_sform(affine, code=1)  # scanner anatomical
-        img.set_qform(affine, code=1)
-        return img
-
-    if dtype == "int16":
-        data = bytes(build(np.int16).to_bytes())
-        back = nib.Nifti1Image.from_bytes(data).get_fdata(dtype=np.float32)
-        if values.size == 0 or float(np.abs(back - values).max()) <= max_abs_error:
-            return data
-    elif dtype != "float32":
-        raise ValueError(f"unsupported output dtype {dtype!r} (float32 or int16)")
-    return bytes(build(np.float32).to_bytes())
-
-
-def write_nifti_gz(
-    path: Path,
-    array: np.ndarray,
-    affine: np.ndarray,
-    dtype: str = "float32",
-    max_abs_error: float = 0.0,
-) -> str:
-    """Write ``.nii.gz`` byte-identically for identical input (gzip mtime 0); returns sha256."""
-    raw = nifti_bytes(array, affine, dtype=dtype, max_abs_error=max_abs_error)
-    data = gzip.compress(raw, compresslevel=1, mtime=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return hashlib.sha256(data).hexdigest()
 
 
 def intensity_stats(array: np.ndarray) -> dict[str, float]:

@@ -35,7 +35,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -44,6 +43,7 @@ from pathlib import Path
 
 from medcurate.config import ConfigError, Zones, medcurate_home
 from medcurate.perms import private_dir, private_tree, write_private_bytes
+from medcurate.services.wait import WaitTimeout, wait_until
 
 VERSION = "1.23.2"
 DEFAULT_HOST = "127.0.0.1"
@@ -101,15 +101,21 @@ class ServicePaths:
 
     @property
     def secrets_dir(self) -> Path:
-        return self.home / "restricted" / "labelstudio"
+        return Zones(self.home).restricted / "labelstudio"
 
     @property
     def credentials_file(self) -> Path:
         return self.secrets_dir / "credentials.json"
 
     @property
+    def sim_annotators_file(self) -> Path:
+        """The simulated annotators' passwords (``medcurate annotate-sim``, the demo)."""
+        return self.secrets_dir / "sim-annotators.json"
+
+    @property
     def document_root(self) -> Path:
-        return self.home / "annotation"
+        """Label Studio serves local files from here: the pseudonymous renders only."""
+        return Zones(self.home).annotation
 
 
 # --------------------------------------------------------------------------- install
@@ -352,7 +358,9 @@ def _read_pid(paths: ServicePaths) -> int | None:
     return pid if _is_our_process(pid, paths.data) else None
 
 
-def _get(url: str, api_key: str | None = None, timeout: float = 2.0) -> int:
+def http_status(url: str, api_key: str | None = None, timeout: float = 2.0) -> int:
+    """The HTTP status of a GET on ``url`` (0 when nothing answers): the one health probe, used
+    here and by the annotation room's client."""
     req = urllib.request.Request(url)
     if api_key:
         req.add_header("Authorization", f"Token {api_key}")
@@ -389,7 +397,7 @@ def start(
     running = _read_pid(paths)
     if running is not None:
         state = json.loads(paths.state_file.read_text()) if paths.state_file.exists() else {}
-        if state.get("url") and _get(state["url"] + "/health") == 200:
+        if state.get("url") and http_status(state["url"] + "/health") == 200:
             api_key = load_credentials(home, env)[0].api_key
             return LabelStudioServer(state["url"], api_key, running, state["port"], home)
         raise LabelStudioError(
@@ -450,25 +458,27 @@ def start(
     state = json.dumps({"url": url, "port": port, "pid": proc.pid}) + "\n"
     write_private_bytes(paths.state_file, state.encode())
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if proc.poll() is not None:
             _cleanup(paths)
             raise LabelStudioError(
                 f"Label Studio exited with rc={proc.returncode}; log {paths.log_file}:\n"
                 + _log_tail(paths)
             )
-        if _get(url + "/health") == 200:
-            break
-        time.sleep(0.3)
-    else:
+        return http_status(url + "/health") == 200
+
+    try:
+        wait_until(answers, timeout, interval=0.3, what=f"Label Studio start on {url}")
+    except WaitTimeout:
         stop(home)
-        raise LabelStudioError(f"Label Studio did not answer on {url} within {timeout:.0f} s")
+        raise LabelStudioError(
+            f"Label Studio did not answer on {url} within {timeout:.0f} s"
+        ) from None
 
     if "is in use" in _log_tail(paths, 20000):
         stop(home)
         raise LabelStudioError(f"Label Studio moved away from port {port}; see {paths.log_file}")
-    code = _get(url + "/api/current-user/whoami", creds.api_key, timeout=10)
+    code = http_status(url + "/api/current-user/whoami", creds.api_key, timeout=10)
     if code != 200:
         stop(home)
         raise LabelStudioError(
@@ -509,11 +519,11 @@ def stop(home: Path | None = None, timeout: float = 20.0) -> bool:
             os.killpg(pid, sig)
         except OSError:
             break
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and alive():
-            time.sleep(0.1)
-        if not alive():
+        try:
+            wait_until(lambda: not alive(), timeout, interval=0.1, what="Label Studio stop")
             break
+        except WaitTimeout:
+            continue  # TERM ignored: KILL
     _cleanup(paths)
     return True
 
@@ -527,7 +537,7 @@ def status(home: Path | None = None) -> ServiceStatus:
         return ServiceStatus(False, False, None, None)
     state = json.loads(paths.state_file.read_text()) if paths.state_file.exists() else {}
     url = state.get("url")
-    healthy = bool(url) and _get(f"{url}/health") == 200
+    healthy = bool(url) and http_status(f"{url}/health") == 200
     return ServiceStatus(True, healthy, url, pid)
 
 

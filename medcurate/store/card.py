@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from medcurate.config import Zones
+from medcurate.io import sha256_file
 from medcurate.splits import ALL_SPLITS, balance_markdown, balance_report, markdown_table
 
 DEID_POLICY = (
@@ -45,6 +47,18 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{version}+{commit}" if commit else version
+
+
+def lineage(zones: Zones, run_id: str) -> dict[str, Any]:
+    """The card's lineage: code version, the orchestrator's run id and the sha256 of each
+    upstream table that exists (volumes, labels, splits). Card only: never in the digest."""
+    tables = (
+        ("volumes.parquet", zones.volumes_table),
+        ("labels.parquet", zones.labels_table),
+        ("splits.parquet", zones.splits_table),
+    )
+    upstream = {name: "sha256:" + sha256_file(p) for name, p in tables if p.exists()}
+    return {"code_version": code_version(), "dagster_run_id": run_id, "upstream": upstream}
 
 
 def _counts_table(manifest: pd.DataFrame) -> str:

@@ -39,6 +39,7 @@ def _fail(exc: Exception) -> typer.Exit:
 @datasets_app.command("list")
 def list_cmd(store: str | None = StoreOpt) -> None:
     """Datasets and their versions (id = vN-<manifest digest>)."""
+    # lazy here and below: pandas and pyarrow would slow every `medcurate` command's start
     from medcurate.store.publish import list_datasets, list_versions
 
     try:

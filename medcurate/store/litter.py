@@ -10,12 +10,15 @@ Who may delete what:
   and only lock holders stage (local stores; object stores never stage).
 - ``.tmp-*`` in the object fan-out and in version folders: only when older than ``GRACE_S``,
   because another dataset's publish (another lock) may be streaming one right now.
-- ``.tmp-*`` under a pull destination: every one, under the destination's pull lock.
+- ``.tmp-*`` under a pull destination: every one, under the destination's pull lock, and the
+  ``.<name>.tmp-<pid>`` files of :func:`medcurate.io.temp_path` (the pull's documents are written
+  through it; a manifest path can never be a hidden name, so nothing else matches).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +28,7 @@ from medcurate.store.objects import OBJECTS, ObjectStore
 GRACE_S = 600.0
 TMP_PREFIX = ".tmp-"
 STAGING = ".staging"
+_IO_TMP = re.compile(r"^\..+\.tmp-[0-9]+$")  # medcurate.io.temp_path
 
 
 def _age_s(store: ObjectStore, path: str, now: float) -> float:
@@ -69,12 +73,12 @@ def clean_publish_litter(store: ObjectStore, dataset: str, now: float | None = N
 
 
 def clean_pull_litter(dest: Path) -> int:
-    """Remove every ``.tmp-*`` file under a pull destination (symlinks are not followed)."""
+    """Remove every temporary file under a pull destination (symlinks are not followed)."""
     removed = 0
     for folder, dirs, files in os.walk(dest):
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
         for name in files:
-            if name.startswith(TMP_PREFIX):
+            if name.startswith(TMP_PREFIX) or _IO_TMP.match(name):
                 os.unlink(os.path.join(folder, name))
                 removed += 1
     return removed

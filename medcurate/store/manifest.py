@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medcurate.hashing import sha256_bytes, sha256_file
+from medcurate.io import sha256_bytes, sha256_file
 from medcurate.splits import age_band
 
 UNLABELLED = "unlabelled"

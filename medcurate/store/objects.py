@@ -17,7 +17,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from medcurate.hashing import sha256_file
+from medcurate.config import zones
+from medcurate.io import sha256_bytes, sha256_file
 
 CHUNK = 1 << 20
 OBJECTS = "objects"
@@ -171,7 +172,7 @@ class ObjectStore:
         return sha, size
 
     def put_bytes(self, data: bytes) -> str:
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256_bytes(data)
         if not self.has_object(sha, len(data)):
             self.write_bytes(self.object_path(sha), data)
         return sha
@@ -226,8 +227,6 @@ def open_store(root: str | os.PathLike[str] | None = None, must_exist: bool = Fa
     if root is None or str(root) == "":
         root = os.environ.get(STORE_ENV) or None
     if root is None:
-        from medcurate.config import zones
-
         root = zones().releases
     store = ObjectStore(root)
     return store.require_exists() if must_exist else store

@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from medcurate.hashing import sha256_bytes
+from medcurate.io import sha256_bytes
 from medcurate.locks import exclusive
 from medcurate.store import signing
 from medcurate.store.litter import STAGING, clean_publish_litter
@@ -154,6 +154,12 @@ def list_versions(store: ObjectStore, dataset: str) -> list[VersionInfo]:
         if m and store.exists(store.path(dataset, name, VERSION_JSON)):
             found.append((int(m.group(1)), name))
     return [read_info(store, dataset, v) for _, v in sorted(found)]
+
+
+def latest_version(store: ObjectStore, dataset: str) -> VersionInfo | None:
+    """The newest committed version of ``dataset``, or None when it has none yet."""
+    versions = list_versions(store, dataset)
+    return versions[-1] if versions else None
 
 
 def read_info(store: ObjectStore, dataset: str, version: str) -> VersionInfo:

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+from tqdm import tqdm
 
-from medcurate.hashing import sha256_file
+from medcurate.io import atomic_write_bytes, sha256_file
 from medcurate.locks import exclusive
 from medcurate.store.litter import clean_pull_litter
 from medcurate.store.objects import ObjectStore, StoreError
@@ -213,12 +214,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _write_doc(dest: Path, name: str, data: bytes) -> None:
-    p = dest / name
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if p.exists():
-        p.chmod(0o644)
-        p.unlink()
-    p.write_bytes(data)
+    """A version document, replaced whole (a symlink in its place is replaced, not followed)."""
+    atomic_write_bytes(dest / name, data)
 
 
 def pull(
@@ -328,8 +325,6 @@ def _pull_locked(
 def _progress(total: int, label: str, enabled: bool) -> Any:
     if not enabled or total <= 0:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="B", unit_scale=True, desc=f"pull {label}", leave=False)
 
 

@@ -20,6 +20,7 @@ import math
 import os
 from collections import Counter
 
+from medcurate.io import sha256_bytes
 from medcurate.store.objects import ObjectStore, StoreError, TamperedObjectError
 
 KEY_ENV = "MEDCURATE_STORE_KEY"
@@ -75,7 +76,7 @@ def store_key() -> bytes | None:
 
 def key_id(key: bytes) -> str:
     """A short fingerprint of the key, so a refusal can say "signed with another key"."""
-    return hashlib.sha256(b"medcurate-store-key-id\n" + key).hexdigest()[:16]
+    return sha256_bytes(b"medcurate-store-key-id\n" + key)[:16]
 
 
 def signature_bytes(version_json: bytes, key: bytes) -> bytes:

@@ -12,7 +12,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medcurate.synth.truth import planted_phi, planted_uids
+from medcurate.synth.dicom_writer import write_series
+from medcurate.synth.plan import plan_cohort
+from medcurate.synth.render import render_series
+from medcurate.synth.truth import (
+    mask_name,
+    planted_phi,
+    planted_uids,
+    series_rows,
+    write_mask,
+    write_phi,
+    write_tables,
+)
 
 __all__ = ["SynthSummary", "generate_studies", "planted_phi", "planted_uids"]
 
@@ -54,11 +65,6 @@ def generate_studies(
 
     Layout: ``out/<LAST_FIRST_MRN>/<YYYYMMDD>_<KIND>_<BODYPART>/SE<nnn>_<DESC>/IM<nnnn>.dcm``.
     """
-    from medcurate.synth.dicom_writer import write_series
-    from medcurate.synth.plan import plan_cohort
-    from medcurate.synth.render import render_series
-    from medcurate.synth.truth import mask_name, series_rows, write_mask, write_phi, write_tables
-
     out = Path(out)
     if patients < 1:
         raise ValueError(f"patients must be >= 1, got {patients}")

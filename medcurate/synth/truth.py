@@ -26,11 +26,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from medcurate.io import atomic_write_parquet, atomic_write_text, write_nifti
 from medcurate.synth.geometry import SeriesGeometry
 from medcurate.synth.phantom import LESION_SIGNAL
 from medcurate.synth.plan import PatientPlan, SeriesPlan, StudyPlan
@@ -46,14 +45,10 @@ def mask_name(patient: PatientPlan, study: StudyPlan, series: SeriesPlan) -> str
 
 
 def write_mask(path: Path, labels: np.ndarray, geometry: SeriesGeometry) -> None:
-    """``labels``: (slices, rows, cols) -> NIfTI array [c, r, k] with the RAS affine."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``labels``: (slices, rows, cols) -> uint8 NIfTI array [c, r, k] with the RAS affine
+    (sform and qform, code 1), written deterministically (gzip mtime 0)."""
     arr = np.ascontiguousarray(np.transpose(labels, (2, 1, 0)).astype(np.uint8))
-    img = nib.Nifti1Image(arr, geometry.affine_ras())
-    img.header.set_xyzt_units("mm")
-    img.set_qform(geometry.affine_ras(), code=1)
-    img.set_sform(geometry.affine_ras(), code=1)
-    nib.save(img, path)
+    write_nifti(path, arr, geometry.affine_ras(), dtype="uint8")
 
 
 def series_rows(
@@ -160,9 +155,8 @@ LESIONS_SCHEMA = pa.schema(
 def write_tables(
     truth: Path, rows: list[dict[str, Any]], lesion_rows: list[dict[str, Any]]
 ) -> None:
-    truth.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=LABELS_SCHEMA), truth / "labels.parquet")
-    pq.write_table(
+    atomic_write_parquet(pa.Table.from_pylist(rows, schema=LABELS_SCHEMA), truth / "labels.parquet")
+    atomic_write_parquet(
         pa.Table.from_pylist(lesion_rows, schema=LESIONS_SCHEMA), truth / "lesions.parquet"
     )
 
@@ -215,10 +209,8 @@ def write_phi(truth: Path, patients: list[PatientPlan]) -> None:
         {x for cats in per.values() for k, v in cats.items() if k not in NOT_SCANNED for x in v}
     )
     doc = {"patients": per, PHI_KEY: scan, UID_KEY: {p.key: patient_uids(p) for p in patients}}
-    truth.mkdir(parents=True, exist_ok=True)
-    (truth / "phi.json").write_text(
-        json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    atomic_write_text(truth / "phi.json", text)
 
 
 def planted_phi(truth: Path) -> set[str]:

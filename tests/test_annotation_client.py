@@ -1,0 +1,149 @@
+"""The one Label Studio client and the one polling helper, without a server: what a client says
+when nothing answers, how waiting ends, and the stage results the annotation assets return."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from annotation.adjudication import ConsensusResult, Thresholds, run_consensus
+from annotation.client import LabelStudioClient, LabelStudioUnreachable
+from annotation.model import ModelOutcome
+from annotation.stages import (
+    AnnotationsResult,
+    RoundNotReady,
+    TasksConfig,
+    TasksResult,
+    run_annotation_tasks,
+    run_annotations,
+)
+from medcurate.config import Zones
+from medcurate.io import write_nifti
+from medcurate.services.labelstudio import free_port
+from medcurate.services.wait import WaitTimeout, wait_until
+from medcurate.stage import JsonValue, PathValue, StageResult
+
+
+def test_wait_until_returns_the_first_truthy_value() -> None:
+    calls = iter([None, 0, "", "ready"])
+    assert wait_until(lambda: next(calls), timeout=5, interval=0.001, what="x") == "ready"
+
+
+def test_wait_until_times_out_naming_what_it_waited_for() -> None:
+    n = 0
+
+    def never() -> bool:
+        nonlocal n
+        n += 1
+        return False
+
+    t0 = time.monotonic()
+    with pytest.raises(WaitTimeout, match="the export not done after 0 s"):
+        wait_until(never, timeout=0.05, interval=0.01, what="the export")
+    assert time.monotonic() - t0 < 2 and n >= 2  # asked again, and once more at the deadline
+    assert issubclass(WaitTimeout, TimeoutError)
+
+
+def test_wait_until_lets_the_predicate_stop_the_wait() -> None:
+    def died() -> bool:
+        raise RuntimeError("the server exited")
+
+    with pytest.raises(RuntimeError, match="exited"):
+        wait_until(died, timeout=5, interval=0.01)
+
+
+def test_a_client_of_a_server_that_is_down_says_what_to_do() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    client = LabelStudioClient(url + "/", "secret-token-123", timeout=2)
+    assert client.url == url and "secret-token-123" not in repr(client)
+    assert not client.healthy()
+    with pytest.raises(LabelStudioUnreachable) as err:
+        client.check()
+    message = str(err.value)
+    assert url in message and "medcurate labelstudio start" in message and "make ui" in message
+    with pytest.raises(LabelStudioUnreachable):
+        client.tasks(1)  # a refused connection is "unreachable", not a traceback
+
+
+def _results() -> list[StageResult]:
+    return [
+        TasksResult("round-1", 3, True, "seed: 4", 4, 12, 12, 0, 12, 2, 2),
+        AnnotationsResult("round-1", 24, 2, 12, 12, 5, 0.5, "/x/annotations.parquet"),
+        ConsensusResult(4, {"round-1": {"samples": 4}}, {"normal": 4}, 0.5, 0.8, 1, 0, "/l"),
+        ModelOutcome(1, "proposal", "proposal-v1-abc", predictions=4),
+    ]
+
+
+def test_stage_results_follow_the_contract() -> None:
+    for result in _results():
+        assert isinstance(result, StageResult)
+        assert result.problems == []
+        assert result.summary_line() and isinstance(result.metadata(), dict)
+    tasks, anns, consensus, model = _results()
+    assert tasks.metadata()["tasks_imported"] == 12 and "12 tasks imported" in tasks.summary_line()
+    assert isinstance(anns.metadata()["path"], PathValue)
+    md = consensus.metadata()
+    assert isinstance(md["rounds"], JsonValue) and md["adjudicated_samples"] == 0
+    assert model.metadata()["round_number"] == 1 and "val_dice" not in model.metadata()
+
+
+class _NoServer:
+    """Stands in for the client where a stage must fail before it talks to Label Studio."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the stage called the server ({name}) before its checks")
+
+
+def test_round_stages_that_cannot_start_say_why(tmp_path: Path) -> None:
+    z = Zones(tmp_path)
+    with pytest.raises(RoundNotReady, match=r"round-2: no round\.json"):
+        run_annotations(z, "round-2", _NoServer(), b"salt")  # type: ignore[arg-type]
+    z.volumes.mkdir(parents=True)
+    pd.DataFrame({"sample_id": ["a"], "nifti_path": ["a.nii.gz"], "status": ["ok"]}).to_parquet(
+        z.volumes_table
+    )
+    z.labels.mkdir()
+    pd.DataFrame({"sample_id": ["a"], "label": ["normal"]}).to_parquet(z.labels_table)
+    with pytest.raises(RoundNotReady, match="no samples left"):
+        run_annotation_tasks(z, "round-2", TasksConfig(), _NoServer())  # type: ignore[arg-type]
+
+
+def test_consensus_from_exported_files_alone(tmp_path: Path) -> None:
+    """Without Label Studio (adjudicate off): consensus from annotations.parquet and the maps."""
+    z = Zones(tmp_path)
+    shape, affine = (6, 5, 3), np.diag([1.5, 1.5, 3.0, 1.0])
+    write_nifti(z.volumes / "v1.nii.gz", np.zeros(shape), affine)
+    lesion = np.zeros(shape, np.uint8)
+    lesion[1:3, 1:3, 1] = 1
+    rows = []
+    for who in ("ann-a", "ann-b", "ann-c"):
+        rel = z.annotator_mask_relpath("round-1", "s1", who)
+        write_nifti(z.annotation / rel, lesion, affine, dtype="uint8")
+        for k in (0, 1):
+            rows.append(
+                {"round": "round-1", "task_key": f"s1:k{k:04d}", "sample_id": "s1", "slice_k": k,
+                 "annotator": who, "choice": "abnormal" if k else "normal", "has_mask": bool(k),
+                 "mask_voxels": 4 * k, "mask_path": rel, "lead_time": 1.0, "created_at": "",
+                 "updated_at": "", "was_cancelled": False}
+            )  # fmt: skip
+    pd.DataFrame(rows).to_parquet(z.round_annotations("round-1"))
+    slices = [
+        {"round": "round-1", "task_key": f"s1:k{k:04d}", "sample_id": "s1", "slice_k": k,
+         "image_relpath": f"round-1/images/s1/s1_k{k:04d}.png", "height": 5, "width": 6,
+         "shape": list(shape), "nifti_path": "v1.nii.gz"}
+        for k in (0, 1)
+    ]  # fmt: skip
+    pd.DataFrame(slices).to_parquet(z.round_slices("round-1"))
+    result = run_consensus(z, Thresholds(), None, b"")
+    assert (result.samples, result.labels, result.pending_adjudication) == (1, {"abnormal": 1}, 0)
+    assert result.kappa == pytest.approx(1.0) and result.mean_dice == pytest.approx(1.0)
+    assert not math.isnan(result.rounds["round-1"]["kappa"])
+    labels = pd.read_parquet(z.labels_table)
+    assert labels["mask_path"].tolist() == ["masks/s1.nii.gz"]  # relative to labels/ (frozen)
+    assert labels["source_round"].tolist() == ["round-1"]
+    assert (z.label_masks / "s1.nii.gz").exists()
