@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -58,23 +59,31 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, private: bool = False) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename (0600 when ``private``)."""
+@contextlib.contextmanager
+def atomic_target(path: str | Path, private: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; on success it is renamed onto ``path``
+    (0600 first when ``private``), on failure removed. The one way files are written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(tmp, flags, OWNER_FILE if private else 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield tmp
         if private:
             os.chmod(tmp, OWNER_FILE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, private: bool = False) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename (0600 when ``private``,
+    from the moment the file exists)."""
+    with atomic_target(path, private) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_FILE if private else 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str, private: bool = False) -> Path:
@@ -87,21 +96,12 @@ def atomic_write_parquet(data: Any, path: str | Path, private: bool = False) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with atomic_target(path, private) as tmp:
         if isinstance(data, pa.Table):
             pq.write_table(data.replace_schema_metadata(None), tmp)
         else:
             data.to_parquet(tmp, index=False)
-        if private:
-            os.chmod(tmp, OWNER_FILE)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 # --------------------------------------------------------------------------- NIfTI

@@ -67,18 +67,9 @@ def private_tree(root: Path) -> None:
 
 def write_private_bytes(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically, created 0600 from the start (never briefly 0644)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_FILE)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, OWNER_FILE)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    from medcurate.io import atomic_write_bytes  # io imports this module's modes
+
+    return atomic_write_bytes(path, data, private=True)
 
 
 def open_to_others(paths: Iterable[Path]) -> list[Path]:

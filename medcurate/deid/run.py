@@ -24,6 +24,7 @@ import io
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 import warnings
 from collections import Counter
@@ -194,6 +195,10 @@ _OWNER = 0  # the parent's pid: temporary outputs are named after it (see ``_cle
 
 def _init_worker(salt: bytes, policy: Policy, dst: str, owner: int) -> None:
     global _ENGINE, _DST, _OWNER
+    if os.getpid() != owner:  # a forked worker: signal handlers the parent set (Dagster's
+        # interrupt capture, a test runner's) must not make it ignore the pool's SIGTERM
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _ENGINE = Deidentifier(salt, policy)
     _DST = Path(dst)
     _OWNER = owner
@@ -488,8 +493,16 @@ def _run(
     ctx = mp.get_context(method)
     chunk = max(1, min(16, len(tasks) // (workers * 4) or 1))
     initargs = (salt, policy, str(dst), owner)
-    with ctx.Pool(workers, initializer=_init_worker, initargs=initargs) as pool:
-        return list(pool.imap_unordered(_process, tasks, chunksize=chunk))
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=initargs)
+    try:
+        outcomes = list(pool.imap_unordered(_process, tasks, chunksize=chunk))
+        pool.close()  # workers leave on their own: no SIGTERM on the way out
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    return outcomes
 
 
 def _require_salt(salt: bytes) -> None:

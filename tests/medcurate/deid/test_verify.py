@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from deid_helpers import ct_instance, item, seq
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
@@ -14,6 +13,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 import medcurate.deid.verify as verify_mod
 from medcurate.deid.engine import Deidentifier
 from medcurate.deid.verify import verify
+from tests.deid_helpers import ct_instance, item, seq
 
 
 def _bytes(ds: Dataset) -> bytes:

@@ -22,7 +22,7 @@ import pytest
 from medcurate.config import ConfigError, OpenZoneError, WeakSaltError, Zones, deid_salt
 from medcurate.services import labelstudio as ls
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 MEDCURATE = REPO / ".venv" / "bin" / "medcurate"
 PHI = ("DOE^JANE", "MRN4471902")
 PATIENT_FOLDER = "DOE^JANE_MRN4471902"
@@ -135,12 +135,11 @@ def test_row9_low_entropy_salts_are_refused(weak: str) -> None:
 def test_row9_salts_the_project_uses_pass_and_the_cli_refuses_a_weak_one(tmp_path: Path) -> None:
     import secrets
 
-    from conftest import TEST_SALT
-
     from pipelines.demo import demo_salt
+    from tests.conftest import TEST_SALT
 
     used = [TEST_SALT, demo_salt(Zones(tmp_path)), secrets.token_urlsafe(32)]
-    for path in [*REPO.glob("tests/*.py"), *REPO.glob("bench/*.py")]:
+    for path in [*REPO.glob("tests/**/*.py"), *REPO.glob("bench/*.py")]:
         used += re.findall(r'^SALT = b"([^"]+)"', path.read_text(), flags=re.M)
     assert len(used) >= 6
     for salt in used:

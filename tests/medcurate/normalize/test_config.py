@@ -20,7 +20,12 @@ def test_hash_is_per_modality_and_follows_settings(tmp_path: Path) -> None:
     cfg = load_config()
     assert cfg.config_hash("CT") == load_config().config_hash("CT")
     assert cfg.config_hash("CT") != cfg.config_hash("MR")
-    text = (Path(__file__).parents[1] / "medcurate" / "data" / "normalize.yaml").read_text()
+    text = (
+        next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
+        / "medcurate"
+        / "data"
+        / "normalize.yaml"
+    ).read_text()
     changed = tmp_path / "n.yaml"
     changed.write_text(text.replace("a_max: 1000.0", "a_max: 400.0"))
     other = load_config(changed)

@@ -21,7 +21,6 @@ import dagster as dg
 import pandas as pd
 import pydicom
 import pytest
-from deid_helpers import ct_instance, item, save, seq
 
 from assets.deid import deid_instances, deid_instances_verified
 from assets.resources import DeidSecrets, MedcurateHome
@@ -32,6 +31,7 @@ from medcurate.ingest import claim_inbox, drop_into_inbox, read_catalog, run_ing
 from medcurate.io import alive, clean_litter
 from medcurate.normalize import normalize_tree
 from medcurate.normalize.phantom import PhantomSeries, write_series
+from tests.deid_helpers import ct_instance, item, save, seq
 
 SALT = b"hostile-deid-salt-0001"
 NAME = "ZQXSURNAME^ZQXGIVEN"

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
-from deid_helpers import ct_instance, item, save, seq
 from pydicom.data import get_testdata_files
 
 from medcurate.config import MissingSaltError, Zones
@@ -26,6 +25,7 @@ from medcurate.ingest import claim_inbox, drop_into_inbox, run_ingest
 from medcurate.io import age_years
 from medcurate.stage import StageResult
 from medcurate.synth import planted_phi
+from tests.deid_helpers import ct_instance, item, save, seq
 
 SALT = b"run-test-salt-0001"
 

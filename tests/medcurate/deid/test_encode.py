@@ -7,7 +7,6 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
-from deid_helpers import ct_instance, item, seq
 from pydicom import dcmread
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
@@ -15,6 +14,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from medcurate.deid.encode import encode
 from medcurate.deid.engine import Deidentifier
+from tests.deid_helpers import ct_instance, item, seq
 
 
 def _save_as(ds: Dataset) -> bytes:

@@ -8,7 +8,6 @@ from io import BytesIO
 
 import pydicom
 import pytest
-from deid_helpers import ct_instance, item, seq
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
@@ -16,6 +15,7 @@ from pydicom.tag import Tag
 from medcurate.deid.engine import Deidentifier, burned_in_reason
 from medcurate.deid.policy import Policy
 from medcurate.deid.table import Action, load_rows, resolve
+from tests.deid_helpers import ct_instance, item, seq
 
 SALT = b"engine-test-salt"
 ORIG_UID = "1.2.826.0.1.3680043.9.7777.5.{}"
