@@ -139,10 +139,14 @@ def sample_consensus(
         classes[k] = choice
         mask[:, :, k] = np.asarray(m2d).T != 0
         adjudicated.append(k)
+    label = sample_label(classes, mask)
+    # "abnormal" with nothing drawn (a majority that called a clean slice abnormal) is a
+    # disagreement too: a label must never say abnormal without its mask
+    disagree = disagree or (label == "abnormal" and not np.any(mask))
     pending = disagree and set(adjudicated) != set(slices)
     return SampleConsensus(
         sample_id=sample_id,
-        label=sample_label(classes, mask),
+        label=label,
         slice_classes=classes,
         mask=mask,
         annotators=annotators,

@@ -324,6 +324,11 @@ class Zones:
         """Where ``medcurate.datasets.load`` pulls a version's files by default."""
         return self.home / "cache" / "datasets" / dataset / version
 
+    @property
+    def quality_docs(self) -> Path:
+        """``quality/docs/``: the quality gates' Data Docs (an index and a page per suite run)."""
+        return self.home / "quality" / "docs"
+
     # <<< release paths
 
     def private_roots(self) -> list[Path]:

@@ -9,6 +9,7 @@ from assets import annotation_model as annotation_model_assets
 from assets import deid as deid_assets
 from assets import ingest
 from assets import normalize as normalize_assets
+from assets import quality as quality_assets
 from assets import release as release_assets
 from assets.resources import DeidSecrets, LabelStudioResource, MedcurateHome
 from pipelines.jobs import consensus_job, round_export_job
@@ -21,6 +22,7 @@ ASSET_MODULES = [
     release_assets,
     annotation_assets,
     annotation_model_assets,
+    quality_assets,
 ]
 
 all_assets = dg.load_assets_from_modules(ASSET_MODULES)

@@ -1,3 +1,7 @@
-"""Quality gates: table schemas (the source of truth for column names), expectation suites and
-check functions that return plain lists of problems. Imports ``medcurate`` only; the assets run
-these as blocking asset checks."""
+"""Quality gates: table contracts (the column vocabulary), one expectation suite per table
+(``quality/suites/``), the runner that executes them with great-expectations and plain checks
+(:mod:`quality.runner`), offline Data Docs (:mod:`quality.docs`) and ``medcurate quality run``
+(:mod:`quality.cli`). Severity and thresholds live in ``quality/data/quality.yaml``.
+
+Imports ``medcurate`` only; ``assets/quality.py`` runs the suites as blocking asset checks.
+"""

@@ -332,20 +332,32 @@ def data_dict(rec: Mapping[Any, Any], base: str | Path | None = None) -> dict[st
 
 
 def datalist(manifest: pd.DataFrame, name: str, version_id: str) -> dict[str, Any]:
-    """A MONAI/Decathlon-style datalist (``training``/``validation``/``test``) for the manifest."""
+    """A MONAI/Decathlon-style datalist (``training``/``validation``/``test``) for the manifest.
+
+    Only labelled samples enter those lists (and ``numTraining``/``numTest``, ``classes``);
+    samples released without a label are listed apart under ``unlabelled`` (with their split),
+    so training code never reads them as labelled.
+    """
+    unlabelled = manifest["label"].astype(object).eq(UNLABELLED) | manifest["label"].isna()
+    labelled = manifest.loc[~unlabelled]
     out: dict[str, Any] = {
         "name": name,
         "version": version_id,
         "description": f"{name} {version_id}: de-identified, labelled volumes (medcurate)",
         "tensorImageSize": "3D",
         "modality": {str(i): m for i, m in enumerate(sorted(set(manifest["modality"].dropna())))},
-        "classes": sorted(set(manifest["label"].dropna())),
+        "classes": sorted(set(labelled["label"].dropna())),
         "labels": {"0": "background", "1": "lesion"},
-        "numTraining": int((manifest["split"] == "train").sum()),
-        "numTest": int((manifest["split"] == "test").sum()),
+        "numTraining": int((labelled["split"] == "train").sum()),
+        "numTest": int((labelled["split"] == "test").sum()),
     }
     for split, key in MONAI_KEYS.items():
-        part = manifest.loc[manifest["split"] == split]
+        part = labelled.loc[labelled["split"] == split]
         if split != "external" or len(part):
             out[key] = [data_dict(r) for r in part.to_dict("records")]
+    rest = manifest.loc[unlabelled]
+    if len(rest):
+        out[UNLABELLED] = [
+            {**data_dict(r), "split": str(r["split"])} for r in rest.to_dict("records")
+        ]
     return out

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from medcurate.io import atomic_write_bytes, sha256_file
 from medcurate.locks import exclusive
 from medcurate.store.litter import clean_pull_litter
+from medcurate.store.manifest import UNLABELLED
 from medcurate.store.objects import ObjectStore, StoreError
 from medcurate.store.paths import RESERVED_TOP, check_targets
 from medcurate.store.publish import (
@@ -105,6 +106,8 @@ def _nnunet_steps(manifest: pd.DataFrame) -> tuple[list[Step], list[str]]:
     for row, r in enumerate(manifest.to_dict("records"), 1):
         sid, img = str(r["sample_id"]), str(r["image"])
         has_mask = r.get("mask") is not None and not pd.isna(r.get("mask"))
+        if r.get("label") == UNLABELLED:  # never a label file for a sample without a label
+            has_mask = False
         image = (str(r["image_sha256"]), _size(r["image_bytes"]))
         mask = (str(r["mask_sha256"]), _size(r["mask_bytes"])) if has_mask else ("", 0)
         if r["split"] in ("train", "validation"):
@@ -127,7 +130,8 @@ def nifti_plan(manifest: pd.DataFrame) -> list[tuple[str, str, int]]:
 
 def nnunet_plan(manifest: pd.DataFrame) -> tuple[list[tuple[str, str, int]], list[str]]:
     """The nnU-Net raw layout: train+validation with a mask -> imagesTr/labelsTr, test and
-    external -> imagesTs (labelsTs when masked). Returns the plan and the left-out sample ids."""
+    external -> imagesTs (labelsTs when masked). A sample released ``unlabelled`` never gets a
+    label file (so never enters imagesTr). Returns the plan and the left-out sample ids."""
     steps, skipped = _nnunet_steps(manifest)
     return [s[2:] for s in steps], skipped
 
@@ -138,7 +142,7 @@ def nnunet_documents(manifest: pd.DataFrame, info: VersionInfo) -> dict[str, Any
     splits_final.json: one entry per fold (val = that fold of train), then one more entry with
     all of train as train and the validation split as val.
     """
-    m = manifest.loc[manifest["mask"].notna()]
+    m = manifest.loc[manifest["mask"].notna() & manifest["label"].ne(UNLABELLED)]
     tr = m.loc[m["split"] == "train"]
     va = m.loc[m["split"] == "validation"]
     modalities = sorted(set(manifest["modality"].dropna()))

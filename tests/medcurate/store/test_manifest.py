@@ -81,6 +81,20 @@ def test_datalist_monai_keys(tmp_path: Path, release_cohort) -> None:  # type: i
     assert item["label"].startswith("masks/") and item["class"] == "abnormal"
 
 
+def test_datalist_keeps_unlabelled_samples_apart(tmp_path: Path, release_cohort) -> None:  # type: ignore[no-untyped-def]
+    vol, lab = release_cohort(tmp_path, 10)
+    a = assign_splits(curate_samples(vol, lab.iloc[5:]))
+    m, _ = build_manifest(a, tmp_path / "volumes", tmp_path / "labels")
+    dl = datalist(m, "demo", "v1-abc")
+    unlabelled = set(m.loc[m["label"] == UNLABELLED, "sample_id"])
+    listed = [d for k in ("training", "validation", "test") for d in dl[k]]
+    assert unlabelled and not unlabelled & {d["sample_id"] for d in listed}
+    assert {d["sample_id"] for d in dl[UNLABELLED]} == unlabelled
+    assert UNLABELLED not in dl["classes"] and all(d["class"] != UNLABELLED for d in listed)
+    labelled_train = m.loc[(m["split"] == "train") & (m["label"] != UNLABELLED)]
+    assert dl["numTraining"] == len(labelled_train)
+
+
 def test_labels_pending_adjudication_are_withheld(tmp_path: Path, release_cohort) -> None:  # type: ignore[no-untyped-def]
     vol, lab = release_cohort(tmp_path, patients=4)
     lab = lab.copy()

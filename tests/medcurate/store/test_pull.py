@@ -11,10 +11,10 @@ import pytest
 
 from medcurate.io import sha256_file
 from medcurate.splits import SplitConfig, assign_splits
-from medcurate.store.manifest import curate_samples
+from medcurate.store.manifest import UNLABELLED, curate_samples
 from medcurate.store.objects import ObjectStore, StoreError, TamperedObjectError
 from medcurate.store.publish import load_manifest
-from medcurate.store.pull import PULL_RECORD, pull, pull_record
+from medcurate.store.pull import PULL_RECORD, nnunet_plan, pull, pull_record
 from medcurate.store.release import release_dataset
 
 
@@ -135,6 +135,17 @@ def test_repull_other_version_into_same_folder_removes_stale_files(
     rec = pull_record(dest)
     files = {str(p.relative_to(dest)) for p in dest.rglob("*.nii.gz")}
     assert files == set(rec["files"])  # type: ignore[index]
+
+
+def test_nnunet_never_gives_an_unlabelled_sample_a_label_file(two_versions) -> None:  # type: ignore[no-untyped-def]
+    store, v1, _ = two_versions
+    m = load_manifest(store, v1)
+    row = m.index[m["mask"].notna() & m["split"].isin(["train", "validation"])][0]
+    m.loc[row, "label"] = UNLABELLED  # a mask left on a sample released without a label
+    sid = str(m.loc[row, "sample_id"])
+    plan, skipped = nnunet_plan(m)
+    assert sid in skipped
+    assert not [rel for rel, _, _ in plan if sid in rel]
 
 
 def test_unknown_format(tmp_path: Path, two_versions) -> None:  # type: ignore[no-untyped-def]
