@@ -71,7 +71,8 @@ def _metadata_line(result: dg.ExecuteInProcessResult) -> list[str]:
         }
         lines.append(f"  {mat.asset_key.to_user_string()}: {shown}")
     for check in result.get_asset_check_evaluations():
-        state = "passed" if check.passed else "FAILED"
+        warn = check.severity == dg.AssetCheckSeverity.WARN
+        state = "passed" if check.passed else ("warning (see its metadata)" if warn else "FAILED")
         lines.append(f"  check {check.asset_key.to_user_string()}.{check.check_name}: {state}")
     return lines
 
