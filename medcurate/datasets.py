@@ -34,6 +34,7 @@ from medcurate.store.publish import (
     signature_status,
 )
 from medcurate.store.pull import PullResult, pull, pull_record
+from medcurate.store.reports import full_card, list_reports
 
 
 @dataclass
@@ -99,8 +100,13 @@ class Dataset:
         return dict(json.loads(read_version_file(self.store, self.info, "dataset.json")))
 
     def card(self) -> str:
-        """The datasheet (card.md)."""
-        return read_version_file(self.store, self.info, "card.md").decode()
+        """The dataset card: the released card.md followed by the sections of the reports
+        attached since (evaluation, augmentation), each verified."""
+        return full_card(self.store, self.info)
+
+    def reports(self) -> list[str]:
+        """Kinds of the reports attached to this version (e.g. ``evaluation``)."""
+        return list_reports(self.store, self.info)
 
 
 def load(

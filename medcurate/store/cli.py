@@ -59,17 +59,20 @@ def list_cmd(store: str | None = StoreOpt) -> None:
 def show_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME@vN"),
     store: str | None = StoreOpt,
-    card: bool = typer.Option(False, "--card", help="print the datasheet (card.md) too"),
+    card: bool = typer.Option(
+        False, "--card", help="print the dataset card too (card.md and attached reports)"
+    ),
 ) -> None:
     """Counts per split and label, the digest, and optionally the datasheet."""
-    from medcurate.store.publish import read_version_file, resolve, version_summary
+    from medcurate.store.publish import resolve, version_summary
+    from medcurate.store.reports import full_card
 
     try:
         s = open_store(store, must_exist=True)
         info = resolve(s, ref)
         typer.echo(json.dumps(version_summary(s, info), indent=2))
         if card and "card.md" in info.files:
-            typer.echo(read_version_file(s, info, "card.md").decode())
+            typer.echo(full_card(s, info))
     except StoreError as exc:
         raise _fail(exc) from None
 
