@@ -35,13 +35,16 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# pytest workers (pytest-xdist): each has its own Label Studio and homes; 2 halves the suite on 2 cores
+WORKERS ?= 2
+
 # everything: lint, then every test (the slow ones and those that start servers included)
 test: lint labelstudio
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(WORKERS)
 
 # the quick loop while editing: tests marked slow (more than a few seconds) are left out
 test-fast: setup labelstudio
-	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
+	$(BIN)/pytest -q -p no:cacheprovider -n $(WORKERS) -m "not slow"
 
 test-unit: setup
 	$(BIN)/pytest -q -m "not integration"

@@ -43,9 +43,12 @@ def checked(
     problems: list[str],
     metadata: Mapping[str, Any] | None = None,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    check_name: str | None = None,
 ) -> dg.AssetCheckResult:
-    """A check passes when the stage's check function found no problem."""
+    """A check passes when the stage's check function found no problem (``check_name`` when an
+    asset returns the result of one of its own check specs)."""
     return dg.AssetCheckResult(
+        check_name=check_name,
         passed=not problems,
         severity=severity,
         metadata=to_metadata({**(metadata or {}), "problems": problems or ["none"]}),

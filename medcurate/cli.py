@@ -126,6 +126,32 @@ def normalize(
     print(normalize_tree(src, dst, workers=workers).summary_line())
 
 
+@app.command()
+def evaluate(
+    ref: str = typer.Argument(..., help="NAME@vN (or NAME, NAME@latest) of a released version"),
+    store: str | None = typer.Option(
+        None, "--store", help="dataset store: folder or fsspec URL (default $MEDCURATE_STORE)"
+    ),
+    preset: str = typer.Option("small", "--preset", help="small (this CPU, minutes) or full"),
+    seed: int = typer.Option(0, "--seed", help="seed of training and bootstrap"),
+    attach: bool = typer.Option(
+        True, "--attach/--no-attach", help="attach the report to the version's dataset card"
+    ),
+) -> None:
+    """Train baselines on a release, report sensitivity/specificity/AUC/Dice with 95% CIs per
+    subgroup and Grad-CAM, and attach the report to the version's dataset card."""
+    from medcurate.evaluate.run import EvaluateSettings, run_evaluation  # heavy: torch, MONAI
+    from medcurate.store.publish import parse_ref
+
+    name, version = parse_ref(ref)
+    settings = EvaluateSettings(name, version or "latest", store or "", preset, seed, attach)
+    result = run_evaluation(zones(), settings)
+    print(result.summary_line())
+    for flag in result.problems:
+        print(f"  WARN {flag}")
+    print(f"report: {result.folder / 'evaluation.md'}")
+
+
 app.add_typer(datasets_app, name="datasets", help="List, show, pull and diff dataset versions.")
 
 labelstudio_app = typer.Typer(no_args_is_help=True, help="Run the local Label Studio server.")
@@ -195,6 +221,7 @@ register_plugins()  # after the core's commands: `medcurate --help` lists them f
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: shown as one line, not as a traceback. Imported only
     when a command failed: splits and the manifest load pandas."""
+    from medcurate.evaluate import EvaluationError
     from medcurate.splits import SplitError
     from medcurate.store.manifest import ManifestError
 
@@ -206,6 +233,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         StoreError,
         ManifestError,
         SplitError,
+        EvaluationError,
     )
 
 

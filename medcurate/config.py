@@ -112,6 +112,26 @@ class Zones:
         return self.home / "releases"
 
     @property
+    def gan_models(self) -> Path:
+        """Generator checkpoints (``<checkpoint id>.pt``) and ``latest.json`` naming the newest."""
+        return self.synthetic / "gan"
+
+    @property
+    def synthetic_table(self) -> Path:
+        """The synthetic samples (train split only) the next release adds to the real ones."""
+        return self.synthetic / "samples.parquet"
+
+    @property
+    def synthetic_report(self) -> Path:
+        """Quality and privacy figures and pictures of the synthetic samples."""
+        return self.synthetic / "report"
+
+    def evaluation(self, dataset: str, version: str) -> Path:
+        """Working folder of the evaluation consumer for one released version (what it wrote
+        and attached to the version's card, plus run timings that stay out of the report)."""
+        return self.home / "evaluation" / dataset / version
+
+    @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 

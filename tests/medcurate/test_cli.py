@@ -114,3 +114,25 @@ _tools = typer.Typer()
 @_tools.command()
 def _tool() -> None:
     print("tool")
+
+
+@pytest.mark.slow
+def test_evaluate_names_what_is_wrong_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medcurate.store.objects import ObjectStore
+    from tests.evaluate_helpers import release_blobs
+
+    monkeypatch.setenv("MEDCURATE_HOME", str(tmp_path / "home"))
+
+    def run(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["medcurate", *args])
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+        return int(exit_.value.code or 0), capsys.readouterr().err
+
+    code, err = run("evaluate", "nothing@v1", "--store", str(tmp_path / "none"))
+    assert code == 2 and "no dataset store" in err
+    release_blobs(tmp_path / "v", ObjectStore(str(tmp_path / "store")), n=12)
+    code, err = run("evaluate", "blobs@v1", "--store", str(tmp_path / "store"), "--preset", "huge")
+    assert code == 2 and "unknown evaluation preset 'huge'" in err and "Traceback" not in err

@@ -1,0 +1,183 @@
+"""2D slices of a release's volumes, the unit the baseline models train on.
+
+A sample (one volume) becomes its axial slices resized to ``size`` x ``size``. A slice's label comes
+from the lesion mask (1: lesion voxels in the slice, 0: none); a normal sample's slices are 0; an
+abnormal sample without a mask has slices of unknown label (-1), kept for its sample-level score but
+left out of slice-level training. Sample-level scores are pooled from slice scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+UNKNOWN = -1
+
+
+@dataclass
+class SliceSet:
+    """Slices of several samples; ``sample`` indexes the samples table they came from."""
+
+    images: np.ndarray  # (N, 1, S, S) float32, intensity scaled per volume
+    masks: np.ndarray  # (N, 1, S, S) uint8 lesion mask (nearest resize), zeros when none
+    labels: np.ndarray  # (N,) int8: 1 lesion in slice, 0 none, UNKNOWN
+    sample: np.ndarray  # (N,) int64 row of the samples table
+    position: np.ndarray  # (N,) int64 slice index within its volume
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> SliceSet:
+        """The slices at ``index`` (a boolean mask or integer positions)."""
+        return SliceSet(
+            self.images[index],
+            self.masks[index],
+            self.labels[index],
+            self.sample[index],
+            self.position[index],
+        )
+
+    def known(self) -> SliceSet:
+        """Slices whose label is known (what slice-level training uses)."""
+        return self.subset(self.labels != UNKNOWN)
+
+
+def _read(path: str) -> np.ndarray:
+    """Voxels of a NIfTI file as float32 (x, y, z); a 2D image becomes one slice."""
+    import nibabel as nib
+
+    img: Any = nib.load(str(path))
+    if len(img.shape) == 3:
+        # volumes are released in RAS; reorienting a stray one keeps left-right meaningful
+        img = nib.as_closest_canonical(img)
+    v = np.asarray(img.dataobj, dtype=np.float32)
+    while v.ndim > 3 and v.shape[-1] == 1:
+        v = v[..., 0]
+    if v.ndim == 2:
+        v = v[:, :, None]
+    if v.ndim != 3:
+        raise ValueError(f"expected a 2D or 3D image, got {v.ndim} dimensions")
+    return v
+
+
+def _read_or_fail(path: Any, i: int, what: str) -> np.ndarray:
+    try:
+        return _read(str(path))
+    except Exception as e:  # nibabel's errors carry the path: keep it out of the message
+        raise ValueError(f"sample {i}: its {what} could not be read ({type(e).__name__})") from None
+
+
+def _scale(v: np.ndarray) -> np.ndarray:
+    """Intensities to 0..1 by the volume's 1st-99th percentiles (robust to outliers and to the
+    scanner's units)."""
+    lo, hi = np.percentile(v, [1, 99])
+    if hi <= lo:
+        return np.zeros_like(v, dtype=np.float32)
+    return np.clip((v - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _resize(slices: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """(z, x, y) -> (z, size, size); bilinear for intensities, nearest for masks."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
+    if t.shape[-2:] == (size, size):
+        return slices.astype(np.float32)
+    if mode == "nearest":
+        out = F.interpolate(t, size=(size, size), mode="nearest")
+    else:
+        out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+    return np.asarray(out[:, 0].numpy(), dtype=np.float32)
+
+
+def _empty(size: int) -> SliceSet:
+    return SliceSet(
+        np.zeros((0, 1, size, size), np.float32),
+        np.zeros((0, 1, size, size), np.uint8),
+        np.zeros(0, np.int8),
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+    )
+
+
+def slices_from_volumes(items: Sequence[Mapping[str, Any]], size: int = 64) -> SliceSet:
+    """Axial slices of MONAI data dicts (``image``, optional ``label`` mask, ``class``), as
+    :meth:`medcurate.datasets.Dataset.data_dicts` returns them; ``sample`` is the item's index.
+
+    Slice labels: with a mask, 1 where the slice has lesion voxels else 0; a ``normal`` sample
+    without a mask, 0; anything else (abnormal without a mask, unlabelled) UNKNOWN, so it still
+    gets a sample score but never trains the slice classifier.
+    """
+    parts: list[SliceSet] = []
+    for i, item in enumerate(items):
+        v = _read_or_fail(item["image"], i, "image")
+        z = v.shape[2]
+        imgs = _resize(np.transpose(_scale(v), (2, 0, 1)), size, "bilinear")
+        if item.get("label"):
+            m = _read_or_fail(item["label"], i, "mask")
+            if m.shape != v.shape:
+                raise ValueError(
+                    f"sample {i}: mask shape {m.shape} differs from image shape {v.shape}"
+                )
+            m_z = np.transpose(m > 0, (2, 0, 1))
+            masks = (_resize(m_z.astype(np.float32), size, "nearest") > 0.5).astype(np.uint8)
+            labels = np.asarray(m_z.reshape(z, -1).any(axis=1), dtype=np.int8)
+        else:
+            masks = np.zeros((z, size, size), np.uint8)
+            normal = str(item.get("class", "")) == "normal"
+            labels = np.full(z, 0 if normal else UNKNOWN, np.int8)
+        parts.append(
+            SliceSet(
+                imgs[:, None].astype(np.float32),
+                masks[:, None],
+                labels,
+                np.full(z, i, np.int64),
+                np.arange(z, dtype=np.int64),
+            )
+        )
+    if not parts:
+        return _empty(size)
+    return SliceSet(*(np.concatenate(a) for a in zip(*(_fields(p) for p in parts), strict=True)))
+
+
+def _fields(s: SliceSet) -> tuple[np.ndarray, ...]:
+    return (s.images, s.masks, s.labels, s.sample, s.position)
+
+
+def sample_scores(
+    slice_scores: np.ndarray, sample: np.ndarray, n_samples: int, pool: str = "max"
+) -> np.ndarray:
+    """One score per sample from its slices' scores: ``max`` (a lesion anywhere makes the sample
+    abnormal) or ``top3mean`` (less swayed by one noisy slice). NaN for a sample without slices."""
+    if pool not in ("max", "top3mean"):
+        raise ValueError(f"unknown pool {pool!r}: use 'max' or 'top3mean'")
+    s = np.asarray(slice_scores, dtype=np.float64)
+    idx = np.asarray(sample, dtype=np.int64)
+    if s.shape != idx.shape:
+        raise ValueError("slice_scores and sample must have the same length")
+    out = np.full(n_samples, np.nan)
+    for k in np.unique(idx):
+        vals = np.sort(s[idx == k])[::-1]
+        out[k] = vals[0] if pool == "max" else vals[:3].mean()
+    return out
+
+
+def thin(slices: SliceSet, per_sample: int) -> SliceSet:
+    """At most ``per_sample`` slices of each sample without a lesion, evenly spaced, plus every
+    lesion slice: training sees each volume's range and all its lesions at a fraction of the cost
+    (a 100-slice volume is mostly neighbours that teach the same thing)."""
+    if per_sample <= 0:
+        return slices
+    keep = np.zeros(len(slices), bool)
+    keep[slices.labels == 1] = True
+    for s in np.unique(slices.sample):
+        rest = np.flatnonzero((slices.sample == s) & (slices.labels != 1))
+        if len(rest) <= per_sample:
+            keep[rest] = True
+        else:
+            keep[rest[np.linspace(0, len(rest) - 1, per_sample).round().astype(int)]] = True
+    return slices.subset(keep)

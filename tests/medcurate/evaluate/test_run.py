@@ -1,0 +1,125 @@
+"""The evaluation consumer end to end on a released blob cohort whose truth is known."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medcurate import datasets
+from medcurate.config import Zones
+from medcurate.evaluate import EvaluationError
+from medcurate.evaluate.baseline import evaluate, load_split
+from medcurate.evaluate.classifier import ClassifierConfig
+from medcurate.evaluate.cohort import SliceSet
+from medcurate.evaluate.config import EvaluationConfig
+from medcurate.evaluate.run import EvaluateSettings, run_evaluation
+from medcurate.evaluate.segmenter import SegmenterConfig
+from medcurate.store.objects import ObjectStore
+from medcurate.store.publish import resolve
+from medcurate.store.reports import read_report
+from medcurate.store.signing import KEY_ENV
+from tests.evaluate_helpers import release_blobs
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+CFG = EvaluationConfig(
+    size=32,
+    classifier=ClassifierConfig(size=32, epochs=6, threads=1),
+    segmenter=SegmenterConfig(epochs=6, threads=1),
+    min_subgroup_n=3,
+)
+
+
+@pytest.fixture(scope="module")
+def blob_store(tmp_path_factory: pytest.TempPathFactory) -> ObjectStore:
+    root = tmp_path_factory.mktemp("blobs")
+    store = ObjectStore(str(root / "store"))
+    release_blobs(root / "volumes", store, bright_site="site-b")
+    return store
+
+
+def test_release_is_evaluated_reported_and_attached_deterministically(
+    blob_store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    z = Zones(tmp_path / "home").ensure()
+    settings = EvaluateSettings("blobs", "v1", blob_store.url, config=CFG)
+    result = run_evaluation(z, settings)
+    ev = result.evaluation
+    auc = ev.metrics["auc"]
+    # blobs are easy: far above chance, and the whole interval is above it
+    assert auc.value > 0.85 and auc.low > 0.6, auc
+    assert ev.metrics["sensitivity"].n == int(ev.counts.set_index("split").loc["test", "samples"])
+    assert 0.0 < ev.threshold < 1.0 and "validation" in ev.threshold_note
+    # how well the UNet learns is tested in test_segmenter; here: reported, per lesion sample
+    assert 0.0 <= ev.dice["dice"].value <= 1.0 and ev.lesions["true_lesions"] >= 1
+    assert ev.dice["dice"].n == int((ev.test_scores["y_true"] == 1).sum())
+    assert ev.saliency["share_in_mask"] > 2 * ev.saliency["mask_area"]
+    files = set(read_report(blob_store, resolve(blob_store, "blobs@v1"), "evaluation").files)
+    assert {"evaluation.md", "section.md", "roc.png", "forest.png", "calibration.png"} <= files
+    assert {"classifier.pt", "classifier.model-card.md", "segmenter.pt", "metrics.json"} <= files
+    assert any(f.startswith("gradcam-") for f in files) and "timings.json" not in files
+    doc = json.loads((result.folder / "metrics.json").read_text())  # strict JSON: no NaN
+    assert doc["version_id"] == result.version_id and doc["test"]["auc"]["value"] == auc.value
+    card = datasets.load("blobs", "v1", root=blob_store.url, cache_dir=tmp_path / "c").card()
+    assert "## Evaluation" in card and "## Bias, Risks and Limitations" in card
+    assert card.index("## Evaluation") > card.index("## Lineage")
+    model_card = (result.folder / "classifier.model-card.md").read_text()
+    assert result.version_id in model_card and '"seed": 0' in model_card
+    md = result.metadata()
+    assert md["auc"] == round(auc.value, 4) and md["results"].startswith("![ROC](data:image/png")
+    assert "AUC" in result.summary_line()
+
+    before = {f: (result.folder / f).read_bytes() for f in files}
+    again = run_evaluation(z, settings)
+    assert {f: (again.folder / f).read_bytes() for f in files} == before
+
+
+def _flip_site(data: dict, site: str) -> dict:  # type: ignore[type-arg]
+    """Train labels of ``site``'s abnormal samples flipped to normal (their slices too)."""
+    train = data["train"]
+    rows = train.rows.copy()
+    flip = (rows["site"] == site) & (rows["label"] == "abnormal")
+    rows.loc[flip, "label"] = "normal"
+    s = train.slices
+    on = np.isin(s.sample, np.flatnonzero(flip.to_numpy()))
+    labels = s.labels.copy()
+    labels[on] = 0
+    masks = s.masks.copy()
+    masks[on] = 0
+    data["train"] = replace(
+        train, rows=rows, slices=SliceSet(s.images, masks, labels, s.sample, s.position)
+    )
+    return data
+
+
+def test_planted_site_bias_shows_as_that_sites_gap(blob_store: ObjectStore, tmp_path: Path) -> None:
+    ds = datasets.load("blobs", "v1", root=blob_store.url, cache_dir=tmp_path / "c")
+    cfg = replace(CFG, segmentation=False)
+    data = {s: load_split(ds, s, cfg.size) for s in ("train", "validation", "test")}
+    assert (data["test"].rows["site"] == "site-b").sum() >= 3
+    ev = evaluate(ds, cfg, splits=_flip_site(data, "site-b"))
+    by = ev.subgroups.set_index(["attribute", "group"])
+    fnr_b = by.loc[("site", "site-b"), "fnr"]
+    others = [by.loc[("site", g), "fnr"] for g in ("site-a", "site-c")]
+    assert fnr_b > max(others) + 0.3, (fnr_b, others)
+    assert any("site" in f and "site-b" in f for f in ev.flags), ev.flags
+
+
+def test_one_class_test_split_is_a_clear_error(blob_store: ObjectStore, tmp_path: Path) -> None:
+    ds = datasets.load("blobs", "v1", root=blob_store.url, cache_dir=tmp_path / "c")
+    data = {s: load_split(ds, s, CFG.size) for s in ("train", "validation", "test")}
+    test = data["test"]
+    keep = (test.rows["label"] == "normal").to_numpy()
+    rows = test.rows.loc[keep].reset_index(drop=True)
+    data["test"] = replace(
+        test,
+        rows=rows,
+        slices=test.slices.subset(np.isin(test.slices.sample, np.flatnonzero(keep))),
+    )
+    with pytest.raises(EvaluationError, match=r"test split has .* of one class"):
+        evaluate(ds, CFG, splits=data)
