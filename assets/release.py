@@ -91,7 +91,7 @@ def no_patient_in_two_splits(home: MedcurateHome) -> dg.AssetCheckResult:
     return checked(check_splits(home.zones()))
 
 
-@dg.asset(deps=[dataset_splits], group_name="release")
+@dg.asset(deps=[dataset_splits, dg.AssetKey("synthetic_samples")], group_name="release")
 def dataset_release(
     context: dg.AssetExecutionContext, config: ReleaseConfig, home: MedcurateHome
 ) -> dg.MaterializeResult:

@@ -20,7 +20,9 @@ Everything is deterministic for a seed: ties are broken by a seeded permutation 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -474,3 +476,16 @@ def png_markdown(png: Path, alt: str) -> str:
     """A PNG inlined as a markdown image (a data URL: Dagster's UI shows it without a server)."""
     data = base64.b64encode(Path(png).read_bytes()).decode()
     return f"![{alt}](data:image/png;base64,{data})"
+
+
+def train_fingerprint(assigned: pd.DataFrame) -> str:
+    """What a generator trained on this split may have seen: the real train rows (ids, files,
+    labels, masks), independent of their order. Synthetic samples made from another train split
+    are stale."""
+    real = pd.Series(True, index=assigned.index)
+    if "synthetic" in assigned.columns:
+        real = ~assigned["synthetic"].fillna(False).astype(bool)
+    train = assigned.loc[(assigned["split"] == TRAIN) & real]
+    cols = [c for c in ("sample_id", "nifti_sha256", "label", "mask_path") if c in train.columns]
+    rows = train[cols].astype(str).sort_values("sample_id").to_numpy().tolist()
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()

@@ -6,7 +6,9 @@ import dagster as dg
 
 from assets import annotation as annotation_assets
 from assets import annotation_model as annotation_model_assets
+from assets import augment as augment_assets
 from assets import deid as deid_assets
+from assets import evaluate as evaluate_assets
 from assets import ingest
 from assets import normalize as normalize_assets
 from assets import quality as quality_assets
@@ -23,6 +25,8 @@ ASSET_MODULES = [
     annotation_assets,
     annotation_model_assets,
     quality_assets,
+    evaluate_assets,
+    augment_assets,
 ]
 
 all_assets = dg.load_assets_from_modules(ASSET_MODULES)

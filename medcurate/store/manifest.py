@@ -180,9 +180,10 @@ def build_manifest(
 ) -> tuple[pd.DataFrame, dict[str, Path]]:
     """The manifest of a split samples table, and the local source file of every sha256.
 
-    ``nifti_path`` is relative to ``volumes_root`` (``synthetic_root`` for synthetic rows),
-    ``mask_path`` to ``labels_root``. The images' sha256 are taken from ``nifti_sha256`` when
-    present (the store re-checks them while copying) and computed otherwise.
+    ``nifti_path`` is relative to ``volumes_root`` and ``mask_path`` to ``labels_root``; both are
+    relative to ``synthetic_root`` for synthetic rows (a generator writes images and masks). The
+    images' sha256 are taken from ``nifti_sha256`` when present (the store re-checks them while
+    copying) and computed otherwise.
     """
     rows: list[dict[str, Any]] = []
     sources: dict[str, Path] = {}
@@ -203,10 +204,11 @@ def build_manifest(
         row["image_sha256"] = img_sha
         row["image_bytes"] = img_src.stat().st_size
         mask = rec.get("mask_path")
-        if _isna(mask) or labels_root is None:
+        mask_root = synthetic_root if syn and synthetic_root is not None else labels_root
+        if _isna(mask) or mask_root is None:
             row["mask"] = row["mask_sha256"] = row["mask_bytes"] = None
         else:
-            m_src = Path(labels_root) / str(mask)
+            m_src = Path(mask_root) / str(mask)
             if not m_src.is_file():
                 raise ManifestError(f"{m_src}: mask file missing for sample {sid}")
             m_sha = sha256_file(m_src)

@@ -20,6 +20,7 @@ import pandas as pd
 from medcurate.config import Zones
 from medcurate.io import atomic_write_parquet
 from medcurate.splits import (
+    TRAIN,
     SplitConfig,
     assign_splits,
     balance_markdown,
@@ -30,6 +31,7 @@ from medcurate.splits import (
     max_deviation,
     png_markdown,
     split_counts,
+    train_fingerprint,
 )
 from medcurate.stage import Markdown, PathValue
 from medcurate.store.card import lineage
@@ -188,6 +190,7 @@ class ReleaseResult:
     published: PublishResult
     splits: pd.Series = field(repr=False)  # the split column of the released samples
     problems: list[str] = field(default_factory=list)
+    synthetic_note: str = ""
 
     def metadata(self) -> dict[str, Any]:
         info = self.published.info
@@ -201,6 +204,7 @@ class ReleaseResult:
             "objects_written": self.published.objects_written,
             "bytes_written": self.published.bytes_written,
             "pull": f"medcurate datasets pull {info.ref} DEST",
+            "synthetic": self.synthetic_note,
         }
 
     def summary_line(self) -> str:
@@ -217,7 +221,9 @@ def run_release(
 ) -> ReleaseResult:
     """Publish splits.parquet as ``<dataset>/<vN>/`` atomically (a no-op when the manifest
     digest equals the newest version's). ``run_id`` goes into the card's lineage only."""
-    assigned = pd.read_parquet(_require(zones.splits_table, "dataset_splits"))
+    real = pd.read_parquet(_require(zones.splits_table, "dataset_splits"))
+    synthetic, note = fresh_synthetic(zones, real)
+    assigned = pd.concat([real, synthetic], ignore_index=True) if len(synthetic) else real
     published = release_dataset(
         store,
         config.dataset,
@@ -229,4 +235,30 @@ def run_release(
         lineage=lineage(zones, run_id),
         description=config.description,
     )
-    return ReleaseResult(published, assigned["split"])
+    return ReleaseResult(published, assigned["split"], synthetic_note=note)
+
+
+def fresh_synthetic(zones: Zones, real: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The synthetic samples a release adds (train only), and a note saying which and why.
+
+    Samples made by a generator trained on another train split are left out (stale); a
+    synthetic row outside train stops the release before anything is written."""
+    if not zones.synthetic_table.exists():
+        return pd.DataFrame(), "none (synthetic_samples not materialized)"
+    syn = pd.read_parquet(zones.synthetic_table)
+    if syn.empty:
+        return syn, "none generated"
+    outside = syn.loc[syn["split"].astype(str) != TRAIN]
+    if len(outside):
+        raise ManifestError(
+            f"{len(outside)} synthetic sample(s) are assigned outside train "
+            f"({', '.join(sorted(set(outside['split'].astype(str))))}); synthetic samples may "
+            "only ever be trained on"
+        )
+    current = train_fingerprint(real)
+    if "train_fingerprint" not in syn.columns or (syn["train_fingerprint"] != current).any():
+        return pd.DataFrame(), (
+            "none: the synthetic samples were made from another train split (materialize "
+            "gan_model and synthetic_samples again)"
+        )
+    return syn.drop(columns=["train_fingerprint"]), f"{len(syn)} synthetic sample(s) in train"

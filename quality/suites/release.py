@@ -34,6 +34,7 @@ import pandas as pd
 from medcurate.store.manifest import MONAI_KEYS, UNLABELLED, file_entries
 from quality.contracts import RELEASE_MANIFEST
 from quality.runner import CheckContext, GxSpec, Outcome, SuiteConfig
+from quality.suites.splits import synthetic_in_train
 
 DEFAULT_CLASSES: tuple[str, ...] = ("normal", "abnormal", "unreadable")
 MAX_LISTED = 10
@@ -86,7 +87,8 @@ class ReleaseSuite:
     def extra_checks(self, df: pd.DataFrame, cfg: SuiteConfig, ctx: CheckContext) -> list[Outcome]:
         if RELEASE_MANIFEST.missing(df.columns):
             return []  # contract_columns already says which
-        out = [_only_labelled(df, cfg, ctx)]
+        # the release holds the synthetic samples the split table never sees
+        out = [_only_labelled(df, cfg, ctx), synthetic_in_train(df, cfg)]
         store, info = ctx.store, ctx.version
         if store is None or info is None:
             why = "no store and version in the check context"

@@ -72,7 +72,7 @@ class SplitsSuite:
             _no_leak(df, cfg),
             _balance(df, cfg),
             _positives(df, cfg),
-            _synthetic_in_train(df, cfg),
+            synthetic_in_train(df, cfg),
         ]
 
 
@@ -155,7 +155,8 @@ def _positives(df: pd.DataFrame, cfg: SuiteConfig) -> Outcome:
     return Outcome(name, cfg.sev(name), ok, observed, msg)
 
 
-def _synthetic_in_train(df: pd.DataFrame, cfg: SuiteConfig) -> Outcome:
+def synthetic_in_train(df: pd.DataFrame, cfg: SuiteConfig) -> Outcome:
+    """Synthetic samples only ever in train (splits and releases alike)."""
     name = "synthetic_only_in_train"
     syn = df.loc[_synthetic(df)]
     bad = syn.loc[syn["split"].astype(str) != "train"]

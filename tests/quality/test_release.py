@@ -193,3 +193,12 @@ def test_without_store_the_store_checks_fail(cohort: Cohort) -> None:
         "card_counts_match",
     }
     assert all("could not be checked" in m for m in res.problems)
+
+
+def test_synthetic_sample_released_in_test(cohort: Cohort) -> None:
+    """The split gate on what was published: a synthetic sample outside train fails it."""
+    a = cohort.assigned()
+    a.loc[a.index[0], ["synthetic", "generator_id", "split", "fold"]] = [True, "g1", "test", -1]
+    failed = cohort.failed(cohort.publish(a))
+    assert set(failed) == {"synthetic_only_in_train"}, failed
+    assert "1 synthetic sample(s) outside train" in failed["synthetic_only_in_train"]
