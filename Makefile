@@ -38,8 +38,10 @@ format: setup
 # pytest workers (pytest-xdist): each has its own Label Studio and homes; 2 halves the suite on 2 cores
 WORKERS ?= 2
 
-# everything: lint, then every test (the slow ones and those that start servers included)
-test: lint labelstudio
+# everything: lint, then every test (the slow ones and those that start servers included).
+# Linting (CPU) and installing Label Studio (mostly disk) overlap; a lint failure still stops it.
+test: setup
+	@$(MAKE) --no-print-directory -j2 lint labelstudio
 	$(BIN)/pytest -q -p no:cacheprovider -n $(WORKERS)
 
 # the quick loop while editing: tests marked slow (more than a few seconds) are left out

@@ -254,8 +254,8 @@ def card_section(ev: Evaluation, version_id: str) -> str:
     lines = [
         "## Evaluation",
         "",
-        f"Baselines trained on this version's train split, operating point chosen on validation "
-        f"({ev.threshold_note}), measured once on its {n_test} test samples "
+        f"Baselines trained on this version's train split, operating point chosen by "
+        f"{ev.threshold_note}, measured once on its {n_test} test samples "
         f"(`medcurate evaluate` on {version_id}; the full report, plots and model cards are "
         "attached to the version as its `evaluation` report).",
         "",
@@ -280,7 +280,8 @@ def card_section(ev: Evaluation, version_id: str) -> str:
         "",
         f"With {n_test} test samples every interval is wide"
         + (f", and these groups are too small to judge: {', '.join(small)}" if small else "")
-        + ". These are baselines that show the data can be learnt from, not clinical models.",
+        + ". These baselines test whether the data can be learnt from; they are not clinical "
+        "models.",
         "",
     ]
     return "\n".join(lines)
