@@ -25,7 +25,14 @@ from medcurate.io import sha256_file
 from medcurate.splits import SplitConfig
 from medcurate.store.manifest import ManifestError
 from medcurate.store.publish import load_manifest, resolve
-from medcurate.store.run import ReleaseSettings, release_store, run_curate, run_release, run_splits
+from medcurate.store.run import (
+    ReleaseSettings,
+    fresh_synthetic,
+    release_store,
+    run_curate,
+    run_release,
+    run_splits,
+)
 from tests.evaluate_helpers import blob_volumes
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -124,6 +131,12 @@ def test_gan_synthetic_release_and_gates(zones_tmp: Zones) -> None:
     run_synthetic_samples(z, CFG)
     again = pd.read_parquet(z.synthetic_table)
     assert {r.sample_id: r.nifti_sha256 for r in again.itertuples()} == before
+
+    # samples made from another train split are stale: the release leaves them out and says so
+    stale = again.assign(train_fingerprint="0" * 64)
+    stale.to_parquet(z.synthetic_table, index=False)
+    kept, note = fresh_synthetic(z, pd.read_parquet(z.splits_table))
+    assert kept.empty and "another train split" in note
 
     # the split gate: a synthetic sample planted in test stops the release and fails the check
     planted = again.copy()
