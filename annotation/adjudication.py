@@ -28,8 +28,26 @@ from annotation.agreement import cohen_kappa, fleiss_kappa_from_ratings, mean_pa
 from annotation.client import LabelStudioClient
 from annotation.consensus import majority_class, majority_mask, staple
 from annotation.export import decode_export, pseudonyms, slice_sizes
-from annotation.render import volume_mask_slice, write_label_nifti
-from annotation.rounds import existing_rounds, project_title
+from annotation.instructions import (
+    ADJUDICATION_INSTRUCTION_HTML,
+    dagster_asset_url,
+    project_description,
+    project_instruction,
+)
+from annotation.render import (
+    AXIAL_RAS,
+    SliceMapping,
+    slice_pixels,
+    volume_mask_slice,
+    write_label_nifti,
+)
+from annotation.rounds import (
+    existing_rounds,
+    project_title,
+    sample_mappings,
+    slice_mapping,
+    slice_task_data,
+)
 from annotation.tasks import build_task, prediction
 from medcurate.config import Zones
 from medcurate.io import atomic_write_parquet, atomic_write_text, read_nifti
@@ -102,9 +120,11 @@ def sample_consensus(
     shape: tuple[int, int, int],
     thresholds: Thresholds = Thresholds(),
     decisions: Mapping[int, tuple[str | None, NDArray[np.bool_]]] | None = None,
+    mapping: SliceMapping = AXIAL_RAS,
 ) -> SampleConsensus:
     """Consensus of one sample from its annotation rows (one per annotator per slice) and each
-    annotator's 3D map; ``decisions`` (slice -> adjudicated class and 2D mask) win."""
+    annotator's 3D map; ``decisions`` (slice -> adjudicated class and 2D PNG-space mask, placed
+    through ``mapping``, the one the slices were rendered with) win."""
     rows = rows[~rows["was_cancelled"].astype(bool)] if "was_cancelled" in rows else rows
     slices = sorted({int(k) for k in rows["slice_k"]})
     classes: dict[int, str | None] = {}
@@ -137,7 +157,10 @@ def sample_consensus(
         if k not in classes:
             continue
         classes[k] = choice
-        mask[:, :, k] = np.asarray(m2d).T != 0
+        view = slice_pixels(mask, k, mapping)  # a view: writes land on the mapped voxels
+        if np.shape(m2d) != view.shape:
+            raise ValueError(f"decision mask of slice {k} has shape {np.shape(m2d)}")
+        view[...] = np.asarray(m2d) != 0
         adjudicated.append(k)
     label = sample_label(classes, mask)
     # "abnormal" with nothing drawn (a majority that called a clean slice abnormal) is a
@@ -198,12 +221,10 @@ def adjudication_tasks(
         mine = rows[(rows["sample_id"] == sid) & (rows["slice_k"] == k)].sort_values("annotator")
         for r in mine.to_dict("records"):
             label = maps.get((sid, str(r["annotator"])))
-            m = volume_mask_slice(label, k) if label is not None else None
+            m = volume_mask_slice(label, k, slice_mapping(s)) if label is not None else None
             choice = r["choice"] if r["choice"] is not None else None
             preds.append(prediction(str(r["annotator"]), 1.0, choice=choice, mask=m))
-        out.append(
-            build_task(sid, k, str(s["image_relpath"]), preds, extra={"round": str(s["round"])})
-        )
+        out.append(build_task(sid, k, str(s["image_relpath"]), preds, extra=slice_task_data(s)))
     return out
 
 
@@ -273,6 +294,7 @@ def consensus_for_round(
         str(r["sample_id"]): str(r["nifti_path"])
         for r in slices.drop_duplicates("sample_id").to_dict("records")
     }
+    mappings = sample_mappings(slices)
     results = []
     for sid in sorted(shapes):
         mine = rows[rows["sample_id"] == sid]
@@ -287,6 +309,7 @@ def consensus_for_round(
                 shapes[sid],  # type: ignore[arg-type]
                 thresholds,
                 (decisions or {}).get(sid),
+                mappings[sid],
             )
         )
     return RoundConsensus(round, results, round_kappa(rows), rows, slices, maps, refs)
@@ -326,11 +349,14 @@ def send_to_adjudication(
     tasks were imported (none for a sample already there)."""
     path = z.round_adjudication(rc.round)
     known = json.loads(path.read_text()) if path.exists() else {}
+    back = dagster_asset_url("consensus_labels")
     pid, _ = client.ensure_project(
         project_title(rc.round, "adjudication"),
         1,
         z.round_dir(rc.round),
         known_id=known.get("project_id"),
+        description=project_description(f"adjudication {rc.round}", back),
+        instruction=project_instruction(back, ADJUDICATION_INSTRUCTION_HTML),
     )
     tasks = adjudication_tasks(rc.slices, rc.rows, rc.maps, samples)
     imported, _ = client.sync_tasks(pid, tasks)

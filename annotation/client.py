@@ -24,6 +24,7 @@ from typing import Any
 
 import requests
 
+from annotation.instructions import INSTRUCTION_HTML, labelstudio_project_url
 from annotation.label_config import LABEL_CONFIG
 from medcurate.services.labelstudio import connection, http_status
 from medcurate.services.wait import WaitTimeout, wait_until
@@ -50,6 +51,13 @@ def csrf_token(session: requests.Session, url: str) -> str:
     if not token:
         raise RuntimeError(f"no CSRF token on {urllib.parse.urlsplit(url).path}")
     return str(token)
+
+
+def _same(key: str, have: Any, want: Any) -> bool:
+    """A stored setting equals the wanted one (the server re-indents a label config's XML)."""
+    if key == "label_config" and isinstance(have, str) and isinstance(want, str):
+        return "".join(have.split()) == "".join(want.split())
+    return bool(have == want)
 
 
 class LabelStudioClient:
@@ -167,10 +175,31 @@ class LabelStudioClient:
 
     # ----------------------------------------------------------------------- projects and tasks
 
-    def create_project(self, title: str, config: str = LABEL_CONFIG, **options: Any) -> int:
-        """Create a project with the round's label config; returns its id. ``title`` must carry
-        pseudonymous round names only."""
-        project = self.sdk().projects.create(title=title, label_config=config, **options)
+    def project(self, project: int) -> dict[str, Any]:
+        """One project's settings as the server stores them."""
+        return dict(self.get(f"/api/projects/{int(project)}"))
+
+    def project_url(self, project: int) -> str:
+        """The page of a project's tasks in Label Studio (linked from Dagster's metadata)."""
+        return labelstudio_project_url(self.url, project)
+
+    def create_project(
+        self,
+        title: str,
+        config: str = LABEL_CONFIG,
+        instruction: str = INSTRUCTION_HTML,
+        **options: Any,
+    ) -> int:
+        """Create a project with the round's label config and the annotators' instructions
+        (shown before the first task); returns its id. ``title`` must carry pseudonymous round
+        names only."""
+        project = self.sdk().projects.create(
+            title=title,
+            label_config=config,
+            expert_instruction=instruction,
+            show_instruction=True,
+            **options,
+        )
         return int(project.id)
 
     def add_local_storage(self, project: int, path: Path, title: str = "images") -> int:
@@ -197,24 +226,41 @@ class LabelStudioClient:
         return total
 
     def ensure_project(
-        self, title: str, annotators: int, storage_path: Path, known_id: int | None = None
+        self,
+        title: str,
+        annotators: int,
+        storage_path: Path,
+        known_id: int | None = None,
+        *,
+        description: str | None = None,
+        instruction: str = INSTRUCTION_HTML,
     ) -> tuple[int, bool]:
-        """The project with overlap ``annotators`` and a local-files storage, created once;
-        returns (project id, created now)."""
+        """The project with overlap ``annotators``, the instructions (and ``description`` when
+        given) and a local-files storage, created once; an existing project is updated only in
+        the settings that differ (an older project gets the instructions). Returns (project id,
+        created now)."""
+        want: dict[str, Any] = {
+            "maximum_annotations": annotators,
+            "overlap_cohort_percentage": 100,
+            "expert_instruction": instruction,
+            "show_instruction": True,
+            "label_config": LABEL_CONFIG,  # a project of an older version gets the new layout
+        }
+        if description is not None:
+            want["description"] = description
         pid = self.project_by_title(title, known_id)
         created = pid is None
         if pid is None:
+            skip = ("expert_instruction", "show_instruction", "label_config")  # set on create
+            options = {k: v for k, v in want.items() if k not in skip}
             pid = self.create_project(
-                title,
-                LABEL_CONFIG,
-                maximum_annotations=annotators,
-                overlap_cohort_percentage=100,
-                show_collab_predictions=True,
+                title, LABEL_CONFIG, instruction, show_collab_predictions=True, **options
             )
         else:
-            self.sdk().projects.update(
-                id=pid, maximum_annotations=annotators, overlap_cohort_percentage=100
-            )
+            have = self.project(pid)
+            changed = {k: v for k, v in want.items() if not _same(k, have.get(k), v)}
+            if changed:
+                self.sdk().projects.update(id=pid, **changed)
         if not self.sdk().import_storage.local.list(project=pid):
             self.add_local_storage(pid, storage_path)
         return pid, created

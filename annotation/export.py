@@ -23,8 +23,9 @@ from numpy.typing import NDArray
 
 from annotation.client import LabelStudioClient
 from annotation.label_config import FINDING, LESION
-from annotation.render import masks_to_volume, write_label_nifti
+from annotation.render import AXIAL_RAS, SliceMapping, masks_to_volume, write_label_nifti
 from annotation.rle import rle_to_mask
+from annotation.rounds import sample_mappings
 from medcurate.config import Zones
 from medcurate.io import atomic_write_parquet, atomic_write_text
 
@@ -145,16 +146,19 @@ def write_annotator_maps(
     shapes: Mapping[str, tuple[int, int, int]],
     z: Zones,
     round: str,
+    mappings: Mapping[str, SliceMapping] | None = None,
 ) -> int:
     """Write each annotator's 3D label map per sample (only the annotated slices carry labels)
     in the volume's exact geometry; fills ``mask_path`` (relative to ``annotation/``). Returns
-    how many maps were written."""
+    how many maps were written. ``mappings[sample]`` is the pixel/voxel mapping its slices were
+    rendered with (slices.parquet's ``mapping``; default: axial of a RAS volume)."""
     written = 0
     paths: dict[tuple[str, str], str] = {}
     for (sample, who), per_slice in sorted(decoded.masks.items()):
         if sample not in references:
             continue
-        label = masks_to_volume(per_slice, shapes[sample])
+        mapping = (mappings or {}).get(sample, AXIAL_RAS)
+        label = masks_to_volume(per_slice, shapes[sample], mapping)
         write_label_nifti(label, references[sample], z.annotator_mask(round, sample, who))
         paths[(sample, who)] = z.annotator_mask_relpath(round, sample, who)
         written += 1
@@ -202,7 +206,7 @@ def export_round(
     first = slices.drop_duplicates("sample_id").to_dict("records")
     refs = {str(r["sample_id"]): z.volume_file(str(r["nifti_path"])) for r in first}
     shapes = {str(r["sample_id"]): _shape3(r["shape"]) for r in first}
-    write_annotator_maps(decoded, refs, shapes, z, round)
+    write_annotator_maps(decoded, refs, shapes, z, round, sample_mappings(slices))
     table = pd.DataFrame(decoded.rows, columns=ANNOTATION_COLUMNS)
     atomic_write_parquet(table, z.round_annotations(round))
     k = int(info["annotators"])

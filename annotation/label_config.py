@@ -17,7 +17,13 @@ LESION = "lesion"  # the <BrushLabels> tag: lesion masks
 CHOICES = ("normal", "abnormal", "unreadable")
 BRUSH_LABELS = ("lesion",)
 
+CONTEXT = "context"  # the neighbour strip's <Image>: shown only, no control points to it
+ORIENTATION = "orientation"  # task data: which patient side each image edge shows
+
+# The orientation is text above the image (nothing is burned into pixels): "R | L  (A up)" says
+# the image's left shows the patient's right and anterior is up (radiological convention).
 LABEL_CONFIG = """<View>
+  <Header value="$orientation" size="5"/>
   <Image name="image" value="$image" zoom="true" zoomControl="true"
          brightnessControl="true" contrastControl="true"/>
   <Choices name="finding" toName="image" choice="single-radio" required="true" showInline="true">
@@ -28,6 +34,8 @@ LABEL_CONFIG = """<View>
   <BrushLabels name="lesion" toName="image">
     <Label value="lesion" background="#ff3b30"/>
   </BrushLabels>
+  <Header value="Neighbouring slices (lower slice index left; this slice framed)" size="6"/>
+  <Image name="context" value="$context"/>
 </View>
 """
 

@@ -27,7 +27,14 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
-from annotation.proposal import PROPOSAL_VERSION, ProposalConfig, propose, spacing_from_affine
+from annotation.proposal import (
+    PROPOSAL_TRUST,
+    PROPOSAL_VERSION,
+    ProposalConfig,
+    proposal_probability,
+    propose,
+    spacing_from_affine,
+)
 from annotation.rounds import round_number
 from medcurate.config import Zones
 from medcurate.io import (
@@ -43,6 +50,9 @@ MODEL_FILE = "model.pt"
 ARCH = "unet2d"
 # CT volumes are scaled to 0..1 from the HU window -1000..1000: HU = 2000 * v - 1000
 CT_WINDOW_HU = (-160.0, 240.0)
+#: ModelConfig fields that decide whether a model is offered, not what it predicts: the model
+#: version (and the hash load_model checks) leaves them out
+NOT_HASHED = ("min_validation_dice",)
 
 
 @dataclass(frozen=True)
@@ -66,9 +76,16 @@ class ModelConfig:
     threshold: float = 0.5
     min_component_voxels: int = 8
     seed: int = 0
+    # the floor: a trained model whose held-out Dice is below it (or that has no held-out cases)
+    # is not offered as pre-annotation. 0.5 is where a mask overlaps the truth about as much as
+    # it misses it: below that, correcting a proposal costs an annotator more than painting, and
+    # it anchors them on a wrong outline. 0 offers every model.
+    min_validation_dice: float = 0.5
 
     def config_hash(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        """Hash of the fields that change the weights or the predictions (not the floor)."""
+        d = {k: v for k, v in asdict(self).items() if k not in NOT_HASHED}
+        text = json.dumps(d, sort_keys=True)
         return sha256_text(f"{ARCH}:{text}")[:12]
 
     @classmethod
@@ -359,6 +376,130 @@ def dice(pred: NDArray[Any], truth: NDArray[Any]) -> float:
     return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
+# --- calibration: P(abnormal) an annotator can read as a probability ---------------------------
+
+#: Platt scaling needs this many held-out samples, both classes among them
+MIN_PLATT_CASES = 10
+#: pseudo-cases of "no skill" the shrinkage adds to the held-out cases
+SHRINK_PSEUDO_CASES = 10
+
+
+def _logit(p: NDArray[np.floating]) -> NDArray[np.float64]:
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-4, 1 - 1e-4)
+    return np.asarray(np.log(q / (1 - q)), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Maps the network's raw sample score (the mean of its top-k voxel probabilities) to a
+    calibrated P(abnormal).
+
+    Why: the raw score of a small UNet trained with Dice+CE is overconfident (about 0 or 1), so
+    a slice's pre-annotation showed "Prediction Score 100%" (1 - 0.0 on normal slices, 1.0 on
+    predicted ones) whatever the model's held-out Dice. Two ways, chosen by what was held out:
+
+    ``platt``: with at least :data:`MIN_PLATT_CASES` held-out samples of both classes,
+    ``p = sigmoid(a * logit(raw) + b)`` fitted by maximum likelihood on them, with Platt's
+    smoothed targets ((N+ + 1) / (N+ + 2) and 1 / (N- + 2)), so no output reaches 0 or 1.
+
+    ``shrinkage``: otherwise ``p = prior + w * (raw - prior)``, where ``prior`` is the share of
+    abnormal samples among the training labels (Laplace-smoothed) and ``w`` the model's skill
+    above chance on the held-out samples, shrunk toward none by
+    :data:`SHRINK_PSEUDO_CASES`: ``w = max(0, 2 * (right + K/2) / (n + K) - 1)``, ``right`` the
+    held-out samples whose sample-level call (any voxel in the mask) was right. Without
+    held-out samples ``w = 0``: every sample gets the prior, the honest answer of a model
+    nobody has checked. ``w < 1`` always, so p stays strictly inside (0, 1).
+    """
+
+    method: str  # "platt" or "shrinkage"
+    prior: float
+    cases: int = 0  # held-out samples it was fitted on
+    weight: float = 0.0  # shrinkage
+    a: float = 1.0  # platt
+    b: float = 0.0
+
+    def __call__(self, raw: float) -> float:
+        if self.method == "platt":
+            z = self.a * float(_logit(np.array([raw]))[0]) + self.b
+            lo = 1.0 / (self.cases + 2)
+            p = float(np.clip(0.5 * (1.0 + np.tanh(0.5 * z)), lo, 1.0 - lo))
+        else:
+            p = self.prior + self.weight * (float(np.clip(raw, 0.0, 1.0)) - self.prior)
+        return round(p, 6)
+
+    def describe(self) -> str:
+        if self.method == "platt":
+            return f"platt on {self.cases} held-out samples (a={self.a:.3f}, b={self.b:.3f})"
+        return (
+            f"shrinkage toward prior {self.prior:.3f} with weight {self.weight:.3f} "
+            f"({self.cases} held-out samples)"
+        )
+
+
+def _platt(x: NDArray[np.float64], y: NDArray[np.bool_]) -> tuple[float, float]:
+    """Platt's (a, b): Newton's method with step halving on the cross-entropy with smoothed
+    targets (and a tiny ridge that keeps it finite when the classes separate). Deterministic."""
+    npos, nneg = int(y.sum()), int((~y).sum())
+    t = np.where(y, (npos + 1.0) / (npos + 2.0), 1.0 / (nneg + 2.0))
+    ridge = 1e-3
+
+    def loss(ab: NDArray[np.float64]) -> float:
+        z = ab[0] * x + ab[1]
+        # cross-entropy of sigmoid(z) against t, written stably: log(1 + e^z) - t z
+        return float(np.sum(np.logaddexp(0.0, z) - t * z) + 0.5 * ridge * ab @ ab)
+
+    ab = np.array([1.0, 0.0])
+    current = loss(ab)
+    for _ in range(200):
+        p = 0.5 * (1.0 + np.tanh(0.5 * (ab[0] * x + ab[1])))  # sigmoid without overflow
+        g = np.array([np.sum((p - t) * x), np.sum(p - t)]) + ridge * ab
+        w = p * (1 - p)
+        h = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
+        step = np.linalg.solve(h + ridge * np.eye(2), g)
+        scale = 1.0
+        while scale > 1e-8 and loss(ab - scale * step) > current:
+            scale /= 2
+        ab = ab - scale * step
+        new = loss(ab)
+        if current - new < 1e-12:
+            break
+        current = new
+    return round(float(ab[0]), 6), round(float(ab[1]), 6)
+
+
+def fit_calibration(
+    raw: Sequence[float], truth: Sequence[bool], called: Sequence[bool], prior: float
+) -> Calibration:
+    """A :class:`Calibration` from held-out samples: their raw scores, whether each is truly
+    abnormal, and whether the model called it abnormal (its mask is not empty)."""
+    y = np.asarray(truth, dtype=bool)
+    n = int(y.size)
+    if n >= MIN_PLATT_CASES and 0 < int(y.sum()) < n:
+        a, b = _platt(_logit(np.asarray(raw, dtype=np.float64)), y)
+        return Calibration("platt", round(prior, 6), n, a=a, b=b)
+    right = int(np.sum(np.asarray(called, dtype=bool) == y))
+    k = SHRINK_PSEUDO_CASES
+    weight = max(0.0, 2.0 * (right + k / 2) / (n + k) - 1.0)
+    return Calibration("shrinkage", round(prior, 6), n, weight=round(weight, 6))
+
+
+def label_prior(abnormal: int, total: int) -> float:
+    """Share of abnormal samples, Laplace-smoothed (never 0 or 1)."""
+    return (abnormal + 1.0) / (total + 2.0)
+
+
+def offer_decision(val_dice: float | None, floor: float, val_note: str = "") -> tuple[bool, str]:
+    """Whether a trained model's masks go to the annotators, and the sentence that says why."""
+    if floor <= 0:
+        return True, "offered: no floor (min_validation_dice 0)"
+    if val_dice is None:
+        why = f" ({val_note})" if val_note else ""
+        return False, f"withheld: no validation{why}, floor {floor:.2f}"
+    if val_dice < floor:
+        return False, f"withheld: validation Dice {val_dice:.2f} < floor {floor:.2f}"
+    return True, f"offered: validation Dice {val_dice:.2f} >= floor {floor:.2f}"
+
+
 def save_model(path: Path, result: TrainResult, extra: dict[str, Any] | None = None) -> Path:
     """Weights, config, config hash and version in one torch file (e.g. round-N/model/model.pt)."""
     import torch
@@ -396,13 +537,16 @@ def load_model(path: Path) -> tuple[Any, ModelConfig, dict[str, Any]]:
 
 # --- one annotation round: proposals (round 1) or a model trained on earlier rounds' labels ---
 
-SCORE_COLUMNS = ["sample_id", "uncertainty", "p_abnormal", "model_version"]
+SCORE_COLUMNS = ["sample_id", "uncertainty", "p_abnormal", "p_abnormal_raw", "model_version"]
 TRAINABLE = ("normal", "abnormal")
 
 
 @dataclass
 class ModelOutcome:
-    """What a round's model did, PHI-free (counts, hashes, metrics): a StageResult."""
+    """What a round's model did, PHI-free (counts, hashes, metrics): a StageResult.
+
+    ``pre_annotations`` says whether the round's masks go to the annotators and why (it starts
+    with ``offered`` or ``withheld``); ``calibration`` how p_abnormal was made a probability."""
 
     round_number: int
     method: str  # "proposal" or "unet"
@@ -410,9 +554,18 @@ class ModelOutcome:
     train_size: int = 0
     train_positives: int = 0
     val_size: int = 0
+    val_positives: int = 0
     val_dice: float | None = None
-    predictions: int = 0
+    predictions: int = 0  # pre-annotation masks written (none when withheld)
+    scored: int = 0  # samples with a row in scores.parquet
     final_loss: float | None = None
+    pre_annotations: str = ""
+    min_validation_dice: float | None = None
+    calibration: str = ""
+
+    @property
+    def offered(self) -> bool:
+        return self.pre_annotations.startswith("offered")
 
     @property
     def problems(self) -> list[str]:
@@ -420,15 +573,40 @@ class ModelOutcome:
 
     def metadata(self) -> dict[str, Any]:
         d = asdict(self)
-        return {k: v for k, v in d.items() if v is not None}
+        return {k: v for k, v in d.items() if v is not None and v != ""}
 
     def summary_line(self) -> str:
         if self.method == "proposal":
-            return f"round {self.round_number}: proposals for {self.predictions} samples"
-        return (
-            f"round {self.round_number}: trained on {self.train_size} labelled samples, "
-            f"predicted {self.predictions}"
-        )
+            line = f"round {self.round_number}: proposals for {self.scored} samples"
+        else:
+            line = (
+                f"round {self.round_number}: trained on {self.train_size} labelled samples, "
+                f"scored {self.scored}"
+            )
+        return f"{line}; pre-annotations {self.pre_annotations}" if self.pre_annotations else line
+
+    def outcome_json(self) -> str:
+        """``round-N/model/outcome.json``: what annotation_tasks reports about the round's
+        pre-annotations (read by :func:`read_outcome`)."""
+        doc = {
+            "round_number": self.round_number,
+            "method": self.method,
+            "model_version": self.model_version,
+            "offered": self.offered,
+            "pre_annotations": self.pre_annotations,
+            "val_dice": self.val_dice,
+            "val_size": self.val_size,
+            "predictions": self.predictions,
+            "min_validation_dice": self.min_validation_dice,
+            "calibration": self.calibration,
+        }
+        return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def read_outcome(z: Zones, round: str) -> dict[str, Any] | None:
+    """The round's ``model/outcome.json`` (None when the model stage has not run for it)."""
+    path = z.round_model_outcome(round)
+    return dict(json.loads(path.read_text())) if path.exists() else None
 
 
 def earlier_labels(labels: Any, number: int) -> Any:
@@ -470,13 +648,19 @@ def run_annotation_model(
 ) -> ModelOutcome:
     """The ``annotation_model[round]`` stage: pre-annotations and uncertainty for the round.
 
-    Writes ``round-N/model/pred/<sample_id>.nii.gz`` for every sample without an earlier label
-    and ``round-N/model/scores.parquet``; with labels from earlier rounds also ``model.pt``.
-    Round 1 (or no usable labels yet) uses the intensity proposal of :mod:`annotation.proposal`.
-    Otherwise a UNet is trained on the earlier rounds' normal/abnormal labels; when enough
-    abnormal samples exist, a fifth of the patients is held out and the Dice on them reported,
-    and the model trained without them is the one used (the metric then describes the model
-    that makes the predictions).
+    Writes ``round-N/model/scores.parquet`` (uncertainty, calibrated ``p_abnormal``, the raw
+    score, model_version) for every sample without an earlier label, ``outcome.json``, and,
+    when the round's pre-annotations are offered, ``pred/<sample_id>.nii.gz``; with labels
+    from earlier rounds also ``model.pt``. Round 1 (or no usable labels yet) uses the intensity
+    proposal of :mod:`annotation.proposal` (offered: there is nothing to validate it against;
+    its score is shrunk toward 0.5, see :func:`annotation.proposal.proposal_probability`).
+    Otherwise a UNet is trained on the earlier rounds' normal/abnormal labels; when more than
+    ``min_val_positives`` abnormal patients exist, a fifth of the abnormal and of the normal
+    patients is held out, the pooled Dice on them reported and the score calibrated on them
+    (:class:`Calibration`); the model trained without them is the one used (the metric then
+    describes the model that makes the predictions). A model below
+    ``config.min_validation_dice``, or without held-out cases, writes no masks: the round goes
+    without pre-annotations, but its uncertainty still drives sample selection.
     """
     return _build_round(z, round, round_number(round), config or ModelConfig(),
                         min_val_positives)  # fmt: skip
@@ -501,7 +685,6 @@ def _build_round(
     pred_dir = z.round_predictions(key)
     if pred_dir.exists():
         shutil.rmtree(pred_dir)  # a re-run replaces the round's predictions, never mixes them
-    pred_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     todo = volumes[~volumes["sample_id"].isin(labelled)]
 
@@ -509,13 +692,18 @@ def _build_round(
         pcfg = ProposalConfig()
         phash = sha256_text(json.dumps(pcfg.as_dict(), sort_keys=True))
         version = f"{PROPOSAL_VERSION}-{phash[:8]}"
-        outcome = ModelOutcome(number, "proposal", version)
+        outcome = ModelOutcome(
+            number, "proposal", version,
+            pre_annotations="offered: intensity proposal, no labels to validate it against",
+            calibration=f"proposal score shrunk toward 0.5 (trust {PROPOSAL_TRUST})",
+        )  # fmt: skip
         atomic_write_text(
             z.round_proposal(key),
             json.dumps({"version": version, "config": pcfg.as_dict()}, indent=1, sort_keys=True)
             + "\n",
         )
         z.round_model_file(key).unlink(missing_ok=True)
+        pred_dir.mkdir(parents=True, exist_ok=True)
         for r in todo.itertuples():
             vol, aff = _load(z.volume_file(str(r.nifti_path)))
             prop = propose(vol, spacing_from_affine(aff), pcfg, modality=str(r.modality))
@@ -523,7 +711,8 @@ def _build_round(
             # the proposal has no calibrated doubt: its score sits nearest 0.5 when it is unsure
             unc = float(binary_entropy(np.array([prop.score]))[0])
             rows.append(dict(sample_id=r.sample_id, uncertainty=round(unc, 6),
-                             p_abnormal=prop.score, model_version=version))  # fmt: skip
+                             p_abnormal=proposal_probability(prop.score),
+                             p_abnormal_raw=prop.score, model_version=version))  # fmt: skip
     else:
         by_id = volumes.set_index("sample_id")
         examples: list[tuple[str, str, TrainExample]] = []
@@ -540,36 +729,59 @@ def _build_round(
             examples.append(
                 (str(v["patient"]), str(lr.sample_id), TrainExample(vol, str(v["modality"]), mask))
             )
-        positives = [e for e in examples if e[2].mask is not None]
+        positives = {p for p, _, ex in examples if ex.mask is not None}
+        negatives = {p for p, _, _ in examples} - positives  # patients with normal labels only
         val: list[tuple[str, str, TrainExample]] = []
-        if len({p for p, _, _ in positives}) > min_val_positives:
-            held = _validation_patients([p for p, _, _ in positives])
+        if len(positives) > min_val_positives:
+            held = _validation_patients(sorted(positives))
+            if len(negatives) > min_val_positives:  # normals too, so calibration sees both
+                held |= _validation_patients(sorted(negatives))
             val = [e for e in examples if e[0] in held]
         train_set = [e for e in examples if e not in val] if val else examples
         result = train([e[2] for e in train_set], cfg)
         result.version = model_version(cfg, [sid for _, sid, _ in train_set])
+        n_pos = sum(e[2].mask is not None for e in train_set)
         outcome = ModelOutcome(
-            number, "unet", result.version, train_size=len(train_set),
-            train_positives=sum(e[2].mask is not None for e in train_set),
+            number, "unet", result.version, train_size=len(train_set), train_positives=n_pos,
             final_loss=result.losses[-1] if result.losses else None,
+            min_validation_dice=cfg.min_validation_dice,
         )  # fmt: skip
+        raws: list[float] = []
+        truth: list[bool] = []
+        called: list[bool] = []
         if val:
             inter = total = 0
             for _, _, ex in val:
-                pm = to_mask(predict(result.model, ex.volume, ex.modality, cfg), cfg) > 0
+                prob = predict(result.model, ex.volume, ex.modality, cfg)
+                pm = to_mask(prob, cfg) > 0
                 tm = np.zeros(pm.shape, bool) if ex.mask is None else ex.mask > 0
                 inter += int((pm & tm).sum())
                 total += int(pm.sum() + tm.sum())
+                raws.append(sample_scores(prob, cfg.threshold)[1])
+                truth.append(ex.mask is not None)
+                called.append(bool(pm.any()))
             outcome.val_size = len(val)
+            outcome.val_positives = sum(truth)
             outcome.val_dice = round(2 * inter / total, 4) if total else 1.0
+        calib = fit_calibration(raws, truth, called, label_prior(n_pos, len(train_set)))
+        outcome.calibration = calib.describe()
+        note = f"{len(positives)} abnormal patients labelled, more than {min_val_positives} needed"
+        offered, outcome.pre_annotations = offer_decision(
+            outcome.val_dice, cfg.min_validation_dice, "" if val else note
+        )
         save_model(z.round_model_file(key), result, extra={"round": number})
+        if offered:
+            pred_dir.mkdir(parents=True, exist_ok=True)
         for r in todo.itertuples():
             vol, aff = _load(z.volume_file(str(r.nifti_path)))
             prob = predict(result.model, vol, str(r.modality), cfg)
-            write_mask(z.round_prediction(key, str(r.sample_id)), to_mask(prob, cfg), aff)
+            if offered:
+                write_mask(z.round_prediction(key, str(r.sample_id)), to_mask(prob, cfg), aff)
             unc, pab = sample_scores(prob, cfg.threshold)
-            rows.append(dict(sample_id=r.sample_id, uncertainty=unc, p_abnormal=pab,
-                             model_version=result.version))  # fmt: skip
+            rows.append(dict(sample_id=r.sample_id, uncertainty=unc, p_abnormal=calib(pab),
+                             p_abnormal_raw=pab, model_version=result.version))  # fmt: skip
     atomic_write_parquet(pd.DataFrame(rows, columns=SCORE_COLUMNS), z.round_scores(key))
-    outcome.predictions = len(rows)
+    outcome.scored = len(rows)
+    outcome.predictions = len(list(pred_dir.glob("*.nii.gz"))) if pred_dir.exists() else 0
+    atomic_write_text(z.round_model_outcome(key), outcome.outcome_json())
     return outcome

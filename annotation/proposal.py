@@ -18,6 +18,9 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 PROPOSAL_VERSION = "proposal-v1"
+#: how far the proposal's score may move P(abnormal) away from 0.5: it was never checked
+#: against labels (none exist in round 1), so it is kept within 0.25..0.75
+PROPOSAL_TRUST = 0.5
 
 
 @dataclass(frozen=True)
@@ -222,3 +225,15 @@ def propose(
     if comps:
         score = float(1.0 - np.exp(-(comps[0] - cfg.seed_z + 1.0) / cfg.score_z))
     return Proposal(mask[:, :, 0] if squeeze else mask, round(score, 6), comps)
+
+
+def proposal_probability(score: float, trust: float = PROPOSAL_TRUST) -> float:
+    """P(abnormal) shown with a proposal: its score shrunk toward 0.5 by ``trust``.
+
+    The score (``1 - exp(-(z - seed_z + 1) / score_z)`` of the strongest component, 0 without
+    one) ranks volumes by how lesion-like their strongest blob is; it is not a probability and
+    was never fitted to labels. Used raw, a volume without a candidate scored 0, so each of its
+    slices showed "normal, 100%". Shrunk, it stays an ordering and says how little is known.
+    """
+    s = float(np.clip(score, 0.0, 1.0))
+    return round(0.5 + trust * (s - 0.5), 6)

@@ -4,7 +4,9 @@ A round is a dynamic partition (``round-1``, ``round-2``...). Its files live in
 ``annotation/round-N/`` (paths from :class:`~medcurate.config.Zones`)::
 
     images/<sample_id>/<sample_id>_k<k>.png   windowed slices Label Studio serves as local files
-    slices.parquet                            one row per task: the slice and its voxel mapping
+    images/<sample_id>/<sample_id>_k<k>_context.png   the slice and its neighbours, side by side
+    slices.parquet                            one row per task: the slice, its voxel mapping
+                                              (radiological, from the affine), plane and window
     round.json                                project id, overlap k, samples and task keys
     model/pred/<sample_id>.nii.gz             pre-annotations, when the model asset made them
     model/scores.parquet                      their model_version and P(abnormal) per sample
@@ -29,21 +31,32 @@ from scipy import ndimage
 
 from annotation.client import LabelStudioClient
 from annotation.render import (
+    AXIAL_RAS,
+    LEGACY_AXIAL,
     RenderedSlice,
-    auto_window,
+    SliceMapping,
+    mapping_for,
+    orientation_data,
+    projection_mapping,
     render_volume,
     select_slices,
     volume_mask_slice,
 )
-from annotation.tasks import build_task, check_sample_id, prediction, task_key
+from annotation.tasks import build_task, check_sample_id, local_file_url, prediction, task_key
+from annotation.windows import choose_window
 from medcurate.config import Zones
 from medcurate.io import atomic_write_text, read_nifti
 
 ROUND_RE = re.compile(r"^round-([1-9][0-9]{0,5})$")
-SLICE_MAPPING = "png(row, col) of slice k = voxel (i=col, j=row, k)"
+# the mapping of a normalized (RAS) volume's axial slices; each row records its own (parsed back
+# by SliceMapping.parse), so rounds rendered under another mapping still map back exactly
+SLICE_MAPPING = AXIAL_RAS.describe()
+PLANE = "axial"
+KIND_PROJECTION = "projection2d"  # medcurate.normalize.assembly.KIND_PROJECTION
 SLICE_COLUMNS = [
     "round", "task_key", "sample_id", "slice_k", "image_relpath", "height", "width",
     "shape", "nifti_path", "window_center", "window_width", "candidate", "mapping",
+    "plane", "context_relpath", "window_name", "window_units",
 ]  # fmt: skip
 
 
@@ -94,14 +107,67 @@ def previous_samples(z: Zones, round: str) -> list[str]:
 # --------------------------------------------------------------------------- rendering
 
 
-def _load(path: Any) -> tuple[np.ndarray, tuple[int, int, int]]:
+def _load_with_affine(path: Any) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
     """A volume or mask as a 3D array (float64: the same values whatever the stored type)."""
-    data, _ = read_nifti(path, dtype="float64")
+    data, affine = read_nifti(path, dtype="float64")
     while data.ndim < 3:
         data = data[..., None]
     if data.ndim > 3:
         data = data.reshape(data.shape[:3])
-    return data, (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
+    return data, (int(data.shape[0]), int(data.shape[1]), int(data.shape[2])), affine
+
+
+def _load(path: Any) -> tuple[np.ndarray, tuple[int, int, int]]:
+    data, shape, _ = _load_with_affine(path)
+    return data, shape
+
+
+def volume_mapping(row: Mapping[Any, Any], affine: np.ndarray) -> SliceMapping:
+    """How a sample's axial slices are shown: radiological, from its affine (a projection's
+    detector grid as acquired). Consensus stacks slices along the third array axis, so a volume
+    whose S/I axis is another one is refused (normalization writes RAS)."""
+    if str(row.get("kind") or "") == KIND_PROJECTION:
+        return projection_mapping()
+    mapping = mapping_for(affine, PLANE)
+    if mapping.slice_axis != 2:
+        raise ValueError(
+            f"{row.get('sample_id')}: axial slices run along array axis {mapping.slice_axis} "
+            f"(axes {mapping.axcodes}); rounds need S/I as the third axis: normalize to RAS"
+        )
+    return mapping
+
+
+def slice_mapping(row: Mapping[Any, Any]) -> SliceMapping:
+    """The mapping a slices.parquet row records (rows without one: the legacy mapping)."""
+    text = row.get("mapping")
+    return SliceMapping.parse(str(text)) if isinstance(text, str) and text else LEGACY_AXIAL
+
+
+def sample_mappings(slices: pd.DataFrame) -> dict[str, SliceMapping]:
+    """Per sample, the mapping its slices were rendered with."""
+    first = slices.drop_duplicates("sample_id").to_dict("records")
+    return {str(r["sample_id"]): slice_mapping(r) for r in first}
+
+
+def slice_task_data(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """The task data a slices.parquet row adds to the image (non-identifying): the context strip,
+    the orientation markers, the mapping and the window. Older rows lack some: the image stands
+    in for a missing context strip, so the label config's ``$context`` always resolves."""
+    mapping = slice_mapping(row)
+    context = row.get("context_relpath")
+    center, width = row.get("window_center"), row.get("window_width")
+    return {
+        "round": str(row["round"]),
+        "context": local_file_url(str(context) if context else str(row["image_relpath"])),
+        **orientation_data(mapping),
+        "mapping": mapping.describe(),
+        "window": {
+            "name": str(row.get("window_name") or "percentile"),
+            "center": None if center is None else round(float(center), 4),
+            "width": None if width is None else round(float(width), 4),
+            "units": str(row.get("window_units") or "stored"),
+        },
+    }
 
 
 def _prediction_mask(
@@ -140,9 +206,11 @@ def finding_slices(pred: np.ndarray, limit: int) -> list[int]:
     return sorted({k for _, k in sorted(found)[: max(limit, 0)]})
 
 
-def _slice_prediction(pred: np.ndarray, k: int, version: str, p_abnormal: float) -> dict[str, Any]:
+def _slice_prediction(
+    pred: np.ndarray, k: int, version: str, p_abnormal: float, mapping: SliceMapping = AXIAL_RAS
+) -> dict[str, Any]:
     """The pre-annotation of slice ``k``: the predicted mask and the class it implies."""
-    m = volume_mask_slice(pred > 0.5, k)
+    m = volume_mask_slice(pred > 0.5, k, mapping)
     choice = "abnormal" if m.any() else "normal"
     score = p_abnormal if choice == "abnormal" else 1.0 - p_abnormal
     return prediction(version, round(score, 4), choice=choice, mask=m)
@@ -157,7 +225,9 @@ def render_round(
     max_findings: int = 4,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Render every selected sample's slices (every ``every``-th plus one per candidate finding,
-    at most ``max_findings`` per sample); returns (slices table, Label Studio tasks)."""
+    at most ``max_findings`` per sample) in the radiological orientation and the sample's window,
+    each with its neighbour strip; returns (slices table, Label Studio tasks). Without model
+    output (no prediction file) the tasks carry no pre-annotation."""
     scores = model_scores(z, round)
     by_id = {str(r["sample_id"]): r for r in volumes.to_dict("records")}
     rows: list[dict[str, Any]] = []
@@ -165,38 +235,42 @@ def render_round(
     for sid in sorted(samples):
         check_sample_id(sid)
         row = by_id[sid]
-        volume, shape = _load(z.volume_file(str(row["nifti_path"])))
+        volume, shape, affine = _load_with_affine(z.volume_file(str(row["nifti_path"])))
+        mapping = volume_mapping({**row, "sample_id": sid}, affine)
         pred = _prediction_mask(z, round, sid, shape)
         cand = finding_slices(pred, max_findings) if pred is not None else []
-        window = auto_window(volume)
+        window = choose_window(row, volume)
         slices = select_slices(shape[2], every, cand)
         images = z.round_images(round, sid).relative_to(z.annotation).as_posix()
         rendered: list[RenderedSlice] = render_volume(
-            volume, sid, z.annotation, images, slices, window
+            volume, sid, z.annotation, images, slices, window.stored, mapping, context=True
         )
         for r in rendered:
+            slice_row = {
+                "round": round,
+                "task_key": task_key(sid, r.k),
+                "sample_id": sid,
+                "slice_k": r.k,
+                "image_relpath": r.relpath,
+                "height": r.height,
+                "width": r.width,
+                "shape": list(shape),
+                "nifti_path": str(row["nifti_path"]),
+                "window_center": float(window.center),
+                "window_width": float(window.width),
+                "candidate": r.k in set(cand),
+                "mapping": mapping.describe(),
+                "plane": mapping.plane,
+                "context_relpath": r.context_relpath,
+                "window_name": window.name,
+                "window_units": window.units,
+            }
             preds = []
             if pred is not None:
                 version, p_abnormal = scores.get(sid, (f"proposal-{round}", 0.5))
-                preds.append(_slice_prediction(pred, r.k, version, p_abnormal))
-            tasks.append(build_task(sid, r.k, r.relpath, preds, extra={"round": round}))
-            rows.append(
-                {
-                    "round": round,
-                    "task_key": task_key(sid, r.k),
-                    "sample_id": sid,
-                    "slice_k": r.k,
-                    "image_relpath": r.relpath,
-                    "height": r.height,
-                    "width": r.width,
-                    "shape": list(shape),
-                    "nifti_path": str(row["nifti_path"]),
-                    "window_center": window.center,
-                    "window_width": window.width,
-                    "candidate": r.k in set(cand),
-                    "mapping": SLICE_MAPPING,
-                }
-            )
+                preds.append(_slice_prediction(pred, r.k, version, p_abnormal, mapping))
+            tasks.append(build_task(sid, r.k, r.relpath, preds, extra=slice_task_data(slice_row)))
+            rows.append(slice_row)
     return pd.DataFrame(rows, columns=SLICE_COLUMNS), tasks
 
 

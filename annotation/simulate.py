@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from annotation.client import LabelStudioClient
-from annotation.render import volume_mask_slice
+from annotation.render import AXIAL_RAS, LEGACY_AXIAL, SliceMapping, volume_mask_slice
 from annotation.rounds import read_round_info
 from annotation.tasks import brush_result, choice_result
 from medcurate.config import ConfigError, deid_salt, zones
@@ -143,10 +143,15 @@ def slice_choice(has_lesion: bool, noise: Noise, rng: np.random.Generator) -> st
 
 
 def slice_result(
-    mask3d: NDArray[np.generic], k: int, noise: Noise, rng: np.random.Generator
+    mask3d: NDArray[np.generic],
+    k: int,
+    noise: Noise,
+    rng: np.random.Generator,
+    mapping: SliceMapping = AXIAL_RAS,
 ) -> list[dict[str, Any]]:
-    """The result list one annotator submits for slice ``k`` (PNG orientation)."""
-    mask = volume_mask_slice(mask3d, k)
+    """The result list one annotator submits for slice ``k``, drawn on the PNG as the task shows
+    it (``mapping``: the task's own, default axial of a RAS volume)."""
+    mask = volume_mask_slice(mask3d, k, mapping)
     choice = slice_choice(bool(mask.any()), noise, rng)
     result = [choice_result(choice)]
     if choice == "abnormal" and mask.any():
@@ -276,11 +281,17 @@ def annotate_as(
         if sid not in masks:
             masks[sid] = noisy_mask(truth.mask, noise, rng_for(seed, str(index), sid, "mask"))
         rng = rng_for(seed, str(index), str(task["data"]["task_key"]))
-        result = slice_result(masks[sid], k, noise, rng)
+        result = slice_result(masks[sid], k, noise, rng, task_mapping(task["data"]))
         lead_time = float(np.round(rng.gamma(4.0, 5.0), 3))
         user.client.submit_annotation(int(task["id"]), result, lead_time)
         submitted += 1
     return submitted, skipped, len(tasks)
+
+
+def task_mapping(data: Mapping[str, Any]) -> SliceMapping:
+    """The pixel/voxel mapping a task states (tasks of older rounds state none: legacy)."""
+    text = data.get("mapping")
+    return SliceMapping.parse(str(text)) if text else LEGACY_AXIAL
 
 
 def _user_id(completed_by: Any) -> int | None:

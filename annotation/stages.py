@@ -22,12 +22,19 @@ import pandas as pd
 from annotation.adjudication import ConsensusResult, Thresholds, round_kappa, run_consensus
 from annotation.client import LabelStudioClient
 from annotation.export import ANNOTATION_COLUMNS, export_round
-from annotation.model import ModelConfig, ModelOutcome, run_annotation_model
-from annotation.rounds import project_title, read_round_info, render_round, write_round_info
+from annotation.instructions import dagster_asset_url, project_description, project_instruction
+from annotation.model import ModelConfig, ModelOutcome, read_outcome, run_annotation_model
+from annotation.rounds import (
+    RoundProgress,
+    project_title,
+    read_round_info,
+    render_round,
+    write_round_info,
+)
 from annotation.selection import choose_round_samples
 from medcurate.config import Zones
 from medcurate.io import atomic_write_parquet
-from medcurate.stage import PathValue
+from medcurate.stage import PathValue, UrlValue
 
 __all__ = [
     "AnnotationsResult",
@@ -76,13 +83,16 @@ class TasksResult:
     with_pre_annotations: int
     candidate_slices: int
     annotators_per_task: int
+    # "offered: ..." / "withheld: validation Dice 0.26 < floor 0.50" (the model's outcome.json)
+    pre_annotations: str = ""
+    project_url: str = ""  # the project's tasks in Label Studio
 
     @property
     def problems(self) -> list[str]:
         return []
 
     def metadata(self) -> dict[str, Any]:
-        return {
+        md: dict[str, Any] = {
             "project_id": self.project_id,
             "project_created": self.project_created,
             "selection": self.selection,
@@ -94,20 +104,41 @@ class TasksResult:
             "candidate_slices": self.candidate_slices,
             "annotators_per_task": self.annotators_per_task,
         }
+        if self.pre_annotations:
+            md["pre_annotations"] = self.pre_annotations
+        if self.project_url:
+            md["project_url"] = UrlValue(self.project_url)
+        return md
 
     def summary_line(self) -> str:
-        return (
+        line = (
             f"{self.round}: project {self.project_id}, {self.tasks_imported} tasks imported, "
             f"{self.tasks_already_there} already there"
         )
+        return f"{line}; pre-annotations {self.pre_annotations}" if self.pre_annotations else line
+
+
+def pre_annotations_line(z: Zones, round: str, with_predictions: int) -> str:
+    """What the round's model stage decided about pre-annotations (its ``outcome.json``)."""
+    outcome = read_outcome(z, round)
+    if outcome is not None:
+        return str(outcome.get("pre_annotations", ""))
+    if with_predictions:
+        return "offered: model outcome not recorded (made before outcome.json existed)"
+    return "none: annotation_model has not run for this round"
 
 
 def run_annotation_tasks(
-    z: Zones, round: str, config: TasksConfig, client: LabelStudioClient
+    z: Zones,
+    round: str,
+    config: TasksConfig,
+    client: LabelStudioClient,
+    dagster_url: str | None = None,
 ) -> TasksResult:
     """Cut the round (a round keeps its samples once cut: round.json wins over a new selection),
     render its slices into ``slices.parquet`` and ``images/``, and bring its Label Studio project
-    in step (created once; only missing tasks imported); then write ``round.json``."""
+    in step (created once; only missing tasks imported; instructions, and a description that
+    links back to this asset in Dagster at ``dagster_url``); then write ``round.json``."""
     volumes = pd.read_parquet(z.volumes_table)
     info = read_round_info(z, round)
     if info:
@@ -118,14 +149,18 @@ def run_annotation_tasks(
         raise RoundNotReady(f"{round}: no samples left to annotate")
     slices, tasks = render_round(volumes, samples, z, round, config.every, config.max_findings)
     atomic_write_parquet(slices, z.round_slices(round))
+    asset_url = dagster_asset_url("annotation_tasks", round, base=dagster_url)
     project, created = client.ensure_project(
         project_title(round),
         config.annotators,
         z.round_dir(round),
         known_id=int(info["project_id"]) if info else None,
+        description=project_description(f"annotation {round}", asset_url),
+        instruction=project_instruction(asset_url),
     )
     imported, existing = client.sync_tasks(project, tasks)
     write_round_info(z, round, project, config.annotators, slices)
+    with_pred = sum(bool(t["predictions"]) for t in tasks)
     return TasksResult(
         round=round,
         project_id=project,
@@ -135,9 +170,11 @@ def run_annotation_tasks(
         tasks=len(tasks),
         tasks_imported=imported,
         tasks_already_there=existing,
-        with_pre_annotations=sum(bool(t["predictions"]) for t in tasks),
+        with_pre_annotations=with_pred,
         candidate_slices=int(slices["candidate"].sum()),
         annotators_per_task=config.annotators,
+        pre_annotations=pre_annotations_line(z, round, with_pred),
+        project_url=client.project_url(project),
     )
 
 
@@ -154,6 +191,14 @@ class AnnotationsResult:
     with_mask: int
     kappa: float  # class agreement of the round (NaN with fewer than two raters)
     path: str
+    project_id: int = 0
+
+    @property
+    def round_key(self) -> str:
+        """The round sensor's run key for this state of the round (the same string as
+        :attr:`annotation.rounds.RoundProgress.run_key`): a sensor that finds it on the latest
+        materialization with every task complete knows that state was already exported."""
+        return RoundProgress(self.round, self.project_id, self.tasks_complete, self.tasks).run_key
 
     @property
     def problems(self) -> list[str]:
@@ -161,6 +206,7 @@ class AnnotationsResult:
 
     def metadata(self) -> dict[str, Any]:
         return {
+            "round_key": self.round_key,
             "annotations": self.annotations,
             "annotators": self.annotators,
             "tasks": self.tasks,
@@ -197,4 +243,5 @@ def run_annotations(
         with_mask=int(table["has_mask"].sum()) if len(table) else 0,
         kappa=float(kappa) if kappa is not None else float("nan"),
         path=str(z.round_annotations(round)),
+        project_id=int(info["project_id"]),
     )

@@ -19,10 +19,12 @@ from numpy.typing import NDArray
 from annotation.label_config import (
     BRUSH_LABELS,
     CHOICES,
+    CONTEXT,
     FINDING,
     IMAGE,
     LABEL_CONFIG,
     LESION,
+    ORIENTATION,
     check_prediction,
 )
 from annotation.rle import mask_to_rle
@@ -100,11 +102,20 @@ def build_task(
     k: int,
     image_relpath: str,
     predictions: Sequence[Mapping[str, Any]] = (),
-    extra: Mapping[str, str | int | float] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One task for one rendered slice. ``extra`` must hold non-identifying values only."""
+    """One task for one rendered slice. ``extra`` must hold non-identifying values only (a
+    round's tasks add the context strip, orientation markers, mapping and window: see
+    :func:`annotation.rounds.slice_task_data`).
+
+    Label Studio refuses tasks that lack a key its config names, so ``context`` (the neighbour
+    strip, the image itself until ``extra`` names one) and ``orientation`` are always there.
+    """
+    image = local_file_url(image_relpath)
     data: dict[str, Any] = {
-        IMAGE: local_file_url(image_relpath),
+        IMAGE: image,
+        CONTEXT: image,
+        ORIENTATION: "",
         "sample_id": check_sample_id(sample_id),
         "slice_k": int(k),
         "task_key": task_key(sample_id, k),

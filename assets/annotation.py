@@ -79,7 +79,9 @@ class RoundTasksConfig(dg.Config):
     description=(
         "The round's samples rendered as windowed PNG slices (every k-th plus candidate slices) "
         "with their voxel mapping (round-N/slices.parquet), and the round's Label Studio project "
-        "with tasks, validated pre-annotations and k-fold overlap (round-N/round.json)."
+        "with tasks, validated pre-annotations (when the round's model cleared its floor: "
+        "metadata pre_annotations says offered or withheld), instructions, k-fold overlap "
+        "(round-N/round.json) and a link to the project (project_url)."
     ),
 )
 def annotation_tasks(

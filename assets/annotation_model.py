@@ -4,8 +4,11 @@ Thin on purpose: the stage is :func:`annotation.model.run_annotation_model` (rou
 intensity proposal of :mod:`annotation.proposal`; later rounds: a small UNet trained on the labels
 of the earlier rounds). Outputs, under ``annotation/round-N/model/``: ``pred/<sample_id>.nii.gz``
 (uint8 masks in each volume's geometry) for every sample without a label, ``scores.parquet``
-(sample_id, uncertainty, p_abnormal, model_version) and, from round 2, ``model.pt``.
-``annotation_tasks[round]`` reads them to pick samples and attach pre-annotations.
+(sample_id, uncertainty, calibrated p_abnormal, raw score, model_version), ``outcome.json`` and,
+from round 2, ``model.pt``. A trained model whose held-out Dice is below ``min_validation_dice``
+writes no masks: the metadata's ``pre_annotations`` says "withheld: ..." and the round goes
+without them. ``annotation_tasks[round]`` reads these files to pick samples and attach
+pre-annotations.
 """
 
 import dagster as dg
@@ -22,6 +25,8 @@ class AnnotationModelConfig(dg.Config):
     epochs: int = ModelConfig.epochs
     steps_per_epoch: int = ModelConfig.steps_per_epoch
     seed: int = ModelConfig.seed
+    # below this held-out Dice the round goes without pre-annotations (0: always offered)
+    min_validation_dice: float = ModelConfig.min_validation_dice
 
 
 @dg.asset(
@@ -33,13 +38,17 @@ class AnnotationModelConfig(dg.Config):
     description=(
         "Pre-annotation masks and per-sample uncertainty for an annotation round: an intensity "
         "proposal in round 1, a small MONAI 2D UNet trained on earlier rounds' consensus labels "
-        "afterwards. annotation/round-N/model/{pred/*.nii.gz, scores.parquet, model.pt}."
+        "afterwards, offered only when its held-out Dice clears min_validation_dice. "
+        "annotation/round-N/model/{pred/*.nii.gz, scores.parquet, outcome.json, model.pt}."
     ),
 )
 def annotation_model(
     context: dg.AssetExecutionContext, home: MedcurateHome, config: AnnotationModelConfig
 ) -> dg.MaterializeResult:
     cfg = ModelConfig(
-        epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, seed=config.seed
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        seed=config.seed,
+        min_validation_dice=config.min_validation_dice,
     )
     return materialized(context, run_annotation_model(home.zones(), context.partition_key, cfg))

@@ -276,6 +276,11 @@ class Zones:
         """``round-N/model/proposal.json``: the intensity proposal's version and config."""
         return self.round_model(round) / "proposal.json"
 
+    def round_model_outcome(self, round: str) -> Path:
+        """``round-N/model/outcome.json``: whether the round's pre-annotations are offered or
+        withheld, and why (validation Dice against the floor)."""
+        return self.round_model(round) / "outcome.json"
+
     def annotator_mask_relpath(self, round: str, sample_id: str, annotator: str) -> str:
         """Where an annotator's label map of a sample lives, relative to ``annotation/`` (the
         ``mask_path`` of annotations.parquet)."""

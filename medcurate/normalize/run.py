@@ -18,6 +18,7 @@ any folder (``medcurate normalize SRC DST``).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -64,7 +65,13 @@ VOLUME_COLUMNS = [
     "out_spacing", "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "p01",
     "p99", "source_min", "source_max", "affine", "transform_config_hash", "nifti_path",
     "nifti_sha256", "n_instances", "source_digest", "status", "notes", "batch",
+    "window_center", "window_width", "body_part",
 ]  # fmt: skip
+# The series' own display window (first instance's WindowCenter/WindowWidth: HU for CT, the
+# stored pixel units otherwise; null when absent) and BodyPartExamined (a defined term that
+# survived de-identification; null otherwise): annotation picks the window its slices show in.
+DISPLAY_COLUMNS = ("window_center", "window_width", "body_part")
+_BODY_PART = re.compile(r"^[A-Z0-9_ ]{1,16}$")
 QUARANTINE_COLUMNS = [
     "sample_id", "patient", "study_uid", "series_uid", "part", "modality", "reason", "message",
     "n_instances", "source_digest", "source_paths", "batch",
@@ -288,6 +295,8 @@ def _normalize(
             and old.get("transform_config_hash") == chash
             and _intact(out_root / str(old.get("nifti_path")), old.get("nifti_sha256"))
         ):
+            if DISPLAY_COLUMNS[0] not in old:  # a row of a table from before these columns
+                old.update(display_tags(o.first.path))
             kept.append(old)
             result.skipped_unchanged += 1
             result.instances_used += len(o.instances)
@@ -425,7 +434,44 @@ def process_plan(
         "source_digest": digest,
     }
     row.update(intensity_stats(array))
+    row.update(display_tags(plan.first.path))
     return row
+
+
+def _first_number(value: Any) -> float | None:
+    """A DS value or the first of a multi-valued one, when finite."""
+    if value is None:
+        return None
+    if not isinstance(value, str | int | float):
+        value = next(iter(value), None)
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def display_tags(path: str | Path) -> dict[str, Any]:
+    """The first instance's display window and body part (see :data:`DISPLAY_COLUMNS`); nulls
+    when the file or the values cannot be read: they only choose how slices are shown."""
+    out: dict[str, Any] = dict.fromkeys(DISPLAY_COLUMNS)
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(
+            path,
+            stop_before_pixels=True,
+            specific_tags=["WindowCenter", "WindowWidth", "BodyPartExamined"],
+        )
+        center = _first_number(ds.get("WindowCenter"))
+        width = _first_number(ds.get("WindowWidth"))
+        part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    except Exception:  # a header we cannot read again: no window, no harm
+        return out
+    if center is not None and width is not None and width > 0:
+        out.update(window_center=center, window_width=width)
+    out["body_part"] = part if _BODY_PART.match(part) else None
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

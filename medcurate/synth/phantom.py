@@ -239,7 +239,26 @@ def tissue_map(an: Anatomy, p: np.ndarray) -> np.ndarray:
     box_lo, box_hi = (-19.0, sy - 19.0, -_FAR), (19.0, sy + 19.0, _FAR)
     _paint(t, p, box_lo, box_hi, marrow, MARROW)
     _paint(t, p, box_lo, box_hi, disc, DISC)
+    orientation_marker(an, t, p)
     return t
+
+
+# The orientation marker: two rods along z just outside the skin on the patient's LEFT (+x in
+# LPS), the thinner one anterior of the thicker one, of fat signal (bright on MR like a vitamin-E
+# capsule, well above air on CT). Left/right and anterior/posterior flips both show in any
+# image, so a test can check the orientation of what annotators see from pixels alone.
+MARKER_GAP = 9.0  # mm from the skin (at y = 0) to the thick rod's axis
+MARKER_RODS = ((0.0, 5.0), (-14.0, 3.0))  # (y in mm, radius in mm): thick, then thin anterior
+
+
+def marker_x(an: Anatomy) -> float:
+    """Anatomical x (LPS mm, patient's left) of both rods' axes."""
+    return an.body_a + MARKER_GAP
+
+
+def orientation_marker(an: Anatomy, t: np.ndarray, p: np.ndarray) -> None:
+    for y, r in MARKER_RODS:
+        _column(t, p, marker_x(an), y, r, r, FAT)
 
 
 def lesion_labels(lesions: list[Lesion], p: np.ndarray) -> np.ndarray:

@@ -16,6 +16,8 @@ from annotation.adjudication import (
     sample_label,
 )
 from annotation.agreement import cohen_kappa, fleiss_kappa_from_ratings
+from annotation.render import AXIAL_RAS, LEGACY_AXIAL, pixel_to_voxel, volume_mask_slice
+from annotation.rle import rle_to_mask
 
 SHAPE = (8, 6, 4)  # volume (i, j, k); PNG slices are 6 x 8
 
@@ -77,7 +79,15 @@ def test_no_majority_or_low_dice_goes_to_adjudication_and_decisions_win() -> Non
     sc = sample_consensus("S1", rows, maps, SHAPE, Thresholds(), {1: ("abnormal", drawn)})
     assert sc.slice_classes == {1: "abnormal"} and sc.label == "abnormal"
     assert sc.adjudicated_slices == [1] and not sc.needs_adjudication
-    assert np.array_equal(np.argwhere(sc.mask), [[5, 4, 1], [6, 4, 1]])
+    # radiological axial (RAS volume): pixel (row, col) is voxel (ni-1-col, nj-1-row, k)
+    assert pixel_to_voxel(4, 5, 1, SHAPE) == (2, 1, 1)
+    assert np.array_equal(np.argwhere(sc.mask), [[1, 1, 1], [2, 1, 1]])
+    assert np.array_equal(volume_mask_slice(sc.mask, 1, AXIAL_RAS), drawn)
+    # a round rendered under the old transposed mapping still lands where it was drawn
+    old = sample_consensus(
+        "S1", rows, maps, SHAPE, Thresholds(), {1: ("abnormal", drawn)}, LEGACY_AXIAL
+    )
+    assert np.array_equal(np.argwhere(old.mask), [[5, 4, 1], [6, 4, 1]])
 
     agree_class = _rows({("a", 1): "abnormal", ("b", 1): "abnormal"})
     apart = {"a": _map([(0, 0, 1)]), "b": _map([(7, 5, 1)])}
@@ -124,6 +134,30 @@ def test_adjudication_tasks_show_each_annotator_as_a_prediction() -> None:
     kinds = [[r["type"] for r in p["result"]] for p in task["predictions"]]
     assert kinds == [["choices", "brushlabels"], ["choices"]]
     assert adjudication_tasks(slices, rows, maps, ["OTHER"]) == []
+    # a slices table of an older round (no mapping, no context strip): legacy mapping, and the
+    # image stands in for the context strip so the label config's $context resolves
+    assert task["data"]["context"] == task["data"]["image"]
+    assert task["data"]["mapping"] == LEGACY_AXIAL.describe()
+
+
+def test_adjudication_tasks_use_the_recorded_mapping_and_show_orientation() -> None:
+    rows = _rows({("ann-1", 2): "abnormal"})
+    slices = pd.DataFrame(
+        [{"round": "round-2", "task_key": "S1:k0002", "sample_id": "S1", "slice_k": 2,
+          "image_relpath": "round-2/images/S1/S1_k0002.png", "mapping": AXIAL_RAS.describe(),
+          "context_relpath": "round-2/images/S1/S1_k0002_context.png", "window_name": "ct-lung",
+          "window_center": -600.0, "window_width": 1500.0, "window_units": "HU"}]
+    )  # fmt: skip
+    maps = {("S1", "ann-1"): _map([(0, 0, 2)])}  # lowest x and y: patient's left, posterior
+    (task,) = adjudication_tasks(slices, rows, maps, ["S1"])
+    data = task["data"]
+    assert data["context"] == "/data/local-files/?d=round-2/images/S1/S1_k0002_context.png"
+    assert (data["left_side"], data["right_side"], data["top"]) == ("R", "L", "A")
+    assert data["orientation"] == "R | L  (A up)"
+    assert data["window"] == {"name": "ct-lung", "center": -600.0, "width": 1500.0, "units": "HU"}
+    brush = task["predictions"][0]["result"][1]
+    mask = rle_to_mask(brush["value"]["rle"], 6, 8)
+    assert np.argwhere(mask).tolist() == [[5, 7]]  # bottom row (posterior), right column (L)
 
 
 def test_latest_reviewer_decision_counts() -> None:

@@ -14,19 +14,21 @@ import pytest
 from annotation.adjudication import ConsensusResult, Thresholds, run_consensus
 from annotation.client import LabelStudioClient, LabelStudioUnreachable
 from annotation.model import ModelOutcome
+from annotation.rounds import RoundProgress
 from annotation.stages import (
     AnnotationsResult,
     RoundNotReady,
     TasksConfig,
     TasksResult,
+    pre_annotations_line,
     run_annotation_tasks,
     run_annotations,
 )
 from medcurate.config import Zones
-from medcurate.io import write_nifti
+from medcurate.io import atomic_write_text, write_nifti
 from medcurate.services.labelstudio import free_port
 from medcurate.services.wait import WaitTimeout, wait_until
-from medcurate.stage import JsonValue, PathValue, StageResult
+from medcurate.stage import JsonValue, PathValue, StageResult, UrlValue
 
 
 def test_wait_until_returns_the_first_truthy_value() -> None:
@@ -72,8 +74,22 @@ def test_a_client_of_a_server_that_is_down_says_what_to_do() -> None:
 
 def _results() -> list[StageResult]:
     return [
-        TasksResult("round-1", 3, True, "seed: 4", 4, 12, 12, 0, 12, 2, 2),
-        AnnotationsResult("round-1", 24, 2, 12, 12, 5, 0.5, "/x/annotations.parquet"),
+        TasksResult(
+            "round-1",
+            3,
+            True,
+            "seed: 4",
+            4,
+            12,
+            12,
+            0,
+            12,
+            2,
+            2,
+            "withheld: validation Dice 0.26 < floor 0.50",
+            "http://127.0.0.1:8080/projects/3/data",
+        ),
+        AnnotationsResult("round-1", 24, 2, 12, 12, 5, 0.5, "/x/annotations.parquet", 3),
         ConsensusResult(4, {"round-1": {"samples": 4}}, {"normal": 4}, 0.5, 0.8, 1, 0, "/l"),
         ModelOutcome(1, "proposal", "proposal-v1-abc", predictions=4),
     ]
@@ -86,10 +102,29 @@ def test_stage_results_follow_the_contract() -> None:
         assert result.summary_line() and isinstance(result.metadata(), dict)
     tasks, anns, consensus, model = _results()
     assert tasks.metadata()["tasks_imported"] == 12 and "12 tasks imported" in tasks.summary_line()
+    assert tasks.metadata()["pre_annotations"] == "withheld: validation Dice 0.26 < floor 0.50"
+    assert "pre-annotations withheld" in tasks.summary_line()
+    url = tasks.metadata()["project_url"]
+    assert isinstance(url, UrlValue) and url == "http://127.0.0.1:8080/projects/3/data"
     assert isinstance(anns.metadata()["path"], PathValue)
+    # the round sensor's run key of this round's state, and the counts that say it is complete
+    assert anns.metadata()["round_key"] == RoundProgress("round-1", 3, 12, 12).run_key
+    assert anns.metadata()["round_key"] == "round-1-project-3-tasks-12"
+    assert (anns.metadata()["tasks_complete"], anns.metadata()["tasks"]) == (12, 12)
     md = consensus.metadata()
     assert isinstance(md["rounds"], JsonValue) and md["adjudicated_samples"] == 0
     assert model.metadata()["round_number"] == 1 and "val_dice" not in model.metadata()
+    assert "pre_annotations" not in model.metadata()  # unset: not shown as an empty string
+
+
+def test_the_tasks_stage_reports_the_model_outcome(tmp_path: Path) -> None:
+    z = Zones(tmp_path)
+    assert pre_annotations_line(z, "round-2", 0).startswith("none: annotation_model")
+    assert pre_annotations_line(z, "round-2", 5).startswith("offered: model outcome not")
+    why = "withheld: validation Dice 0.26 < floor 0.50"
+    outcome = ModelOutcome(2, "unet", "unet2d-x", val_size=1, val_dice=0.26, pre_annotations=why)
+    atomic_write_text(z.round_model_outcome("round-2"), outcome.outcome_json())
+    assert pre_annotations_line(z, "round-2", 0) == "withheld: validation Dice 0.26 < floor 0.50"
 
 
 class _NoServer:

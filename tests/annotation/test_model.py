@@ -3,6 +3,8 @@ round writes predictions and scores (proposal in round 1, a trained model later)
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -11,15 +13,20 @@ import pandas as pd
 import pytest
 
 from annotation.model import (
+    SCORE_COLUMNS,
     ModelConfig,
     TrainExample,
     binary_entropy,
     dice,
     earlier_labels,
+    fit_calibration,
     input_window,
+    label_prior,
     load_model,
     model_version,
+    offer_decision,
     predict,
+    read_outcome,
     run_annotation_model,
     sample_scores,
     save_model,
@@ -33,6 +40,7 @@ from medcurate.config import Zones
 TINY = ModelConfig(epochs=15, steps_per_epoch=15, batch_size=8, patch=32, lr=1e-2, pos_fraction=0.7)
 # for tests of the round's bookkeeping, not of what the network learns
 QUICK = ModelConfig(epochs=2, steps_per_epoch=5, batch_size=4, patch=32)
+QUICK_NO_FLOOR = dataclasses.replace(QUICK, min_validation_dice=0.0)
 
 
 def _volume(seed: int, lesion: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -158,28 +166,16 @@ def _home(root: Path, n: int = 6) -> tuple[Path, Path]:
     return vdir, ldir
 
 
-@pytest.mark.slow
-def test_run_annotation_model_round_1_then_2(tmp_path: Path) -> None:
-    vdir, ldir = _home(tmp_path)
-    z = Zones(tmp_path)  # volumes/ and labels/ are the zones' folders
-    out1 = tmp_path / "annotation" / "round-1" / "model"
-    o1 = run_annotation_model(z, "round-1")
-    assert o1.method == "proposal" and o1.predictions == 6
-    s1 = pd.read_parquet(out1 / "scores.parquet")
-    assert list(s1.columns) == ["sample_id", "uncertainty", "p_abnormal", "model_version"]
-    pred = nib.load(out1 / "pred" / "s000.nii.gz")
-    vol = nib.load(vdir / "s000.nii.gz")
-    assert pred.get_data_dtype() == np.uint8 and pred.shape == vol.shape
-    assert np.allclose(pred.affine, vol.affine)
-    assert (
-        dice(np.asarray(pred.dataobj), np.asarray(nib.load(tmp_path / "truth-s000.nii.gz").dataobj))
-        > 0.5
-    )
+def _shown(p_abnormal: float) -> set[float]:
+    """The scores Label Studio shows for a sample's slices (rounds._slice_prediction)."""
+    return {round(p_abnormal, 4), round(1.0 - p_abnormal, 4)}
 
-    # round 1's labels: four samples, two of them abnormal with masks
-    (ldir / "masks").mkdir()
+
+def _round_1_labels(tmp_path: Path, ldir: Path, n: int) -> None:
+    """Round 1's labels of the first ``n`` samples: the even ones abnormal with masks."""
+    (ldir / "masks").mkdir(exist_ok=True)
     labs = []
-    for i in range(4):
+    for i in range(n):
         sid = f"s{i:03d}"
         mp = None
         if i % 2 == 0:
@@ -188,17 +184,126 @@ def test_run_annotation_model_round_1_then_2(tmp_path: Path) -> None:
         labs.append(dict(sample_id=sid, label="abnormal" if mp else "normal", mask_path=mp,
                          source_round="round-1", agreement=1.0))  # fmt: skip
     pd.DataFrame(labs).to_parquet(ldir / "labels.parquet")
+
+
+@pytest.mark.slow
+def test_run_annotation_model_round_1_then_2(tmp_path: Path) -> None:
+    vdir, ldir = _home(tmp_path)
+    z = Zones(tmp_path)  # volumes/ and labels/ are the zones' folders
+    out1 = tmp_path / "annotation" / "round-1" / "model"
+    o1 = run_annotation_model(z, "round-1")
+    assert o1.method == "proposal" and o1.predictions == 6 and o1.scored == 6
+    assert o1.pre_annotations.startswith("offered: intensity proposal")
+    s1 = pd.read_parquet(out1 / "scores.parquet")
+    assert list(s1.columns) == SCORE_COLUMNS
+    # the proposal's score is kept away from 0 and 1: no slice shows "100%"
+    assert s1["p_abnormal"].between(0.25, 0.75).all()
+    assert all(1.0 not in _shown(p) for p in s1["p_abnormal"])
+    assert (s1["p_abnormal_raw"] == 0.0).any()  # the raw score that made normal slices 100%
+    pred = nib.load(out1 / "pred" / "s000.nii.gz")
+    vol = nib.load(vdir / "s000.nii.gz")
+    assert pred.get_data_dtype() == np.uint8 and pred.shape == vol.shape
+    assert np.allclose(pred.affine, vol.affine)
+    assert (
+        dice(np.asarray(pred.dataobj), np.asarray(nib.load(tmp_path / "truth-s000.nii.gz").dataobj))
+        > 0.5
+    )
+    assert read_outcome(z, "round-1")["offered"] is True  # type: ignore[index]
+
+    # round 1's labels: four samples, two of them abnormal with masks: too few to validate
+    _round_1_labels(tmp_path, ldir, 4)
     out2 = tmp_path / "annotation" / "round-2" / "model"
-    o2 = run_annotation_model(z, "round-2", config=QUICK)
+    withheld = run_annotation_model(z, "round-2", config=QUICK)
+    assert withheld.method == "unet" and withheld.val_dice is None
+    assert withheld.pre_annotations.startswith("withheld: no validation")
+    assert withheld.predictions == 0 and withheld.scored == 2
+    assert not (out2 / "pred").exists()  # no masks: the round goes without pre-annotations
+    s2 = pd.read_parquet(out2 / "scores.parquet")  # ...but its uncertainty still selects
+    assert sorted(s2["sample_id"]) == ["s004", "s005"]
+    # unvalidated: every sample gets the training prior (2 of 4 abnormal, Laplace: 0.5)
+    assert s2["p_abnormal"].tolist() == [0.5, 0.5]
+    doc = json.loads((out2 / "outcome.json").read_text())
+    assert doc["offered"] is False and doc["min_validation_dice"] == 0.5
+    assert doc["pre_annotations"] == withheld.pre_annotations
+
+    o2 = run_annotation_model(z, "round-2", config=QUICK_NO_FLOOR)
     assert o2.method == "unet" and o2.train_size == 4 and o2.train_positives == 2
-    assert o2.predictions == 2  # only the unlabelled samples
+    assert o2.model_version == withheld.model_version  # the floor is not part of the version
+    assert o2.predictions == 2 and o2.pre_annotations.startswith("offered")
     assert sorted(p.name for p in (out2 / "pred").iterdir()) == ["s004.nii.gz", "s005.nii.gz"]
     s2 = pd.read_parquet(out2 / "scores.parquet")
     assert set(s2["model_version"]) == {o2.model_version}
     assert (out2 / "model.pt").exists()
     # same labels and config: same bytes
-    files = ["scores.parquet", "pred/s004.nii.gz", "model.pt"]
+    files = ["scores.parquet", "pred/s004.nii.gz", "model.pt", "outcome.json"]
     first = [(out2 / f).read_bytes() for f in files]
-    run_annotation_model(z, "round-2", config=QUICK)
+    run_annotation_model(z, "round-2", config=QUICK_NO_FLOOR)
     again = [(out2 / f).read_bytes() for f in files]
     assert first == again
+
+
+@pytest.mark.slow
+def test_a_poorly_validated_model_is_not_offered(tmp_path: Path) -> None:
+    """Four abnormal and four normal patients labelled: one of each is held out; a model
+    trained for ten steps segments them badly, so its masks are withheld."""
+    _vdir, ldir = _home(tmp_path, n=10)
+    _round_1_labels(tmp_path, ldir, 8)
+    z = Zones(tmp_path)
+    out = run_annotation_model(z, "round-2", config=QUICK)
+    assert out.val_size == 2 and out.val_positives == 1 and out.train_size == 6
+    assert out.val_dice is not None and out.val_dice < 0.5
+    assert out.pre_annotations == f"withheld: validation Dice {out.val_dice:.2f} < floor 0.50"
+    assert out.metadata()["pre_annotations"] == out.pre_annotations
+    assert "withheld" in out.summary_line()
+    assert not z.round_predictions("round-2").exists()
+    scores = pd.read_parquet(z.round_scores("round-2"))
+    assert sorted(scores["sample_id"]) == ["s008", "s009"]
+    assert scores["p_abnormal"].between(0.0, 1.0, inclusive="neither").all()
+    assert read_outcome(z, "round-2")["val_dice"] == out.val_dice  # type: ignore[index]
+
+
+def test_shrinkage_without_validation_says_the_prior() -> None:
+    cal = fit_calibration([], [], [], label_prior(3, 8))
+    assert cal.method == "shrinkage" and cal.weight == 0.0
+    assert cal(1.0) == cal(0.0) == pytest.approx(0.4)  # (3 + 1) / (8 + 2)
+    assert "prior 0.400" in cal.describe()
+
+
+def test_shrinkage_trusts_a_model_as_far_as_held_out_cases_show() -> None:
+    prior = label_prior(1, 2)
+    one = fit_calibration([0.99], [True], [True], prior)
+    five = fit_calibration([0.99] * 5, [True] * 5, [True] * 5, prior)
+    wrong = fit_calibration([0.99, 0.99], [False, False], [True, True], prior)
+    assert 0.0 < one.weight < five.weight < 1.0 and wrong.weight == 0.0
+    for cal in (one, five, wrong):  # never the overconfident model's 0 or 1
+        assert 0.0 < cal(0.0) <= cal(1.0) < 1.0
+        assert 1.0 not in _shown(cal(1.0)) | _shown(cal(0.0))
+    assert five(1.0) > one(1.0) > 0.5 > one(0.0) > five(0.0)
+
+
+def test_platt_scaling_on_enough_held_out_cases() -> None:
+    """An overconfident model (raw 0 or 1) right 7 times in 10 when it fires: calibrated near
+    0.7, not 1.0; deterministic."""
+    raw = [0.999] * 10 + [0.001] * 10
+    truth = [True] * 7 + [False] * 3 + [False] * 8 + [True] * 2
+    called = [r > 0.5 for r in raw]
+    cal = fit_calibration(raw, truth, called, 0.5)
+    assert cal.method == "platt" and cal.cases == 20
+    assert 0.6 < cal(0.999) < 0.8 and 0.1 < cal(0.001) < 0.35
+    assert cal(0.2) < cal(0.5) < cal(0.8)  # monotone
+    assert fit_calibration(raw, truth, called, 0.5) == cal
+    # separable classes: Platt's smoothed targets keep the output off 0 and 1
+    sep = fit_calibration(raw, [r > 0.5 for r in raw], called, 0.5)
+    assert 0.0 < sep(0.001) < 0.1 and 0.9 < sep(0.999) < 1.0
+
+
+def test_offer_decision_and_a_floor_outside_the_version() -> None:
+    assert offer_decision(0.26, 0.5) == (False, "withheld: validation Dice 0.26 < floor 0.50")
+    assert offer_decision(0.71, 0.5) == (True, "offered: validation Dice 0.71 >= floor 0.50")
+    ok, why = offer_decision(None, 0.5, "2 abnormal patients labelled")
+    assert not ok and why == "withheld: no validation (2 abnormal patients labelled), floor 0.50"
+    assert offer_decision(None, 0.0)[0] and offer_decision(0.01, 0.0)[0]
+    assert ModelConfig().min_validation_dice == 0.5
+    floorless = dataclasses.replace(ModelConfig(), min_validation_dice=0.0)
+    assert floorless.config_hash() == ModelConfig().config_hash()
+    assert model_version(floorless, ["a"]) == model_version(ModelConfig(), ["a"])

@@ -10,6 +10,7 @@ from annotation.proposal import (
     ProposalConfig,
     body_mask,
     otsu_threshold,
+    proposal_probability,
     propose,
     spacing_from_affine,
 )
@@ -82,3 +83,10 @@ def test_ct_rule_drops_fat_like_blobs_but_keeps_tissue() -> None:
     assert propose(fat, (1.5, 1.5, 1.5)).mask.sum() > 0  # without the CT rule it is a candidate
     cyst, sphere = _phantom(0.504)  # 8 HU cyst in 60 HU tissue
     assert dice(propose(cyst, (1.5, 1.5, 1.5), modality="CT").mask, sphere) > 0.5
+
+
+def test_the_proposal_probability_never_claims_certainty() -> None:
+    """A raw score of 0 (nothing found) showed every slice as "normal, 100%"."""
+    assert proposal_probability(0.0) == 0.25 and proposal_probability(1.0) == 0.75
+    assert proposal_probability(0.5) == 0.5
+    assert proposal_probability(0.2) < proposal_probability(0.9)  # still an ordering

@@ -17,7 +17,9 @@ from annotation.adjudication import Thresholds, consensus_for_round
 from annotation.agreement import dice
 from annotation.client import LabelStudioClient
 from annotation.export import export_round
+from annotation.rle import rle_to_mask
 from annotation.rounds import (
+    SLICE_MAPPING,
     finding_slices,
     project_title,
     read_round_info,
@@ -25,6 +27,7 @@ from annotation.rounds import (
     round_number,
     round_of,
     round_progress,
+    slice_task_data,
     write_round_info,
 )
 from annotation.simulate import simulate_round, truth_for_volume, truth_index
@@ -69,6 +72,48 @@ def test_render_round_maps_pre_annotations_onto_slices(tmp_path: Path) -> None:
     (p0,) = by_k[0]["predictions"]
     assert p0["result"][0]["value"]["choices"] == ["normal"]
     assert p0["score"] == pytest.approx(0.1)
+    # radiological: voxels i 2..4, j 3..5 of a (10, 8) RAS slice are rows 7-5..7-3, cols 9-4..9-2
+    brush = p3["result"][1]
+    drawn = np.argwhere(rle_to_mask(brush["value"]["rle"], 8, 10))
+    assert (drawn.min(axis=0).tolist(), drawn.max(axis=0).tolist()) == ([2, 5], [4, 7])
+    assert set(slices["mapping"]) == {SLICE_MAPPING} and set(slices["plane"]) == {"axial"}
+    data = by_k[3]["data"]
+    assert data["context"] == "/data/local-files/?d=round-2/images/A1/A1_k0003_context.png"
+    assert (z.annotation / slices["context_relpath"][1]).exists()
+    assert (data["orientation"], data["left_side"], data["right_side"], data["top"]) == (
+        "R | L  (A up)", "R", "L", "A",
+    )  # fmt: skip
+    assert data["mapping"] == SLICE_MAPPING
+    assert data["window"]["name"] == "percentile" and data["window"]["units"] == "stored"
+    # the slices table alone rebuilds every task's data (adjudication does)
+    for row, task in zip(slices.to_dict("records"), tasks, strict=True):
+        extra = slice_task_data(row)
+        assert {k: task["data"][k] for k in extra} == extra
+
+
+def test_render_round_without_model_output_and_with_ct_window(tmp_path: Path) -> None:
+    """No prediction files (the model withheld them): tasks without pre-annotations; a CT volume
+    shows in its series' window, recorded in HU; PNG bytes are the same on a second render."""
+    z = Zones(tmp_path)
+    hu = np.random.default_rng(1).normal(40, 100, (12, 10, 5))
+    vol = np.clip((hu + 1000) / 2000, 0, 1).astype(np.float32)  # stored units, as normalized
+    z.volumes.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(vol, np.diag([-1.0, -1.0, 2.0, 1.0])), z.volumes / "C1.nii.gz")
+    vols = pd.DataFrame([{"sample_id": "C1", "nifti_path": "C1.nii.gz", "modality": "CT",
+                          "window_center": 60.0, "window_width": 360.0}])  # fmt: skip
+    slices, tasks = render_round(vols, ["C1"], z, "round-4", every=2)
+    assert [t["predictions"] for t in tasks] == [[], [], []]
+    assert list(slices["window_name"]) == ["series"] * 3
+    assert (slices["window_center"][0], slices["window_width"][0]) == (60.0, 360.0)
+    assert tasks[0]["data"]["window"] == {"name": "series", "center": 60.0, "width": 360.0,
+                                          "units": "HU"}  # fmt: skip
+    # an LPS-like affine (x and y reversed): still the patient's right on the image's left
+    assert slices["mapping"][0].startswith("axial LPS:")
+    assert tasks[0]["data"]["orientation"] == "R | L  (A up)"
+    pngs = list(slices["image_relpath"]) + list(slices["context_relpath"])
+    first = {p: (z.annotation / p).read_bytes() for p in pngs}
+    render_round(vols, ["C1"], z, "round-4", every=2)
+    assert first == {p: (z.annotation / p).read_bytes() for p in pngs}
 
 
 def _digest(path: Path) -> str:

@@ -31,6 +31,8 @@ def test_task_shape() -> None:
     task = build_task("S-0007", 3, "round-1/images/S-0007_k0003.png", [pred])
     assert task["data"] == {
         "image": "/data/local-files/?d=round-1/images/S-0007_k0003.png",
+        "context": "/data/local-files/?d=round-1/images/S-0007_k0003.png",
+        "orientation": "",
         "sample_id": "S-0007",
         "slice_k": 3,
         "task_key": "S-0007:k0003",

@@ -62,8 +62,19 @@ def test_round_assets_sensor_and_adjudication(labelstudio, annotation_cohort, mo
         (mat,) = result.asset_materializations_for_node(selection[0])
         return mat.metadata
 
+    monkeypatch.setenv("MEDCURATE_DAGSTER_URL", "http://127.0.0.1:3999")
     md = run(["annotation_tasks"], RK, tasks_cfg)
     assert (md["samples"].value, md["tasks"].value, md["tasks_imported"].value) == (4, 12, 12)
+    # no model output for this round: said so, and the tasks carry no pre-annotation
+    assert md["pre_annotations"].value.startswith("none: annotation_model has not run")
+    assert md["with_pre_annotations"].value == 0
+    project_id = md["project_id"].value
+    assert isinstance(md["project_url"], dg.UrlMetadataValue)
+    assert md["project_url"].value == f"{labelstudio.url}/projects/{project_id}/data"
+    project = LabelStudioClient(labelstudio.url, labelstudio.api_key).project(project_id)
+    back = f"http://127.0.0.1:3999/assets/annotation_tasks?view=partitions&partition={RK}"
+    assert back in project["description"] and project["show_instruction"] is True
+    assert "unreadable" in project["expert_instruction"]
     md = run(["annotation_tasks"], RK, tasks_cfg)  # re-materialized: nothing new
     assert (md["tasks_imported"].value, md["tasks_already_there"].value) == (0, 12)
     assert md["project_created"].value is False
@@ -89,6 +100,8 @@ def test_round_assets_sensor_and_adjudication(labelstudio, annotation_cohort, mo
     assert request.partition_key == RK and request.job_name == "round_export"
     md = run(["annotations"], RK)
     assert (md["annotations"].value, md["tasks_complete"].value) == (24, 12)
+    assert md["tasks"].value == 12  # complete: the sensor compares these with the run key
+    assert md["round_key"].value == f"{RK}-project-{info['project_id']}-tasks-12"
     follow_up = _sensor(instance, resources).run_requests
     consensus_request = next(r for r in follow_up if r.partition_key is None)
     assert consensus_request.job_name == "consensus_and_release"

@@ -36,13 +36,16 @@ def _write_home(z: Zones, n: int = 4) -> None:
     pd.DataFrame(rows).to_parquet(z.volumes_table)
 
 
-def _materialize(z: Zones, instance: dg.DagsterInstance, key: str) -> dg.ExecuteInMemoryResult:
+def _materialize(
+    z: Zones, instance: dg.DagsterInstance, key: str, **config: float
+) -> dg.ExecuteInMemoryResult:
+    cfg = {"epochs": 2, "steps_per_epoch": 4, **config}
     return dg.materialize(
         [annotation_model],
         partition_key=key,
         instance=instance,
         resources={"home": MedcurateHome(home=str(z.home))},
-        run_config={"ops": {"annotation_model": {"config": {"epochs": 2, "steps_per_epoch": 4}}}},
+        run_config={"ops": {"annotation_model": {"config": cfg}}},
     )
 
 
@@ -59,6 +62,7 @@ def test_annotation_model_rounds(zones_tmp: Zones) -> None:
     (mat,) = r1.asset_materializations_for_node("annotation_model")
     assert mat.metadata["method"].value == "proposal"
     assert mat.metadata["predictions"].value == 4
+    assert mat.metadata["pre_annotations"].value.startswith("offered: intensity proposal")
     out1 = z.round_model("round-1")
     scores = pd.read_parquet(out1 / "scores.parquet")
     assert sorted(scores["sample_id"]) == ["smp0", "smp1", "smp2", "smp3"]
@@ -78,8 +82,18 @@ def test_annotation_model_rounds(zones_tmp: Zones) -> None:
     assert r2.success
     (mat2,) = r2.asset_materializations_for_node("annotation_model")
     md = {k: v.value for k, v in mat2.metadata.items()}
-    assert md["method"] == "unet" and md["train_size"] == 2 and md["predictions"] == 2
+    assert md["method"] == "unet" and md["train_size"] == 2 and md["scored"] == 2
     assert str(md["model_version"]).startswith("unet2d-")
+    # one abnormal patient: nothing to validate on, so the default floor withholds the masks
+    assert str(md["pre_annotations"]).startswith("withheld: no validation")
+    assert md["predictions"] == 0 and md["min_validation_dice"] == 0.5
     out2 = z.round_model("round-2")
-    assert (out2 / "model.pt").exists()
+    assert (out2 / "model.pt").exists() and (out2 / "scores.parquet").exists()
+    assert not (out2 / "pred").exists()
+
+    r3 = _materialize(z, instance, "round-2", min_validation_dice=0.0)  # the floor switched off
+    assert r3.success
+    (mat3,) = r3.asset_materializations_for_node("annotation_model")
+    assert mat3.metadata["pre_annotations"].value.startswith("offered")
+    assert mat3.metadata["model_version"].value == md["model_version"]
     assert sorted(p.name for p in (out2 / "pred").iterdir()) == ["smp2.nii.gz", "smp3.nii.gz"]

@@ -34,7 +34,12 @@ from medcurate.normalize.assembly import (
 )
 from medcurate.normalize.config import NormalizeConfig, load_config
 from medcurate.normalize.phantom import PhantomSeries, write_projection, write_series
-from medcurate.normalize.run import QUARANTINE_COLUMNS, VOLUME_COLUMNS, check_batch
+from medcurate.normalize.run import (
+    QUARANTINE_COLUMNS,
+    VOLUME_COLUMNS,
+    check_batch,
+    display_tags,
+)
 from medcurate.normalize.transforms import load_plan
 from medcurate.stage import StageResult
 
@@ -75,6 +80,7 @@ def test_tree_writes_volumes_tables_and_counts(tmp_path: Path) -> None:
         ct["out_shape"]
     )
     assert ct["p01"] <= ct["intensity_mean"] <= ct["p99"]
+    assert ct[["window_center", "window_width", "body_part"]].isna().all()  # none in the header
     q = pd.read_parquet(tmp_path / "out" / QUARANTINE_TABLE)
     assert set(q["reason"]) <= set(REASONS) and len(q) == 2
     assert check_batch(tmp_path / "out", "") == []
@@ -96,6 +102,41 @@ def test_same_input_gives_same_bytes_and_unchanged_input_is_skipped(tmp_path: Pa
     assert (again.written, again.skipped_unchanged) == (0, 2)
     _accounted(again)
     pd.testing.assert_frame_equal(va, pd.read_parquet(tmp_path / "a" / VOLUMES_TABLE))
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR CS")
+def test_series_display_window_and_body_part(tmp_path: Path) -> None:
+    """The first instance's WindowCenter/WindowWidth (first of several values) and a defined-term
+    BodyPartExamined reach the volumes table; absent or odd values are null."""
+    src = tmp_path / "src"
+    write_series(src / "ct", PhantomSeries(name="ct", slices=4, patient="P-0002"))
+    files = sorted((src / "ct").rglob("*.dcm"))
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.WindowCenter = ["40", "300"]
+        ds.WindowWidth = ["400", "1500"]
+        ds.BodyPartExamined = "CHEST"
+        ds.save_as(f)
+    assert display_tags(files[0]) == {"window_center": 40.0, "window_width": 400.0,
+                                      "body_part": "CHEST"}  # fmt: skip
+    odd = pydicom.dcmread(files[0])
+    odd.WindowWidth = "0"
+    odd.BodyPartExamined = "chest, see Dr X"
+    odd.save_as(tmp_path / "odd.dcm")
+    assert display_tags(tmp_path / "odd.dcm") == dict.fromkeys(
+        ["window_center", "window_width", "body_part"]
+    )
+    assert display_tags(tmp_path / "missing.dcm")["window_center"] is None
+    normalize_tree(src, tmp_path / "out")
+    vol = pd.read_parquet(tmp_path / "out" / VOLUMES_TABLE)
+    (row,) = vol.to_dict("records")
+    assert (row["window_center"], row["window_width"], row["body_part"]) == (40.0, 400.0, "CHEST")
+    # a table written before these columns: unchanged series gain them without recomputing
+    old = vol.drop(columns=["window_center", "window_width", "body_part"])
+    old.to_parquet(tmp_path / "out" / VOLUMES_TABLE, index=False)
+    again = normalize_tree(src, tmp_path / "out")
+    assert (again.written, again.skipped_unchanged) == (0, 1)
+    pd.testing.assert_frame_equal(vol, pd.read_parquet(tmp_path / "out" / VOLUMES_TABLE))
 
 
 def _manifest(root: Path, rels: list[str]) -> pd.DataFrame:

@@ -31,6 +31,23 @@ def test_tissues_at_known_places() -> None:
     assert ph.HU[ph.LIVER] > ph.HU[ph.FAT] and ph.HU[ph.LUNG] < -500
 
 
+def test_orientation_marker_on_the_patients_left_only() -> None:
+    """Two rods just outside the skin on the patient's left (+x in LPS), the thin one anterior
+    (-y); their mirror images on the right and behind are air."""
+    an = _anatomy()
+    x = ph.marker_x(an)
+    (y_thick, r_thick), (y_thin, r_thin) = ph.MARKER_RODS
+    assert r_thin < r_thick and y_thin < y_thick  # thinner, and anterior (LPS: -y)
+    pts = np.array(
+        [[x, y_thick, 0.0], [x, y_thin, -80.0], [-x, y_thick, 0.0], [-x, y_thin, 0.0],
+         [x, -y_thin, 0.0], [x - r_thick - 1.0, 0.0, 0.0]],
+        dtype=np.float32,
+    )  # fmt: skip
+    t = ph.tissue_map(an, pts)
+    assert t.tolist()[:2] == [ph.FAT, ph.FAT]
+    assert t.tolist()[2:] == [ph.AIR] * 4  # not mirrored; a gap of air to the skin
+
+
 def test_lesion_inside_and_labels() -> None:
     les = ph.Lesion(
         "liver", "cyst", (0.0, 0.0, 0.0), (10.0, 5.0, 5.0), ((1, 0, 0), (0, 1, 0), (0, 0, 1))
