@@ -193,6 +193,26 @@ def labelstudio_status() -> None:
     raise typer.Exit(0 if st.healthy or not st.running else 1)
 
 
+@app.command()
+def ui(
+    dagster_port: int = typer.Option(3000, "--dagster-port", help="Dagster UI port"),
+    figures_port: int = typer.Option(3001, "--figures-port", help="figures server port"),
+    labelstudio_port: int = typer.Option(
+        8080, "--labelstudio-port", help="Label Studio port (a free one when busy)"
+    ),
+) -> None:
+    """Start Dagster's UI, Label Studio and the figures server together; Ctrl-C stops them."""
+    from medcurate.services.ui import UiError, UiSettings, run_ui
+
+    settings = UiSettings(medcurate_home(), dagster_port, figures_port, labelstudio_port)
+    try:
+        code = run_ui(settings)
+    except (ls.LabelStudioError, UiError) as exc:
+        print(f"medcurate: error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
 def register_plugins(target: typer.Typer | None = None) -> list[str]:
     """Add the commands declared under the ``medcurate.commands`` entry point group to ``target``
     (the ``medcurate`` app); returns their names. A command that fails to load is left out with a

@@ -17,6 +17,8 @@ DAGSTER_YAML = """\
 # Written by `medcurate init-home`. Local sqlite storage under MEDCURATE_HOME; no telemetry.
 telemetry:
   enabled: false
+nux:
+  enabled: false  # no "join the community" e-mail pop-up in the UI
 storage:
   sqlite:
     base_dir: {base}

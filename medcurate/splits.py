@@ -453,21 +453,54 @@ def balance_markdown(report: pd.DataFrame) -> str:
 
 
 def balance_plot(report: pd.DataFrame, out: Path) -> Path:
-    """Bar chart of stratum proportions per split (PNG, no timestamp inside, so reproducible),
-    written atomically."""
+    """Stratum proportions per split, one panel per attribute (PNG, no timestamp inside, so the
+    same report gives the same bytes), written atomically.
+
+    Small multiples rather than one long bar chart: each attribute's values sit side by side
+    with one bar per split in a fixed colour, two panels to a row (about 600 px wide, so it fits
+    Dagster's metadata column), the y axis is the share of the split's samples (0-1, so panels
+    compare), and one legend sits below the panels."""
     import matplotlib  # lazy: heavy, and only the splits stage draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    wide = report.pivot_table(index=["attribute", "value"], columns="split", values="proportion")
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(wide)), 4))
-    wide.plot.bar(ax=ax)
-    ax.set_ylabel("proportion of samples")
-    ax.set_title("stratum balance per split")
-    fig.tight_layout()
+    attributes = list(dict.fromkeys(report["attribute"]))
+    splits = [s for s in ALL_SPLITS if s in set(report["split"])]
+    splits += sorted(set(report["split"]) - set(splits))
+    palette = plt.get_cmap("tab10")
+    colours = {s: palette(i % 10) for i, s in enumerate(splits)}
+    cols = min(2, max(1, len(attributes)))  # narrow: Dagster's metadata column
+    rows = max(1, -(-len(attributes) // cols))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.6 * cols, 2.9 * rows + 0.6), squeeze=False, layout="constrained"
+    )
+    width = 0.8 / max(1, len(splits))
+    for ax, attribute in zip(axes.flat, attributes, strict=False):
+        part = report.loc[report["attribute"] == attribute]
+        values = sorted({str(v) for v in part["value"]})
+        for i, split in enumerate(splits):
+            rows_of = part.loc[part["split"] == split]
+            share = dict(zip(rows_of["value"].astype(str), rows_of["proportion"], strict=True))
+            heights = [float(share.get(v, 0.0)) for v in values]
+            xs = [x + (i - (len(splits) - 1) / 2) * width for x in range(len(values))]
+            ax.bar(xs, heights, width=width, color=colours[split], label=split)
+        ax.set_title(attribute)
+        ax.set_xticks(range(len(values)))
+        long = max((len(v) for v in values), default=0) > 6 or len(values) > 4
+        ax.set_xticklabels(values, rotation=30 if long else 0, ha="right" if long else "center")
+        ax.set_ylim(0, 1)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("share of the split's samples")
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    for ax in list(axes.flat)[len(attributes) :]:
+        ax.set_visible(False)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in splits]
+    fig.legend(handles, splits, title="split", loc="outside lower center", ncols=len(splits) or 1)
+    fig.suptitle("Stratum balance per split", fontsize="large")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=85, metadata={"Software": None})
     plt.close(fig)
     return atomic_write_bytes(out, buf.getvalue())
 

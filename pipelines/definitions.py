@@ -14,7 +14,7 @@ from assets import normalize as normalize_assets
 from assets import quality as quality_assets
 from assets import release as release_assets
 from assets.resources import DeidSecrets, LabelStudioResource, MedcurateHome
-from pipelines.jobs import consensus_job, round_export_job
+from pipelines.jobs import ALL_JOBS
 from pipelines.sensors import inbox_sensor, round_sensor
 
 ASSET_MODULES = [
@@ -35,7 +35,7 @@ all_checks = dg.load_asset_checks_from_modules(ASSET_MODULES)
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[round_export_job, consensus_job],
+    jobs=ALL_JOBS,
     sensors=[inbox_sensor, round_sensor],
     resources={
         "home": MedcurateHome(),

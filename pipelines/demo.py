@@ -1,10 +1,12 @@
 """`make demo`: the whole chain on generated studies, through the Dagster instance.
 
 It does what a person would do in the UI: drop studies into the inbox, let the inbox sensor's claim
-turn them into a batch partition, materialize the batch's assets, open annotation round-1 in the
-managed Label Studio (started here, stopped at the end) where three simulated annotators label it,
-export it, then the dataset-wide assets (consensus labels ... release). Runs are recorded in the
-instance, so `make ui` shows them afterwards.
+turn them into a batch partition, run the batch's job (``ingest_batch``), cut annotation round-1
+(``annotation_round``) in the managed Label Studio (started here, stopped at the end) where three
+simulated annotators label it, export it (``round_export``), then the dataset-wide job
+(``consensus_and_release``). These are the named jobs of the code location, the ones the sensors
+and the UI launch, so `make ui` afterwards shows the runs by name and its round sensor finds
+every round exported (it requests nothing).
 
 What the person would type is run through the ``medcurate`` command line (``init-home``, ``synth``,
 ``annotate-sim``), in this process; the Dagster side goes through the code location. The few
@@ -34,7 +36,7 @@ from medcurate import cli
 from medcurate.config import ConfigError, Zones, zones
 from medcurate.perms import make_private, private_dir, write_private_bytes
 from medcurate.services import labelstudio as ls
-from pipelines.definitions import all_assets, all_checks, defs
+from pipelines.definitions import defs
 
 
 def demo_salt(z: Zones) -> str:
@@ -123,10 +125,7 @@ def _run(z: Zones, patients: int, seed: int, rounds: int) -> int:
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(batch_partitions.name, [batch])  # type: ignore[arg-type]
     run = _Runner(instance)
-    batch_keys = [a.key for a in all_assets if a.partitions_def == batch_partitions]  # type: ignore[union-attr]
-    other_keys = [a.key for a in all_assets if a.partitions_def is None]  # type: ignore[union-attr]
-
-    if not run("batch", batch_keys, batch):
+    if not run("batch", "ingest_batch", batch):
         return 1
     # every volume is labelled across the rounds, so the release ships no unlabelled sample
     # (the default round of 8 samples leaves half of the demo's 32 volumes unlabelled)
@@ -136,65 +135,58 @@ def _run(z: Zones, patients: int, seed: int, rounds: int) -> int:
         if not _annotation_round(run, n, truth, round_size):
             return 1
         # the next round's model trains on this round's consensus
-        if n < rounds and not run("consensus", [dg.AssetKey("consensus_labels")]):
+        if n < rounds and not run("consensus", "consensus"):
             return 1
-    if other_keys and not run("dataset", other_keys):
+    if not run("dataset", "consensus_and_release"):
         return 1
     print(f"done. MEDCURATE_HOME={z.home}; `make ui` shows the runs.")
     return 0
 
 
 class _Runner:
-    """Materializes a selection of the code location's assets in the instance and reports it."""
+    """Runs one of the code location's named jobs in the instance (as the UI's Launch button
+    would, so the run list shows the job's name) and reports it."""
 
     def __init__(self, instance: dg.DagsterInstance) -> None:
         self.instance = instance
-        self.everything = [*all_assets, *all_checks]
 
     def __call__(
         self,
         label: str,
-        selection: list[dg.AssetKey],
+        job: str,
         partition_key: str | None = None,
         ops: dict[str, Any] | None = None,
     ) -> bool:
         run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-        if ops:  # config of selected assets only (Dagster refuses config for unselected ones)
+        if ops:
             run_config["ops"] = {name: {"config": cfg} for name, cfg in ops.items()}
-        result = dg.materialize(
-            self.everything,  # type: ignore[arg-type]
+        result = defs.resolve_job_def(job).execute_in_process(
             instance=self.instance,
-            resources=defs.resources,
             partition_key=partition_key,
-            selection=selection,
             raise_on_error=False,
             # the step-by-step DEBUG events stay in the instance (the UI shows them)
             run_config=run_config,
         )
-        print(f"{label} run {result.run_id}: {'success' if result.success else 'FAILED'}")
+        state = "success" if result.success else "FAILED"
+        print(f"{label} run {result.run_id} (job {job}): {state}")
         print("\n".join(_metadata_line(result)))
         return bool(result.success)
 
 
 def _annotation_round(run: _Runner, round_number: int, truth: Path, round_size: int) -> bool:
-    """One annotation round: the pre-annotation model, the round's tasks in Label Studio
-    (``round_size`` samples), three simulated annotators with moderate noise
-    (``medcurate annotate-sim``), then the export."""
+    """One annotation round: the pre-annotation model and the round's tasks in Label Studio
+    (``round_size`` samples; job ``annotation_round``), three simulated annotators with moderate
+    noise (``medcurate annotate-sim``), then the export (job ``round_export``)."""
     round = f"round-{round_number}"
     run.instance.add_dynamic_partitions(round_partitions.name, [round])  # type: ignore[arg-type]
-    round_assets = [a for a in all_assets if a.partitions_def == round_partitions]  # type: ignore[union-attr]
-    keys = [k for a in round_assets for k in a.keys]  # type: ignore[union-attr]
-    tasks, exported = dg.AssetKey("annotation_tasks"), dg.AssetKey("annotations")
-    before = [k for k in keys if k not in (tasks, exported)]
-    if before and not run(round, before, round):
-        return False
-    if not run(round, [tasks], round, ops={"annotation_tasks": {"n_samples": round_size}}):
+    cut = {"annotation_tasks": {"n_samples": round_size}}
+    if not run(round, "annotation_round", round, ops=cut):
         return False
     medcurate(
         "annotate-sim", "--round", str(round_number), "--annotators", "3", "--noise", "moderate",
         "--truth", truth,
     )  # fmt: skip
-    return run(f"{round} export", [exported], round)
+    return run(f"{round} export", "round_export", round)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,43 +1,26 @@
 """Sensors: the inbox watcher that turns files dropped together into one batch partition, and the
 round watcher that notices a finished annotation round."""
 
-import dagster as dg
+from collections.abc import Sequence
 
-from assets.annotation import annotations, consensus_labels, open_rounds
-from assets.ingest import claim_inbox, pending_batches, raw_instances
+import dagster as dg
+from requests import HTTPError
+
+from assets.annotation import RoundProgress, annotations, consensus_labels, open_rounds
+from assets.ingest import claim_inbox, pending_batches
 from assets.partitions import batch_partitions, round_partitions
 from assets.resources import LabelStudioResource, MedcurateHome
-from pipelines.jobs import consensus_job, round_export_job
+from pipelines.jobs import consensus_job, ingest_batch_job, round_export_job
 
 INBOX_MIN_AGE_S = 10.0  # a file untouched this long is taken as fully written
 MAX_RESUMES = 3  # runs of a batch that may fail before the sensor leaves it to a person
 _FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
-def batch_asset_keys(repository_def: dg.RepositoryDefinition | None) -> list[dg.AssetKey]:
-    """``raw_instances`` and every batch-partitioned asset downstream of it.
-
-    Round-partitioned and unpartitioned assets further down are left to their own triggers: a run
-    for a batch partition key cannot materialize them.
-    """
-    if repository_def is None:
-        return [raw_instances.key]
-    graph = repository_def.asset_graph
-    downstream = dg.AssetSelection.assets(raw_instances).downstream().resolve(graph)
-    keys = []
-    for key in downstream:
-        pdef = graph.get(key).partitions_def
-        if isinstance(pdef, dg.DynamicPartitionsDefinition) and pdef.name == batch_partitions.name:
-            keys.append(key)
-    return sorted(keys, key=lambda k: k.to_user_string())
-
-
 @dg.sensor(
     name="inbox_sensor",
     minimum_interval_seconds=15,
-    # the batch assets only: a job cannot mix the batch and round partitions
-    target=dg.AssetSelection.assets(raw_instances).downstream()
-    - dg.AssetSelection.keys("annotation_tasks").downstream(),
+    jobs=[ingest_batch_job],  # the batch assets only: a job cannot mix partitionings
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Claims settled files in $MEDCURATE_HOME/inbox as one batch and requests its run; "
     "also requests runs for claimed batches never fully ingested (a run killed after its claim).",
@@ -53,9 +36,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, home: MedcurateHome) -> dg
         if run_key is not None:
             requests.append(
                 dg.RunRequest(
-                    run_key=run_key,
-                    partition_key=pending,
-                    asset_selection=batch_asset_keys(context.repository_def),
+                    run_key=run_key, partition_key=pending, job_name=ingest_batch_job.name
                 )
             )
     if not requests:
@@ -92,28 +73,86 @@ def _run_key(instance: dg.DagsterInstance, batch: str) -> str | None:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Notices a finished annotation round (every task has its k annotations in Label Studio) "
-        "and requests annotations[round]; once that is materialized, consensus_labels and what "
-        "follows it."
+        "and requests its export (round_export), unless that state of the round was exported "
+        "already; once an export is newer than the consensus, consensus_and_release. Its skip "
+        "reason shows each round's progress."
     ),
 )
 def round_sensor(
     context: dg.SensorEvaluationContext, home: MedcurateHome, labelstudio: LabelStudioResource
 ) -> dg.SensorResult:
     rounds = context.instance.get_dynamic_partitions(str(round_partitions.name))
-    progress = open_rounds(home, labelstudio, rounds)
+    try:
+        progress = open_rounds(home, labelstudio, rounds)
+    except HTTPError as exc:  # it answers, but refuses: a setting to fix, not a crash
+        progress = _refused(exc)
     if isinstance(progress, str):
-        return dg.SensorResult(skip_reason=progress)
+        return dg.SensorResult(skip_reason=f"{progress} (asked again at the next tick)")
+    exported = {p.round for p in progress if p.finished and _exported(context.instance, p)}
     requests = [
         dg.RunRequest(run_key=p.run_key, partition_key=p.round, job_name=round_export_job.name)
         for p in progress
-        if p.finished
+        if p.finished and p.round not in exported
     ]
     latest = context.instance.get_latest_materialization_event(annotations.key)
     consensus = context.instance.get_latest_materialization_event(consensus_labels.key)
     if latest is not None and (consensus is None or consensus.timestamp < latest.timestamp):
         run_key = f"consensus-after-{latest.run_id}"
         requests.append(dg.RunRequest(run_key=run_key, job_name=consensus_job.name))
-    if not requests:
-        waiting = "; ".join(p.line() for p in progress if not p.finished) or "none"
-        return dg.SensorResult(skip_reason=f"no finished round: {waiting}")
-    return dg.SensorResult(run_requests=requests)
+    if requests:
+        return dg.SensorResult(run_requests=requests)
+    return dg.SensorResult(skip_reason=progress_line(rounds, progress, exported))
+
+
+def _refused(exc: HTTPError) -> str:
+    code = exc.response.status_code if exc.response is not None else 0
+    if code in (401, 403):
+        return (
+            f"Label Studio refuses the API token (HTTP {code}): set LABEL_STUDIO_API_KEY to a "
+            "Label Studio user's token, or unset LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to use "
+            "the server `medcurate labelstudio start` runs for MEDCURATE_HOME"
+        )
+    return (
+        f"Label Studio answered HTTP {code} when asked for the rounds' progress: "
+        "see its log (`medcurate labelstudio status`), or restart it with `make ui`"
+    )
+
+
+def progress_line(
+    rounds: Sequence[str], progress: Sequence[RoundProgress], exported: set[str]
+) -> str:
+    """``round-2: 80/117 tasks done; round-1: exported`` (newest round first), what the UI shows
+    as the round sensor's skip reason."""
+    by_round = {p.round: p for p in progress}
+    parts = []
+    for r in sorted(rounds, key=_round_order, reverse=True):
+        p = by_round.get(r)
+        if p is None:
+            parts.append(f"{r}: no tasks yet (run annotation_round)")
+        elif r in exported:
+            parts.append(f"{r}: exported")
+        else:
+            parts.append(f"{r}: {p.done}/{p.total} tasks done")
+    return "; ".join(parts) or "no annotation round yet (run annotation_round for round-1)"
+
+
+def _round_order(round: str) -> tuple[int, str]:
+    number = round.rsplit("-", 1)[-1]
+    return (int(number) if number.isdigit() else -1, round)
+
+
+def _exported(instance: dg.DagsterInstance, p: RoundProgress) -> bool:
+    """True when the round's newest export saw this state of the round: the same project and
+    task count (metadata ``round_key``; exports made before it was recorded: the same ``tasks``)
+    with every task complete. Asking again would export the same annotations again."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=annotations.key, asset_partitions=[p.round]), limit=1
+    ).records
+    if not records:
+        return False
+    mat = records[0].asset_materialization
+    if mat is None:
+        return False
+    md = {k: v.value for k, v in mat.metadata.items()}
+    same = md["round_key"] == p.run_key if "round_key" in md else md.get("tasks") == p.total
+    return bool(same) and md.get("tasks_complete") == md.get("tasks")

@@ -11,6 +11,7 @@ split check (:func:`check_splits`) is the gate a release passes: a patient in tw
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 import pandas as pd
 
 from medcurate.config import Zones
-from medcurate.io import atomic_write_parquet
+from medcurate.io import atomic_write_bytes, atomic_write_parquet
+from medcurate.services.figures import figure_url, image_markdown
 from medcurate.splits import (
+    DEFAULT_STRATA,
     TRAIN,
     SplitConfig,
     assign_splits,
@@ -39,6 +42,7 @@ from medcurate.store.manifest import ManifestError, curate_samples
 from medcurate.store.objects import ObjectStore
 from medcurate.store.publish import PublishResult, latest_version, load_manifest
 from medcurate.store.release import release_dataset
+from medcurate.store.reports import full_card
 
 DEFAULT_DATASET = "medcurate-demo"
 
@@ -128,6 +132,7 @@ class SplitsResult:
     path: Path
     plot: Path
     problems: list[str] = field(default_factory=list)
+    plot_markdown: str = ""  # ``![balance](URL)`` of the figures server, when it can serve it
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -136,7 +141,10 @@ class SplitsResult:
             "max_deviation": max_deviation(self.report),
             "previous_version": self.previous_version,
             "path": PathValue.of(self.path),
-            "balance_plot": Markdown(png_markdown(self.plot, "balance")),
+            # short, so Dagster shows the picture inline (served by `make ui`)
+            "balance_plot": Markdown(self.plot_markdown),
+            # the same picture inside the metadata: behind "[Show Markdown]", needs no server
+            "balance_plot_embedded": Markdown(png_markdown(self.plot, "balance")),
         }
 
     def summary_line(self) -> str:
@@ -169,7 +177,19 @@ def run_splits(
         path=zones.splits_table,
         plot=plot,
         problems=leak_problems(assigned),
+        plot_markdown=image_markdown(zones, figure_copy(zones, plot), "balance"),
     )
+
+
+def figure_copy(zones: Zones, png: Path) -> Path:
+    """``curated/figures/<stem>-<sha256[:12]>.png``: a name per content, so each
+    materialization's link keeps showing the picture it was made with (``balance.png`` itself is
+    rewritten by the next run). The same picture gives the same name and bytes."""
+    data = png.read_bytes()
+    out = zones.curated / "figures" / f"{png.stem}-{hashlib.sha256(data).hexdigest()[:12]}.png"
+    if not out.exists():
+        atomic_write_bytes(out, data)
+    return out
 
 
 def check_splits(zones: Zones) -> list[str]:
@@ -183,6 +203,10 @@ def check_splits(zones: Zones) -> list[str]:
 # --------------------------------------------------------------------------- release
 
 
+#: Dagster 1.13 shows a markdown metadata entry inline only below this many characters
+INLINE_MARKDOWN_LIMIT = 1000
+
+
 @dataclass
 class ReleaseResult:
     """A published version (or the newest one, unchanged, when nothing changed)."""
@@ -191,21 +215,49 @@ class ReleaseResult:
     splits: pd.Series = field(repr=False)  # the split column of the released samples
     problems: list[str] = field(default_factory=list)
     synthetic_note: str = ""
+    labels: pd.Series = field(default_factory=pd.Series, repr=False)  # the released labels
+    card: str = field(default="", repr=False)  # the full dataset card (card.md + reports)
+    card_url: str = ""  # card.md through the figures server ('' for a remote store)
+    plot_markdown: str = ""  # ``![balance](URL)`` of the released samples
 
     def metadata(self) -> dict[str, Any]:
         info = self.published.info
         return {
+            "card_summary": Markdown(self.card_summary()),
             "version": info.version,
             "version_id": info.id,
             "manifest_digest": info.digest,
             "created": self.published.created,
             "samples": info.n_samples,
             "splits": _counts_markdown(self.splits),
+            "balance_plot": Markdown(self.plot_markdown),
             "objects_written": self.published.objects_written,
             "bytes_written": self.published.bytes_written,
             "pull": f"medcurate datasets pull {info.ref} DEST",
             "synthetic": self.synthetic_note,
+            "card": Markdown(self.card),
         }
+
+    def card_summary(self) -> str:
+        """What the release page shows first, inline (under Dagster's 1000-character limit):
+        version, samples per split, labels, how to pull it and where the full card is."""
+        info = self.published.info
+        state = "published" if self.published.created else "unchanged (no new version)"
+        per_split = _value_counts(self.splits)
+        lines = [
+            f"**{info.ref}** `{info.id}` {state}",
+            "",
+            f"- samples: {info.n_samples} ({per_split or 'none'})",
+            f"- labels: {_value_counts(self.labels) or 'n/a'}",
+            f"- synthetic: {self.synthetic_note or 'none'}",
+            f"- pull: `medcurate datasets pull {info.ref} DEST`",
+        ]
+        if self.card_url:
+            lines.append(f"- [dataset card]({self.card_url}) (also below, as `card`)")
+        text = "\n".join(lines)
+        if len(text) >= INLINE_MARKDOWN_LIMIT:  # many label values: keep the head inline
+            text = text[: INLINE_MARKDOWN_LIMIT - 40].rsplit("\n", 1)[0] + "\n- (see `card`)"
+        return text
 
     def summary_line(self) -> str:
         p = self.published
@@ -214,6 +266,16 @@ class ReleaseResult:
             f"release {p.info.ref}: {p.info.id} {what}; {p.info.n_samples} samples, "
             f"{p.objects_written} objects ({p.bytes_written} B) written"
         )
+
+
+def _value_counts(values: pd.Series) -> str:
+    """``train 22 · validation 5 · test 5`` (splits in their usual order, else sorted)."""
+    if values.empty:
+        return ""
+    counts = values.astype(str).value_counts()
+    order = [v for v in ("train", "validation", "test", "external") if v in counts.index]
+    order += sorted(set(counts.index) - set(order))
+    return " · ".join(f"{v} {counts[v]}" for v in order)
 
 
 def run_release(
@@ -235,7 +297,21 @@ def run_release(
         lineage=lineage(zones, run_id),
         description=config.description,
     )
-    return ReleaseResult(published, assigned["split"], synthetic_note=note)
+    info = published.info
+    card_url = ""
+    if store.is_local and Path(store.root).resolve() == zones.releases.resolve():
+        card_url = figure_url(zones, zones.releases / info.dataset / info.version / "card.md") or ""
+    strata = [c for c in DEFAULT_STRATA if c in real.columns or c == "age_band"]
+    plot = balance_plot(balance_report(real, strata), zones.curated / "release-balance.png")
+    return ReleaseResult(
+        published,
+        assigned["split"],
+        synthetic_note=note,
+        labels=assigned["label"] if "label" in assigned else pd.Series(dtype=str),
+        card=full_card(store, info),
+        card_url=card_url,
+        plot_markdown=image_markdown(zones, figure_copy(zones, plot), "balance"),
+    )
 
 
 def fresh_synthetic(zones: Zones, real: pd.DataFrame) -> tuple[pd.DataFrame, str]:

@@ -104,7 +104,17 @@ def test_materialize_release_assets_in_process(zones_tmp: Zones, release_cohort)
     )
     assert result.success
     mats = result.asset_materializations_for_node("dataset_release")
-    assert mats[0].metadata["version"].value == "v1"
+    md = mats[0].metadata
+    assert md["version"].value == "v1"
+    # the release page: summary and plot short enough for Dagster to show inline, full card too
+    for key in ("card_summary", "balance_plot", "card"):
+        assert isinstance(md[key], dg.MarkdownMetadataValue), key
+    assert len(str(md["card_summary"].value)) < 1000 and "demo-x@v1" in str(
+        md["card_summary"].value
+    )
+    assert len(str(md["balance_plot"].value)) < 1000
+    assert str(md["balance_plot"].value).startswith("[![balance](http")
+    assert str(md["card"].value).startswith("# demo-x v1-")
     card = (zones_tmp.releases / "demo-x" / "v1" / "card.md").read_text()
     assert result.run_id in card  # lineage names the Dagster run
     (check,) = result.get_asset_check_evaluations()

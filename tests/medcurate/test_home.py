@@ -10,6 +10,7 @@ def test_dagster_yaml_turns_telemetry_off_and_uses_home(tmp_path: Path) -> None:
     path = write_dagster_yaml(tmp_path / "dagster")
     cfg = yaml.safe_load(path.read_text())
     assert cfg["telemetry"]["enabled"] is False
+    assert cfg["nux"]["enabled"] is False  # no e-mail pop-up in the UI
     assert cfg["storage"]["sqlite"]["base_dir"] == str(tmp_path / "dagster")
 
 

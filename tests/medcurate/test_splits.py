@@ -294,3 +294,23 @@ def test_label_weighs_most_so_rare_findings_reach_every_split() -> None:
         assigned = assign_splits(samples, SplitConfig(seed=seed))
         found = assigned.loc[assigned["label"] == "abnormal"].groupby("split")["patient"].nunique()
         assert found.get("validation", 0) >= 1 and found.get("test", 0) >= 1, (seed, found)
+
+
+def test_balance_plot_has_a_panel_row_per_three_attributes(tmp_path: Path) -> None:
+    """One panel per attribute, two to a row: more attributes make the picture taller, not
+    wider, so labels keep their room."""
+    import struct
+
+    def size(attributes: int) -> tuple[int, int]:
+        rows = [
+            {"attribute": f"a{i}", "value": v, "split": s, "proportion": 0.5}
+            for i in range(attributes)
+            for v in ("x", "y")
+            for s in ("train", "validation", "test")
+        ]
+        png = balance_plot(pd.DataFrame(rows), tmp_path / f"{attributes}.png").read_bytes()
+        width, height = struct.unpack(">II", png[16:24])
+        return width, height
+
+    (w2, h2), (w5, h5) = size(2), size(5)  # one row, three rows
+    assert w2 == w5 and h5 > 2 * h2

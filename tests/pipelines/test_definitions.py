@@ -58,7 +58,8 @@ def test_inbox_sensor_requests_one_batch_run(
     [req] = result.run_requests or []
     batch = req.partition_key
     assert batch and (zones_tmp.raw / batch / "study" / "x.dcm").is_file()
-    selection = req.asset_selection or []
+    assert req.job_name == "ingest_batch"  # a named job: the run list says what ran
+    selection = defs.resolve_job_def("ingest_batch").asset_layer.selected_asset_keys
     assert dg.AssetKey("raw_instances") in selection
     graph = defs.resolve_asset_graph()
     for key in selection:  # only batch-partitioned assets can run for a batch key
@@ -95,3 +96,4 @@ def test_round_sensor_waits_when_label_studio_is_down(
     assert "not reachable" in str(result.skip_reason)  # type: ignore[union-attr]
     # the reason says what to do, not an exception's class name
     assert "medcurate labelstudio start" in str(result.skip_reason)  # type: ignore[union-attr]
+    assert "Unreachable" not in str(result.skip_reason)  # type: ignore[union-attr]

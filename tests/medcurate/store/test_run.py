@@ -79,7 +79,10 @@ def test_run_curate_without_volumes_names_the_upstream_asset(zones_tmp: Zones) -
         run_release(zones_tmp, ReleaseSettings(), release_store(zones_tmp), "r")
 
 
-def test_chain_of_plain_functions_is_the_assets_chain(zones_tmp: Zones, release_cohort) -> None:  # type: ignore[no-untyped-def]
+def test_chain_of_plain_functions_is_the_assets_chain(  # type: ignore[no-untyped-def]
+    zones_tmp: Zones, release_cohort, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MEDCURATE_FIGURES_URL", raising=False)  # the default URL
     _inputs(zones_tmp, release_cohort, 8)
     store = release_store(zones_tmp)
     curated, split, released = _chain(zones_tmp, store)
@@ -87,10 +90,18 @@ def test_chain_of_plain_functions_is_the_assets_chain(zones_tmp: Zones, release_
 
     smd = split.metadata()
     assert list(smd) == [
-        "counts", "balance", "max_deviation", "previous_version", "path", "balance_plot"
+        "counts", "balance", "max_deviation", "previous_version", "path", "balance_plot",
+        "balance_plot_embedded",
     ]  # fmt: skip
     assert smd["previous_version"] == "none" and split.problems == []
-    assert smd["balance_plot"].startswith("![balance](data:image/png;base64,")
+    # a short link Dagster shows inline, to a copy named by its content under curated/figures/
+    assert len(smd["balance_plot"]) < 1000
+    assert smd["balance_plot"].startswith("[![balance](http://127.0.0.1:3001/curated/figures/")
+    [copy] = (zones_tmp.curated / "figures").glob("balance-*.png")
+    assert copy.read_bytes() == zones_tmp.balance_plot.read_bytes()
+    url = f"http://127.0.0.1:3001/curated/figures/{copy.name}"
+    assert smd["balance_plot"] == f"[![balance]({url})]({url})"  # a click: full size
+    assert smd["balance_plot_embedded"].startswith("![balance](data:image/png;base64,")
     assert zones_tmp.balance_plot.read_bytes()[:4] == b"\x89PNG"
     assert "largest stratum deviation" in split.summary_line()
 
@@ -100,6 +111,16 @@ def test_chain_of_plain_functions_is_the_assets_chain(zones_tmp: Zones, release_
     assert rmd["manifest_digest"] == info.digest and rmd["pull"].endswith("@v1 DEST")
     assert "| split | samples |" in rmd["splits"] and released.problems == []
     assert f"{info.id} published" in released.summary_line()
+    # the release page: a short summary inline, the full card, the plot by URL
+    summary = rmd["card_summary"]
+    assert len(summary) < 1000 and f"{DEFAULT_DATASET}@v1" in summary and info.id in summary
+    counts = released.splits.value_counts()
+    assert f"train {counts['train']}" in summary and "labels: " in summary
+    card_url = f"http://127.0.0.1:3001/releases/{DEFAULT_DATASET}/v1/card.md"
+    assert f"[dataset card]({card_url})" in summary
+    assert rmd["card"] == (zones_tmp.releases / DEFAULT_DATASET / "v1" / "card.md").read_text()
+    assert rmd["balance_plot"].startswith("[![balance](http://127.0.0.1:3001/curated/figures/")
+    assert len(rmd["balance_plot"]) < 1000
 
     # the same inputs again: no new version; new patients: v2, and v1's patients stay put
     assert run_release(zones_tmp, ReleaseSettings(), store, "run-2").published.created is False
