@@ -41,7 +41,7 @@ WORKERS ?= 2
 # everything: lint, then every test (the slow ones and those that start servers included).
 # Linting (CPU) and installing Label Studio (mostly disk) overlap; a lint failure still stops it.
 test: setup
-	@$(MAKE) --no-print-directory -j2 lint labelstudio
+	@$(MAKE) --no-print-directory -j2 lint labelstudio browser
 	$(BIN)/pytest -q -p no:cacheprovider -n $(WORKERS)
 
 # the quick loop while editing: tests marked slow (more than a few seconds) are left out
@@ -57,16 +57,31 @@ test-integration: setup
 demo: setup labelstudio
 	$(BIN)/python -m pipelines.demo
 
+# Dagster (127.0.0.1:3000), Label Studio (:8080, started unless running) and the figures server
+# (:3001, the plots in Dagster's metadata) together; Ctrl-C stops them (see medcurate/services/ui.py)
 ui: setup labelstudio
-	@$(BIN)/medcurate labelstudio start
-	@echo "Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)"
-	@# after `make demo`, runs use the demo's salt unless MEDCURATE_DEID_SALT is set
-	@MEDCURATE_DEID_SALT="$${MEDCURATE_DEID_SALT:-$$(cat $(MEDCURATE_HOME)/restricted/demo-salt 2>/dev/null)}" \
-	  env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	@$(BIN)/medcurate ui
 
 .PHONY: labelstudio
 labelstudio: setup  # the annotation server in its own venv + a pre-migrated database
 	@$(BIN)/medcurate labelstudio install
+
+# Debian's chromium for the browser tests (tests/browser): playwright drives /usr/bin/chromium, as
+# its own browser download is not reachable here. apt-get needs root: sudo when not root.
+.PHONY: browser screenshots
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo=sudo; else \
+	    echo "make browser: /usr/bin/chromium is missing; install Debian's chromium as root" \
+	      "(apt-get install -y chromium): the browser tests need it" >&2; exit 1; fi; \
+	  $$sudo apt-get update -qq && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || { \
+	    echo "make browser: apt-get could not install chromium; the browser tests need" \
+	      "/usr/bin/chromium" >&2; exit 1; }; }
+
+# the README's pictures (docs/img/*.png), taken by the browser tests
+screenshots: setup labelstudio browser
+	MEDCURATE_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest -q -p no:cacheprovider tests/browser
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
