@@ -41,7 +41,7 @@ WORKERS ?= 2
 # everything: lint, then every test (the slow ones and those that start servers included).
 # Linting (CPU) and installing Label Studio (mostly disk) overlap; a lint failure still stops it.
 test: setup
-	@$(MAKE) --no-print-directory -j2 lint labelstudio browser
+	@$(MAKE) --no-print-directory -j2 lint labelstudio tools
 	$(BIN)/pytest -q -p no:cacheprovider -n $(WORKERS)
 
 # the quick loop while editing: tests marked slow (more than a few seconds) are left out
@@ -66,18 +66,23 @@ ui: setup labelstudio
 labelstudio: setup  # the annotation server in its own venv + a pre-migrated database
 	@$(BIN)/medcurate labelstudio install
 
-# Debian's chromium for the browser tests (tests/browser): playwright drives /usr/bin/chromium, as
-# its own browser download is not reachable here. apt-get needs root: sudo when not root.
-.PHONY: browser screenshots
-browser:
-	@test -x /usr/bin/chromium || { \
+# Debian's programs the tests drive: chromium (tests/browser: playwright cannot download its own
+# browser here), dicom3tools' dciodvfy (IOD validation of de-identified objects) and tesseract
+# (OCR of burned-in text). apt-get needs root: sudo when not root. One apt-get for all that miss.
+DEBIAN_TOOLS := /usr/bin/chromium:chromium /usr/bin/dciodvfy:dicom3tools \
+  /usr/bin/tesseract:tesseract-ocr /usr/share/tesseract-ocr/5/tessdata/eng.traineddata:tesseract-ocr-eng
+.PHONY: tools browser screenshots
+tools:
+	@missing=; for t in $(DEBIAN_TOOLS); do test -e "$${t%%:*}" || missing="$$missing $${t##*:}"; done; \
+	test -z "$$missing" || { \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo=sudo; else \
-	    echo "make browser: /usr/bin/chromium is missing; install Debian's chromium as root" \
-	      "(apt-get install -y chromium): the browser tests need it" >&2; exit 1; fi; \
+	    echo "make tools: missing Debian packages:$$missing; install them as root" \
+	      "(apt-get install -y$$missing): the tests need them" >&2; exit 1; fi; \
+	  echo "installing Debian packages:$$missing"; \
 	  $$sudo apt-get update -qq && \
-	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || { \
-	    echo "make browser: apt-get could not install chromium; the browser tests need" \
-	      "/usr/bin/chromium" >&2; exit 1; }; }
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || { \
+	    echo "make tools: apt-get could not install$$missing; the tests need them" >&2; exit 1; }; }
+browser: tools
 
 # the README's pictures (docs/img/*.png), taken by the browser tests
 screenshots: setup labelstudio browser
