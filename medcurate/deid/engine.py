@@ -47,10 +47,11 @@ from pydicom.uid import (
 from medcurate.deid.clean import clean_text
 from medcurate.deid.dates import DateShifter
 from medcurate.deid.identity import NO_IDENTIFIERS, PatientIdentifiers, patient_identifiers
+from medcurate.deid.iod import IodTypes, iod_types
 from medcurate.deid.policy import RISKY_MODALITIES, RISKY_SOP_PREFIXES, Policy
 from medcurate.deid.private import filter_private
 from medcurate.deid.pseudonyms import Keyer, patient_key, patient_pseudonym, site_code
-from medcurate.deid.table import Action, ActionTable, action_table
+from medcurate.deid.table import Action, ActionTable, action_table, keep_conformant
 from medcurate.deid.uids import UIDMapper, keeps_uid
 
 DICOMDIR_SOP_CLASS = MediaStorageDirectoryStorage
@@ -68,6 +69,8 @@ _KEEP_AS_READ = frozenset({0x00080005})
 _CS_VALUE = re.compile(r"[A-Z0-9 _]{0,16}")
 _CODE_VALUE = re.compile(r"[A-Za-z0-9 ._:\-]{0,16}")
 _SAFE_CACHE_MAX = 4096
+_DUMMY_TEXT = {0x00281054: "US"}
+"""Dummies where the standard enumerates the values: Rescale Type US (unspecified)."""
 
 
 def _date_time_pairs() -> dict[int, int]:
@@ -149,6 +152,9 @@ class Deidentifier:
         self._marker_elements: dict[tuple[bool, bool] | None, list[Any]] = {}
         self._safe: dict[tuple[str, str], bool] = {}
         self._ids: PatientIdentifiers = NO_IDENTIFIERS
+        self._iod: IodTypes | None = None  # the current object's IOD (compound actions)
+        self._path: tuple[int, ...] = ()  # tags of the sequences the walk is in
+        self._iod_tags = frozenset(self.table.compound) | self.table.removed
 
     def __repr__(self) -> str:
         return f"Deidentifier(profile={self.policy.options.profile_text()!r})"
@@ -175,6 +181,8 @@ class Deidentifier:
                 info.crosswalk.append((kw, original, self.uids(original)))
         shifter = DateShifter.for_patient(self.keyer, key)
         self._ids = patient_identifiers(lambda tag: raw_text(ds, tag), _other_ids(ds))
+        self._iod = iod_types(raw_text(ds, 0x00080016))
+        self._path = ()
 
         transfer_syntax = _transfer_syntax(ds)
         try:
@@ -267,6 +275,12 @@ class Deidentifier:
                 del d[tag]
                 continue
             vr, action = self._decide(tag, d[tag])
+            if self._iod is not None and (
+                t in self._iod_tags or (t >> 24 == 0x60 and self.table.depends_on_iod(t))
+            ):
+                # X/Z, X/D, Z/D, X/Z/D and X: what this IOD needs at this path (1: D, 2: Z)
+                path = (*self._path, t)
+                action = self.table.lookup_in_iod(t, path, self._iod, vr == "SQ")
             if action is None:
                 continue
             self._apply(ds, tag, vr, action, shifter, done)
@@ -297,7 +311,7 @@ class Deidentifier:
             if action is Action.EMPTY:
                 elem.value = Sequence()
             elif action is Action.CLEAN:
-                del ds[tag]
+                self._drop(ds, tag, sequence=True)
             else:  # DUMMY, UID, UIDSEQ, SHIFT on a sequence: keep it, clean what it holds
                 self._recurse(elem, shifter)
             return
@@ -316,12 +330,12 @@ class Deidentifier:
             if elem.VR in _TEXT_VRS or elem.VR in ("PN",):
                 joined = "\\".join(str(v) for v in _values(elem))
                 if clean_text(joined) is None or self._ids.found_in(joined):
-                    del ds[tag]
+                    self._drop(ds, tag)
             else:
-                del ds[tag]
+                self._drop(ds, tag)
         elif action is Action.TEXT or action is Action.CODE:
             if not self._keeps(action, vr, [str(v) for v in _values(elem)]):
-                _empty(elem)
+                self._blank(ds, tag)
         elif action is Action.UIDSEQ:
             _map_values(elem, self.uids) if elem.VR == "UI" else None
 
@@ -381,10 +395,10 @@ class Deidentifier:
         elif action is Action.CLEAN:
             joined = "\\".join(values)
             if vr == "UI" or clean_text(joined) is None or self._ids.found_in(joined):
-                del ds[tag]
+                self._drop(ds, tag)
         elif action is Action.TEXT or action is Action.CODE:
             if not self._keeps(action, vr, values):
-                _put_raw(ds, tag, raw, vr, [])
+                self._blank(ds, tag)
         elif action is Action.SHIFT:
             del ds[tag]  # nothing to shift in a text value (e.g. a timezone offset)
         else:
@@ -409,9 +423,45 @@ class Deidentifier:
             self._safe[key] = safe
         return safe and not self._ids.found_in(joined)
 
+    def _drop(self, ds: Dataset, tag: BaseTag, sequence: bool = False) -> None:
+        """Remove a value that failed cleaning, unless this IOD needs the attribute at this path:
+        then empty it (Type 2) or give it a dummy (Type 1), which leaks nothing either."""
+        kind = self._iod.type_of((*self._path, int(tag))) if self._iod is not None else None
+        action = keep_conformant(Action.REMOVE, kind, sequence)
+        if action is Action.REMOVE:
+            del ds[tag]
+        elif sequence:
+            ds[tag].value = Sequence()
+        elif action is Action.EMPTY:
+            _empty(ds[tag])
+        else:
+            self._dummy(ds, ds[tag])
+
+    def _blank(self, ds: Dataset, tag: BaseTag) -> None:
+        """Empty an unlisted text value that failed the safe-text rules; a dummy where this IOD
+        makes the attribute Type 1 or 1C (at the top level, or in any sequence when nested)."""
+        nested = bool(self._path)
+        if self._iod is not None and self._iod.text_type(int(tag), nested) in ("1", "1C"):
+            fixed = _DUMMY_TEXT.get(int(tag))
+            if fixed is not None:
+                ds[tag].value = fixed
+            else:
+                self._dummy(ds, ds[tag])
+            return
+        raw = ds._dict[tag]
+        if type(raw) is RawDataElement and isinstance(raw.value, bytes):
+            _put_raw(ds, tag, raw, self._vr(tag, raw), [])
+        else:
+            _empty(ds[tag])
+
     def _recurse(self, elem: DataElement, shifter: DateShifter) -> None:
-        for item in elem.value or []:
-            self._process(item, shifter)
+        outer = self._path
+        self._path = (*outer, int(elem.tag))
+        try:
+            for item in elem.value or []:
+                self._process(item, shifter)
+        finally:
+            self._path = outer
 
     def _shift(self, ds: Dataset, elem: DataElement, shifter: DateShifter, done: set[int]) -> bool:
         vr = elem.VR

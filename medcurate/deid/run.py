@@ -5,6 +5,12 @@ pseudonym and new UIDs only) or a row in ``reasons.csv`` with its original copie
 quarantine folder under ``restricted/``. Workers write under temporary names; the parent claims the
 final names in input order, so the result is the same for any number of workers.
 
+Images whose pixels may carry burned-in text (projection, ultrasound, secondary capture, photos:
+``burnedin``) are read by OCR in the worker, their text blanked and checked again; only what
+cannot be cleaned is quarantined (``BURNED_IN``, the message names the code). The boxes blanked
+go to ``<manifest>.pixels.json`` and the counts to the metadata. OCR is the costly step: it runs
+only on the images the risk rules select, in the workers of the pool, one Tesseract thread each.
+
 One bad file never stops the batch: every per-file step (parse, depth check, engine, encoding,
 verifier, write) turns any failure, ``RecursionError`` included, into a quarantine reason. Every
 target folder is checked writable before the first output is written, so a bad folder fails the run
@@ -21,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -46,8 +53,9 @@ from medcurate.config import (
     MissingSaltError,
     Zones,
 )
+from medcurate.deid.burnedin import PixelResult, clean_pixels, mark_clean
 from medcurate.deid.encode import encode
-from medcurate.deid.engine import DICOMDIR_SOP_CLASS, Deidentifier, burned_in_reason
+from medcurate.deid.engine import DICOMDIR_SOP_CLASS, Deidentifier
 from medcurate.deid.limits import MAX_SEQUENCE_DEPTH, dataset_depth, too_deep
 from medcurate.deid.policy import Policy
 from medcurate.deid.verify import verify
@@ -127,7 +135,12 @@ class DeidResult:
     verifier_hit_files: int = 0
     verifier_hits: int = 0
     verifier_tokens: int = 0
+    pixels_checked: int = 0
+    pixels_cleaned: int = 0
+    pixel_boxes: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    pixel_rows: list[dict[str, Any]] = field(default_factory=list)
+    """Per cleaned output: its path and the boxes blanked (frame, x, y, w, h), never words."""
 
     @property
     def quarantined_total(self) -> int:
@@ -164,6 +177,9 @@ class DeidResult:
             "verifier_files_with_hits": self.verifier_hit_files,
             "verifier_hits": self.verifier_hits,
             "verifier_tokens_checked": self.verifier_tokens,
+            "pixels_ocr_checked": self.pixels_checked,
+            "pixels_cleaned": self.pixels_cleaned,
+            "pixel_boxes_blanked": self.pixel_boxes,
             "patients": len({r["patient"] for r in self.rows}),
             "studies": len({r["study_uid"] for r in self.rows}),
             "profile": self.profile,
@@ -185,6 +201,7 @@ class _Outcome:
     verified: bool = False
     hits: int = 0
     tokens: int = 0
+    pixels: PixelResult | None = None
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -259,12 +276,25 @@ def _process_quiet(task: tuple[int, str, str]) -> _Outcome:
         out.reason = NOT_AN_INSTANCE
         out.message = "no SOP class, study, series or instance UID (not a DICOM instance)"
         return out
-    risk = burned_in_reason(ds, _ENGINE.policy)
-    if risk is not None:
-        out.reason, out.message = BURNED_IN, f"burned-in identity risk: {risk}; review"
+    try:  # burned-in text: OCR, blank, OCR again (see ``burnedin``); refused when it cannot
+        pixels = clean_pixels(ds, _ENGINE.policy)
+    except Exception as exc:
+        out.reason, out.message = _failure(BURNED_IN, "burned-in text check failed", exc)
         return out
+    if pixels.reason is not None:
+        out.reason = BURNED_IN
+        out.message = f"burned-in text cannot be cleaned ({pixels.message}); review"
+        return out
+    out.pixels = pixels if pixels.checked else None
     try:
+        original_sop = str(ds.SOPInstanceUID)
         info = _ENGINE.deidentify(ds)
+        cleaned_uid = mark_clean(ds, pixels, _ENGINE)
+        if cleaned_uid is not None:  # the cleaned object is a new instance: the crosswalk says so
+            info.crosswalk = [
+                (k, o, cleaned_uid if (k, o) == ("SOPInstanceUID", original_sop) else r)
+                for k, o, r in info.crosswalk
+            ]
         relpath = "/".join(
             (
                 info.patient,
@@ -283,7 +313,15 @@ def _process_quiet(task: tuple[int, str, str]) -> _Outcome:
         out.reason, out.message = _failure(WRITE_ERROR, "cannot encode output", exc)
         return out
     try:
-        result = verify(data, blob, relpath, source_name=rel)
+        cleaned = (bytes(ds.PixelData),) if pixels.changed else ()
+        result = verify(
+            data,
+            blob,
+            relpath,
+            source_name=rel,
+            cleaned=cleaned,
+            burned_in_allow=_ENGINE.policy.burned_in_allow,
+        )
     except Exception as exc:
         out.reason, out.message = _failure(VERIFIER_ERROR, "the verifier failed", exc)
         return out
@@ -432,6 +470,7 @@ def deidentify_files(
     for o in sorted(outcomes, key=lambda o: o.index):
         result.verified_files += o.verified
         result.verifier_tokens += o.tokens
+        result.pixels_checked += o.pixels is not None
         if o.hits:
             result.verifier_hit_files += 1
             result.verifier_hits += o.hits
@@ -452,13 +491,31 @@ def deidentify_files(
         claimed.add(o.relpath)
         assert o.row is not None
         result.rows.append(o.row)
+        if o.pixels is not None and o.pixels.changed:
+            result.pixels_cleaned += 1
+            result.pixel_boxes += len(o.pixels.boxes)
+            result.pixel_rows.append(
+                {"path": o.relpath, "boxes": [list(b) for b in o.pixels.boxes]}
+            )
         crosswalk.update(o.crosswalk)
         result.written += 1
 
     _write_reasons(quarantine_dir / DEID_REASONS, reasons)
     _write_crosswalk(crosswalk_path, crosswalk)
     write_manifest(manifest_path, result.rows)
+    write_pixel_record(pixel_record_path(manifest_path), result.pixel_rows)
     return result
+
+
+def pixel_record_path(manifest_path: Path) -> Path:
+    """``<manifest>.pixels.json`` beside the manifest (not a parquet: manifests are globbed)."""
+    return manifest_path.with_name(manifest_path.stem + ".pixels.json")
+
+
+def write_pixel_record(path: Path, rows: list[dict[str, Any]]) -> None:
+    """What the burned-in step blanked, per output path: boxes (frame, x, y, w, h), no words."""
+    body = {"boxes": "frame,x,y,width,height", "cleaned": sorted(rows, key=lambda r: r["path"])}
+    atomic_write_bytes(path, (json.dumps(body, sort_keys=True, indent=1) + "\n").encode())
 
 
 def _prepare_targets(targets: dict[str, tuple[Path, Path | None]]) -> None:

@@ -7,8 +7,11 @@ file-name tokens). It then searches the output's bytes and relative path for eac
 patient's own identifiers (names and their parts, patient and other IDs, issuer, accession number,
 birth date in its written forms) are searched for everywhere, whatever element they came from and
 whatever the output keeps: an MRN planted in a kept attribute is a hit. Shared
-with the engine are only data files: the table, the Clean Descriptors vocabulary and the safe
-private allow-list (a descriptor word on the vocabulary is allowed to survive by definition).
+with the engine are only data files: the table, the Clean Descriptors vocabulary, the safe
+private allow-list (a descriptor word on the vocabulary is allowed to survive by definition) and
+the PS3.3 types (``iod-types.json``): a sequence whose compound code gives D because its IOD makes
+it Type 1/1C is kept and cleaned by the engine, so its items are judged one by one, as for a D
+sequence. Emptied or dummy values (Z and D where the IOD needs them) hold no source value: no hit.
 
 False alarms are kept down without weakening the search: tokens shorter than 3-4 characters and
 bare short numbers are skipped, values the profile keeps (sex, age, kept descriptors, ...) are
@@ -537,12 +540,15 @@ def _walk(
     meta: bool = False,
     parent: list[str] | None = None,
     top: bool = False,
+    path: tuple[int, ...] = (),
+    sop_class: str = "",
 ) -> None:
     """Classify every element by tag and VR; only sensitive ones are decoded into tokens."""
     enc = _encodings(elements, parent) if not meta else None
     col.codecs = tuple(enc or ())
     if top:
         _identity(elements, col, enc)
+        sop_class = _sop_class(elements)
     creators: dict[tuple[int, int], str] = {}
     safe, safe_vrs = _safe_private()
     for tag, stored_vr, value in elements:
@@ -551,12 +557,19 @@ def _walk(
         if vr == "SQ":
             # Removed or emptied sequences: everything inside must be gone. Others (not
             # listed, or D / X/Z/U*: kept and cleaned inside) are judged item by item.
-            all_sensitive = meta or group & 1 or _status(tag, vr) == "sensitive-all"
+            all_sensitive = (
+                meta
+                or group & 1
+                or (
+                    _status(tag, vr) == "sensitive-all"
+                    and not _dummy_sequence(sop_class, (*path, tag))
+                )
+            )
             for item in value or []:
                 if all_sensitive:
                     _walk_all_sensitive(item, col, parent=enc)
                 else:
-                    _walk(item, col, parent=enc)
+                    _walk(item, col, parent=enc, path=(*path, tag), sop_class=sop_class)
             col.codecs = tuple(enc or ())
             continue
         if meta:
@@ -586,6 +599,44 @@ def _walk(
             col.clean(vr, _raw_values(vr, value, enc))
         else:
             col.sensitive(vr, _raw_values(vr, value, enc))
+
+
+@cache
+def _iod_types() -> tuple[dict[str, str], dict[str, dict[str, str]], frozenset[int]]:
+    """(SOP class -> IOD, IOD -> {path: PS3.3 type}, sequence tags with a D-capable compound code)
+    from the vendored data files (the types table and Table E.1-1), not from the engine."""
+    root = resources.files("medcurate") / "data"
+    data = json.loads((root / "iod-types.json").read_text(encoding="utf-8"))
+    rows = json.loads((root / "ps3.15-annex-e.json").read_text(encoding="utf-8"))
+    compound_d = frozenset(
+        int(r["id"], 16)
+        for r in rows
+        if r["basicProfile"] in ("X/D", "Z/D", "X/Z/D") and len(r["id"]) == 8
+    )
+    paths = {iod: v.get("paths", {}) for iod, v in data["iods"].items()}
+    return data["sop_classes"], paths, compound_d
+
+
+def _dummy_sequence(sop_class: str, path: tuple[int, ...]) -> bool:
+    """A sequence whose compound code (X/D, Z/D, X/Z/D) gives D because its IOD makes it Type 1
+    or 1C at this path: de-identification keeps it and cleans its items (as for a D sequence),
+    so its items are judged one by one instead of all being searched for."""
+    sop_classes, paths, compound_d = _iod_types()
+    if path[-1] not in compound_d:
+        return False
+    iod = sop_classes.get(sop_class)
+    if iod is None:
+        return False
+    key = ":".join(f"{t:08x}" for t in path)
+    return paths.get(iod, {}).get(key) in ("1", "1C")
+
+
+def _sop_class(elements: list[_Element]) -> str:
+    for tag, _vr, value in elements:
+        if tag == 0x00080016:
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value or "")
+            return text.strip(" \x00")
+    return ""
 
 
 def _identity(elements: list[_Element], col: _Collector, enc: list[str] | None) -> None:
@@ -677,13 +728,26 @@ def collector(source: bytes, source_name: str = "") -> _Collector:
     return col
 
 
-def verify(source: bytes, output: bytes, output_path: str, source_name: str = "") -> VerifyResult:
+def verify(
+    source: bytes,
+    output: bytes,
+    output_path: str,
+    source_name: str = "",
+    *,
+    cleaned: tuple[bytes, ...] = (),
+    burned_in_allow: frozenset[str] | None = None,
+) -> VerifyResult:
     """Search ``output`` (bytes) and ``output_path`` for every value the profile removes, and
     for every identifier of the patient wherever it appears (any element, VR, depth, the file
-    meta, the path), whatever the output keeps."""
+    meta, the path), whatever the output keeps.
+
+    ``cleaned``: pixel data the burned-in step blanked text in (checked by its own OCR pass), cut
+    out like retained pixels (long identifiers are still searched in them). With
+    ``burned_in_allow`` (modalities or SOP classes let through unchecked), an image whose pixels
+    may carry text and that does not say it was cleaned is a hit (``burned_in_unchecked``)."""
     col = collector(source, source_name)
-    tokens, identity, bulk = col.tokens, col.identity, col.bulk
-    kept = b"\n".join(col.kept).lower()
+    tokens, identity, bulk = col.tokens, col.identity, [*col.bulk, *cleaned]
+    kept = b"\n".join([*col.kept, _CLEAN_PIXEL_MARKER]).lower()
     hay = output
     for blob in bulk:  # retained bulk data (pixels) is byte-identical: cut it out of the haystack
         i = hay.find(blob)
@@ -711,4 +775,46 @@ def verify(source: bytes, output: bytes, output_path: str, source_name: str = ""
         if found:
             result.hits += 1
             result.kinds[kind] += 1
+    if burned_in_allow is not None:
+        result.checked += 1
+        if burned_in_unchecked(source, output, burned_in_allow):
+            result.hits += 1
+            result.kinds["burned-in"] += 1
     return result
+
+
+# Images whose pixels may carry burned-in text: the header says so, or the class usually does.
+_TEXT_MODALITIES = frozenset({"US", "IVUS", "XC", "ES", "OT", "DOC", "GM", "SC"})
+_TEXT_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.7",  # secondary capture
+    "1.2.840.10008.5.1.4.1.1.6.",  # ultrasound
+    "1.2.840.10008.5.1.4.1.1.3.1",  # ultrasound multi-frame
+    "1.2.840.10008.5.1.4.1.1.77.",  # visible light
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated documents
+)
+_CLEAN_PIXEL_CODE = "113101"  # CID 7050: Clean Pixel Data Option
+_CLEAN_PIXEL_MARKER = b"113101 Clean Pixel Data Option"  # written by the burned-in step
+
+
+def burned_in_unchecked(source: bytes, output: bytes, allow: frozenset[str] = frozenset()) -> bool:
+    """True when the source's pixels may carry text (BurnedInAnnotation YES, or a modality or
+    SOP class that usually does, not on ``allow``) and the output does not say they were cleaned:
+    BurnedInAnnotation NO and the Clean Pixel Data code in DeidentificationMethodCodeSequence."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        src = pydicom.dcmread(BytesIO(source), force=True, stop_before_pixels=True)
+        out = pydicom.dcmread(BytesIO(output), force=True, stop_before_pixels=True)
+    modality = str(src.get("Modality", "") or "").upper()
+    sop_class = str(src.get("SOPClassUID", "") or "")
+    if modality in allow or sop_class in allow:
+        return False
+    risky = (
+        str(src.get("BurnedInAnnotation", "") or "").upper() == "YES"
+        or modality in _TEXT_MODALITIES
+        or sop_class.startswith(_TEXT_SOP_PREFIXES)
+    )
+    if not risky:
+        return False
+    codes = {str(i.get("CodeValue", "")) for i in out.get("DeidentificationMethodCodeSequence", [])}
+    said_no = str(out.get("BurnedInAnnotation", "") or "").upper() == "NO"
+    return not (said_no and _CLEAN_PIXEL_CODE in codes)

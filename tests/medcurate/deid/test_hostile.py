@@ -68,6 +68,7 @@ def _batch(root: Path, deep: bool = True) -> Path:
         save(ct_instance(sop_uid=f"{base}{i + 1}"), root / f"ZQXSURNAME/ok{i}.dcm")
     us = ct_instance(sop_uid=f"{base}50")
     us.Modality = "US"  # quarantined as burned_in: restricted/ gets a copy and a reason
+    us.RecognizableVisualFeatures = "YES"  # OCR cleans text, not faces: still refused
     save(us, root / "ZQXSURNAME/us.dcm")
     if deep:
         _write_deep(root / "ZQXSURNAME/deep_defined.dcm", f"{base}98")

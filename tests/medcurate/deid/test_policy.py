@@ -21,3 +21,13 @@ def test_safe_private_list_is_numeric_only() -> None:
     pairs, vrs = safe_private_allow_list()
     assert ("siemens mr header", 0x0C) in pairs
     assert vrs.isdisjoint({"LO", "SH", "PN", "LT", "UN", "OB"})
+
+
+def test_pixel_masks_from_env_and_ocr_defaults() -> None:
+    p = Policy.from_env({"MEDCURATE_DEID_PIXEL_MASKS": "US:0,0,1,0.1;US@ACME:0,0.9,1,1"})
+    assert [m.modality for m in p.pixel_masks] == ["US", "US"]
+    assert p.pixel_masks[1].applies("US", "ACME MEDICAL", 480, 640)
+    assert not p.pixel_masks[1].applies("US", "OTHER", 480, 640)
+    assert Policy.from_env({}).pixel_masks == ()
+    assert {"DX", "CR", "MG", "US", "SC", "OT"} <= Policy().ocr_modalities
+    assert not {"CT", "MR", "PT"} & Policy().ocr_modalities
