@@ -33,6 +33,20 @@ from medcurate.services.wait import WaitTimeout, wait_until
 START_ADVICE = "start it with `medcurate labelstudio start` or `make ui`"
 
 
+def refused_message(status: int) -> str:
+    """What to do when Label Studio answers but refuses a call (a setting to fix, not a crash)."""
+    if status in (401, 403):
+        return (
+            f"Label Studio refuses the API token (HTTP {status}): set LABEL_STUDIO_API_KEY to a "
+            "Label Studio user's token, or unset LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to use "
+            "the server `medcurate labelstudio start` runs for MEDCURATE_HOME"
+        )
+    return (
+        f"Label Studio answered HTTP {status} when asked for the rounds' progress: "
+        "see its log (`medcurate labelstudio status`), or restart it with `make ui`"
+    )
+
+
 class LabelStudioUnreachable(RuntimeError):
     """Label Studio does not answer (down, restarting, or a wrong URL): a reason to wait."""
 

@@ -346,3 +346,27 @@ def rounds_progress(
             done, total = round_progress(client, info)
             out.append(RoundProgress(r, int(info["project_id"]), done, total))
     return out
+
+
+def progress_summary(
+    rounds: Sequence[str], progress: Sequence[RoundProgress], exported: set[str]
+) -> str:
+    """``round-2: 80/117 tasks done; round-1: exported`` (newest round first): the round
+    sensor's skip reason. ``rounds`` are every round known (some may have no tasks yet)."""
+    by_round = {p.round: p for p in progress}
+    parts = []
+    for r in sorted(rounds, key=_order, reverse=True):
+        p = by_round.get(r)
+        if p is None:
+            parts.append(f"{r}: no tasks yet (run annotation_round)")
+        elif r in exported:
+            parts.append(f"{r}: exported")
+        else:
+            parts.append(f"{r}: {p.done}/{p.total} tasks done")
+    return "; ".join(parts) or "no annotation round yet (run annotation_round for round-1)"
+
+
+def _order(round: str) -> tuple[int, str]:
+    """Round number order; a partition key that is not ``round-N`` sorts first."""
+    m = ROUND_RE.match(round)
+    return (int(m.group(1)) if m else -1, round)

@@ -14,9 +14,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import dagster as dg
+from requests import HTTPError
 
-from annotation.client import LabelStudioUnreachable
+from annotation.client import LabelStudioUnreachable, refused_message
 from annotation.rounds import RoundProgress, rounds_progress
+from annotation.rounds import progress_summary as progress_summary  # the round sensor's words
 from annotation.stages import (
     RoundNotReady,
     TasksConfig,
@@ -41,11 +43,14 @@ def open_rounds(
     home: MedcurateHome, labelstudio: LabelStudioResource, rounds: Sequence[str]
 ) -> list[RoundProgress] | str:
     """Each round's progress in Label Studio, or why it cannot be read (the round sensor's skip
-    reason: a server that is down, or not set up, is a reason to wait, not an error)."""
+    reason: a server that is down, not set up or refusing the token is a reason to wait, with the
+    fix, not an error)."""
     try:
         return rounds_progress(home.zones(), rounds, labelstudio.client().check())
     except (ConfigError, LabelStudioUnreachable) as exc:
         return str(exc)
+    except HTTPError as exc:  # it answers, but refuses
+        return refused_message(exc.response.status_code if exc.response is not None else 0)
 
 
 @contextmanager

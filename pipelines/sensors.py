@@ -1,12 +1,15 @@
 """Sensors: the inbox watcher that turns files dropped together into one batch partition, and the
 round watcher that notices a finished annotation round."""
 
-from collections.abc import Sequence
-
 import dagster as dg
-from requests import HTTPError
 
-from assets.annotation import RoundProgress, annotations, consensus_labels, open_rounds
+from assets.annotation import (
+    RoundProgress,
+    annotations,
+    consensus_labels,
+    open_rounds,
+    progress_summary,
+)
 from assets.ingest import claim_inbox, pending_batches
 from assets.partitions import batch_partitions, round_partitions
 from assets.resources import LabelStudioResource, MedcurateHome
@@ -82,10 +85,7 @@ def round_sensor(
     context: dg.SensorEvaluationContext, home: MedcurateHome, labelstudio: LabelStudioResource
 ) -> dg.SensorResult:
     rounds = context.instance.get_dynamic_partitions(str(round_partitions.name))
-    try:
-        progress = open_rounds(home, labelstudio, rounds)
-    except HTTPError as exc:  # it answers, but refuses: a setting to fix, not a crash
-        progress = _refused(exc)
+    progress = open_rounds(home, labelstudio, rounds)
     if isinstance(progress, str):
         return dg.SensorResult(skip_reason=f"{progress} (asked again at the next tick)")
     exported = {p.round for p in progress if p.finished and _exported(context.instance, p)}
@@ -101,44 +101,7 @@ def round_sensor(
         requests.append(dg.RunRequest(run_key=run_key, job_name=consensus_job.name))
     if requests:
         return dg.SensorResult(run_requests=requests)
-    return dg.SensorResult(skip_reason=progress_line(rounds, progress, exported))
-
-
-def _refused(exc: HTTPError) -> str:
-    code = exc.response.status_code if exc.response is not None else 0
-    if code in (401, 403):
-        return (
-            f"Label Studio refuses the API token (HTTP {code}): set LABEL_STUDIO_API_KEY to a "
-            "Label Studio user's token, or unset LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to use "
-            "the server `medcurate labelstudio start` runs for MEDCURATE_HOME"
-        )
-    return (
-        f"Label Studio answered HTTP {code} when asked for the rounds' progress: "
-        "see its log (`medcurate labelstudio status`), or restart it with `make ui`"
-    )
-
-
-def progress_line(
-    rounds: Sequence[str], progress: Sequence[RoundProgress], exported: set[str]
-) -> str:
-    """``round-2: 80/117 tasks done; round-1: exported`` (newest round first), what the UI shows
-    as the round sensor's skip reason."""
-    by_round = {p.round: p for p in progress}
-    parts = []
-    for r in sorted(rounds, key=_round_order, reverse=True):
-        p = by_round.get(r)
-        if p is None:
-            parts.append(f"{r}: no tasks yet (run annotation_round)")
-        elif r in exported:
-            parts.append(f"{r}: exported")
-        else:
-            parts.append(f"{r}: {p.done}/{p.total} tasks done")
-    return "; ".join(parts) or "no annotation round yet (run annotation_round for round-1)"
-
-
-def _round_order(round: str) -> tuple[int, str]:
-    number = round.rsplit("-", 1)[-1]
-    return (int(number) if number.isdigit() else -1, round)
+    return dg.SensorResult(skip_reason=progress_summary(rounds, progress, exported))
 
 
 def _exported(instance: dg.DagsterInstance, p: RoundProgress) -> bool:

@@ -209,3 +209,16 @@ def test_finding_slices_one_per_finding_largest_first() -> None:
     assert finding_slices(pred, 2) == [5, 9]  # the tiny one is dropped first
     assert finding_slices(pred, 1) == [5]
     assert finding_slices(np.zeros_like(pred), 4) == []
+
+
+def test_progress_summary_newest_round_first() -> None:
+    from annotation.rounds import RoundProgress, progress_summary
+
+    progress = [RoundProgress("round-2", 7, 80, 117), RoundProgress("round-10", 9, 5, 5),
+                RoundProgress("round-1", 3, 40, 40)]  # fmt: skip
+    line = progress_summary(["round-1", "round-2", "round-10", "round-11"], progress, {"round-1"})
+    assert line == (
+        "round-11: no tasks yet (run annotation_round); round-10: 5/5 tasks done; "
+        "round-2: 80/117 tasks done; round-1: exported"
+    )
+    assert progress_summary([], [], set()).startswith("no annotation round yet")

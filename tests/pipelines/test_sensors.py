@@ -153,6 +153,8 @@ def test_round_sensor_says_how_to_fix_a_refused_token(
     """Label Studio answers but refuses the token: a skip reason with the fix, not a crash."""
     import requests
 
+    import assets.annotation
+    from annotation.client import LabelStudioClient
     from pipelines import sensors
 
     def refuse(*_: object) -> list[RoundProgress]:
@@ -160,7 +162,10 @@ def test_round_sensor_says_how_to_fix_a_refused_token(
         response.status_code = 401
         raise requests.HTTPError("401 Client Error", response=response)
 
-    monkeypatch.setattr(sensors, "open_rounds", refuse)
+    # the server answers its health probe, then refuses the listing of a round's tasks
+    monkeypatch.setattr(LabelStudioClient, "check", lambda self: self)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "a-token-the-server-refuses")
+    monkeypatch.setattr(assets.annotation, "rounds_progress", refuse)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("round", ["round-1"])
     resources = {
