@@ -5,11 +5,14 @@ slice normal (cross product of the two ImageOrientationPatient vectors) by Image
 never by file name or InstanceNumber, and refusing what does not make one regular stack: missing
 slices, uneven gaps, duplicate positions, mixed geometry. Where a series is several stacks in one
 (several acquisitions or time points, a three-plane localizer), it is split into parts, each part
-checked on its own. Everything here reads headers only; pixels are read by the transforms.
+checked on its own. Everything here reads headers only; pixels are read by the transforms, and
+where a header says how (an uncompressed little-endian grey frame), it also records where they
+lie in the file (:class:`PixelLayout`), so loading reads them without parsing the file again.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +21,10 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
+from pydicom.values import convert_value
 
 from medcurate.io import age_years, sha256_text
 from medcurate.normalize.config import AssemblyConfig
@@ -60,6 +66,30 @@ REASONS = (
 KIND_VOLUME = "volume3d"
 KIND_PROJECTION = "projection2d"
 
+# Native (uncompressed) little-endian transfer syntaxes: Implicit and Explicit VR Little Endian.
+NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+
+
+@dataclass(frozen=True)
+class PixelLayout:
+    """Where one uncompressed little-endian grey frame lies in its file and how pydicom's decoder
+    turns it into an array (its dtype; ``shift`` unused high bits masked, or sign-extended when
+    signed), with the rescale and photometric facts loading applies. Read with the header; the
+    transforms check it against ``pixel_array`` on the first slice of every series."""
+
+    offset: int  # file offset of the PixelData value
+    dtype: str  # "<u2", "<i2", "<u1", ...
+    shift: int  # BitsAllocated - BitsStored
+    rows: int
+    cols: int
+    rescale: tuple[float, float] | None  # (slope, intercept) when either is in the header
+    monochrome1: bool
+
+    @property
+    def decoding(self) -> tuple[str, int, int, int]:
+        return (self.dtype, self.shift, self.rows, self.cols)
+
 
 @dataclass(frozen=True)
 class InstanceInfo:
@@ -89,6 +119,7 @@ class InstanceInfo:
     echo_number: int | None = None
     instance_number: int | None = None
     sha256: str = ""
+    pixels: PixelLayout | None = None  # None: loading decodes with pydicom
 
 
 @dataclass
@@ -187,6 +218,36 @@ def _float(value: Any) -> float | None:
         return None
 
 
+# VRs whose values pydicom decodes without the character set: :func:`_get` converts them itself.
+_PLAIN_VRS = frozenset({"AS", "CS", "DS", "IS", "UI", "US", "SS", "UL", "SL", "FL", "FD"})
+_TAGS: dict[str, int] = {}
+
+
+def _get(ds: Any, keyword: str, default: Any = None) -> Any:
+    """``ds.get(keyword, default)``, the same value and type, at a third of the cost: an element
+    of a plain VR (no character set) is converted by pydicom's own ``convert_value`` straight from
+    its raw form (and not cached), skipping the Dataset's per-access machinery, which was most
+    of the time of reading a header; anything else (text with a character set, sequences, odd
+    or already converted elements) goes the usual way."""
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        found = tag_for_keyword(keyword)
+        if found is None:  # not a dictionary keyword (repeating groups): pydicom decides
+            return ds.get(keyword, default)
+        tag = _TAGS[keyword] = int(found)
+    raw = ds.get_item(tag)
+    if raw is None:
+        return default
+    if isinstance(raw, RawDataElement) and raw.value is not None:
+        try:
+            vr = raw.VR or dictionary_VR(tag)  # implicit VR: the dictionary's, as pydicom does
+            if vr in _PLAIN_VRS:
+                return convert_value(vr, raw)
+        except Exception:  # pydicom's path decides (a warning, UN, or an error)
+            pass
+    return ds.get(keyword, default)
+
+
 def read_instance(path: str | Path, sha256: str = "") -> InstanceInfo | None:
     """Header of one file, or None when it is not readable DICOM with a series UID.
 
@@ -201,49 +262,103 @@ def read_instance(path: str | Path, sha256: str = "") -> InstanceInfo | None:
 
 def _read_instance(path: str | Path, sha256: str) -> InstanceInfo | None:
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        with open(path, "rb") as f:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            # The reader stopped at the PixelData element's tag: its header says where the value is.
+            at, element = f.tell(), f.read(12)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
         return None
-    series_uid = str(ds.get("SeriesInstanceUID", "") or "")
+    series_uid = str(_get(ds, "SeriesInstanceUID", "") or "")
     if not series_uid:
         return None
-    sop_uid = str(ds.get("SOPInstanceUID", "") or "")
-    ps = _spacing(ds.get("PixelSpacing")) or _spacing(ds.get("ImagerPixelSpacing"))
-    iop = _orientation(ds.get("ImageOrientationPatient"))
-    ipp = _floats(ds.get("ImagePositionPatient"), 3)
-    raw_type = ds.get("ImageType") or []
+    sop_uid = str(_get(ds, "SOPInstanceUID", "") or "")
+    ps = _spacing(_get(ds, "PixelSpacing")) or _spacing(_get(ds, "ImagerPixelSpacing"))
+    iop = _orientation(_get(ds, "ImageOrientationPatient"))
+    ipp = _floats(_get(ds, "ImagePositionPatient"), 3)
+    raw_type = _get(ds, "ImageType") or []
     image_type = [str(v).upper() for v in ([raw_type] if isinstance(raw_type, str) else raw_type)]
-    temporal = _int(ds.get("TemporalPositionIdentifier"))
+    temporal = _int(_get(ds, "TemporalPositionIdentifier"))
     if temporal is None:
-        temporal = _int(ds.get("TemporalPositionIndex"))
-    echo = ds.get("EchoNumbers")
+        temporal = _int(_get(ds, "TemporalPositionIndex"))
+    echo = _get(ds, "EchoNumbers")
     if echo is not None and not isinstance(echo, str | int | float):
         echo = next(iter(echo), None)
+    rows, cols = _int(_get(ds, "Rows")), _int(_get(ds, "Columns"))
+    n_frames = _int(_get(ds, "NumberOfFrames")) or 1
+    samples = _int(_get(ds, "SamplesPerPixel")) or 1
+    pixels = None
+    if rows and cols and n_frames == 1 and samples == 1:
+        try:
+            pixels = _pixel_layout(ds, rows, cols, at, element)
+        except Exception:  # an odd header: loading decodes this file with pydicom
+            pixels = None
     return InstanceInfo(
         path=str(path),
         sop_uid=sop_uid,
         series_uid=series_uid,
-        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        patient=str(ds.get("PatientID", "") or ""),
-        modality=str(ds.get("Modality", "") or "").upper(),
-        manufacturer=str(ds.get("Manufacturer", "") or ""),
-        sex=str(ds.get("PatientSex", "") or ""),
-        age_years=age_years(ds.get("PatientAge")),
-        rows=_int(ds.get("Rows")),
-        cols=_int(ds.get("Columns")),
+        study_uid=str(_get(ds, "StudyInstanceUID", "") or ""),
+        patient=str(_get(ds, "PatientID", "") or ""),
+        modality=str(_get(ds, "Modality", "") or "").upper(),
+        manufacturer=str(_get(ds, "Manufacturer", "") or ""),
+        sex=str(_get(ds, "PatientSex", "") or ""),
+        age_years=age_years(_get(ds, "PatientAge")),
+        rows=rows,
+        cols=cols,
         pixel_spacing=ps,
         iop=iop,
         ipp=ipp,  # type: ignore[arg-type]
-        n_frames=_int(ds.get("NumberOfFrames")) or 1,
-        samples_per_pixel=_int(ds.get("SamplesPerPixel")) or 1,
+        n_frames=n_frames,
+        samples_per_pixel=samples,
         enhanced="PerFrameFunctionalGroupsSequence" in ds,
         localizer="LOCALIZER" in image_type,
-        acquisition_number=_int(ds.get("AcquisitionNumber")),
+        acquisition_number=_int(_get(ds, "AcquisitionNumber")),
         temporal_position=temporal,
-        trigger_time=_float(ds.get("TriggerTime")),
+        trigger_time=_float(_get(ds, "TriggerTime")),
         echo_number=_int(echo),
-        instance_number=_int(ds.get("InstanceNumber")),
+        instance_number=_int(_get(ds, "InstanceNumber")),
         sha256=sha256,
+        pixels=pixels,
+    )
+
+
+def _pixel_layout(ds: Any, rows: int, cols: int, at: int, element: bytes) -> PixelLayout | None:
+    """The frame's layout when it is one native little-endian grey frame of 8, 16 or 32 bits
+    whose value holds it whole; None otherwise."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or str(meta.get("TransferSyntaxUID", "")) not in NATIVE_LITTLE_ENDIAN:
+        return None
+    implicit, little = ds.original_encoding
+    if not little or len(element) < 12 or element[:4] != _PIXEL_DATA_TAG:
+        return None
+    if implicit:
+        (length,), offset = struct.unpack("<I", element[4:8]), at + 8
+    elif element[4:6] in (b"OB", b"OW"):
+        (length,), offset = struct.unpack("<I", element[8:12]), at + 12
+    else:
+        return None
+    bits, stored = _get(ds, "BitsAllocated"), _get(ds, "BitsStored")
+    representation = _get(ds, "PixelRepresentation")
+    if not all(type(v) is int for v in (bits, stored, representation)):
+        return None
+    if bits not in (8, 16, 32) or not 0 < stored <= bits or representation not in (0, 1):
+        return None
+    if length == 0xFFFFFFFF or length < rows * cols * (bits // 8):
+        return None
+    rescale = None
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        slope = _get(ds, "RescaleSlope") if "RescaleSlope" in ds else 1.0
+        intercept = _get(ds, "RescaleIntercept") if "RescaleIntercept" in ds else 0.0
+        if not all(isinstance(v, float) and np.isfinite(v) for v in (slope, intercept)):
+            return None
+        rescale = (float(slope), float(intercept))
+    return PixelLayout(
+        offset=offset,
+        dtype=f"<{'i' if representation else 'u'}{bits // 8}",
+        shift=bits - stored,
+        rows=rows,
+        cols=cols,
+        rescale=rescale,
+        monochrome1=_get(ds, "PhotometricInterpretation", "") == "MONOCHROME1",
     )
 
 

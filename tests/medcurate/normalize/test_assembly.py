@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.data
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -178,3 +179,51 @@ def test_same_instance_twice_is_used_once(tmp_path: Path) -> None:
     out = _assemble([*paths, copy])
     assert _reasons(out) == [A.DUPLICATE_INSTANCE]
     assert len(_plans(out)[0].instances) == 4 and _covered(out) == 5
+
+
+def _pydicom_files() -> list[Path]:
+    files = [Path(f) for f in pydicom.data.get_testdata_files()]
+    data_store = pytest.importorskip("data_store")
+    return files + sorted((Path(data_store.__file__).parent / "data").glob("*.dcm"))
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_header_values_are_pydicoms_whatever_the_encoding() -> None:
+    """``_get`` converts plain-VR elements itself: for every element of pydicom's test files
+    (implicit and explicit VR, big endian, odd values) it gives ``Dataset.get``'s value and type."""
+    checked = 0
+    for path in _pydicom_files():
+        try:
+            mine = pydicom.dcmread(path, stop_before_pixels=True)
+            theirs = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:
+            continue  # not DICOM on purpose
+        for tag in list(mine.keys()):
+            keyword = pydicom.datadict.keyword_for_tag(tag)
+            if not keyword:
+                continue
+            value, expected = A._get(mine, keyword), theirs.get(keyword)
+            assert type(value) is type(expected) and value == expected, (path.name, keyword)
+            checked += 1
+    assert checked > 10_000
+
+
+def test_pixel_layout_is_recorded_for_native_grey_frames_only(tmp_path: Path) -> None:
+    (ct, *_) = write_series(tmp_path / "ct", PhantomSeries(slices=2))
+    info = A.read_instance(ct)
+    assert info is not None and info.pixels is not None
+    ds = pydicom.dcmread(ct)
+    layout = info.pixels
+    assert (layout.dtype, layout.shift, layout.rows, layout.cols) == ("<i2", 0, ds.Rows, ds.Columns)
+    assert layout.rescale == (1.0, -1024.0) and not layout.monochrome1
+    raw = np.fromfile(ct, dtype="<i2", count=ds.Rows * ds.Columns, offset=layout.offset)
+    assert raw.tobytes() == ds.PixelData[: raw.nbytes]
+    proj = A.read_instance(write_projection(tmp_path / "cr"))
+    assert proj is not None and proj.pixels is not None and proj.pixels.monochrome1
+    for name in ("MR_small_bigendian.dcm", "JPEG2000.dcm", "emri_small.dcm", "SC_rgb.dcm"):
+        other = A.read_instance(pydicom.data.get_testdata_file(name))  # type: ignore[arg-type]
+        assert other is not None and other.pixels is None, name
+    ds.PixelData = ds.PixelData[:100]  # shorter than its frame: pydicom decides (and fails)
+    ds.save_as(tmp_path / "short.dcm")
+    short = A.read_instance(tmp_path / "short.dcm")
+    assert short is not None and short.pixels is None

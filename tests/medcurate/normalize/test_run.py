@@ -23,6 +23,7 @@ from medcurate.normalize import (
     normalize_tree,
     run_normalize,
 )
+from medcurate.normalize import run as run_module
 from medcurate.normalize.assembly import (
     LOAD_ERROR,
     MISSING_SLICES,
@@ -248,12 +249,31 @@ def test_real_pydicom_series_and_single_images(tmp_path: Path) -> None:
     assert {"MULTIFRAME", "MULTIFRAME_ENHANCED", "SINGLE_SLICE"} <= set(q["reason"])
 
 
+def test_a_pool_is_started_only_when_each_worker_has_enough_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (plan,) = assemble(
+        [i for i in (read_instance(p) for p in write_series(tmp_path, PhantomSeries())) if i]
+    )
+    assert isinstance(plan, VolumePlan)
+    voxels = sum((i.rows or 0) * (i.cols or 0) for i in plan.instances)
+    monkeypatch.setattr(run_module.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(run_module, "POOL_MIN_VOXELS_PER_WORKER", voxels * 3)
+    assert run_module.pool_size([plan] * 4, workers=2) == 1  # 4 plans: work for 1 worker
+    assert run_module.pool_size([plan] * 6, workers=2) == 2
+    assert run_module.pool_size([plan] * 60, workers=8) == 2  # never more than the CPUs
+    assert run_module.pool_size([plan] * 60, workers=1) == 1
+    monkeypatch.setattr(run_module, "POOL_MIN_VOXELS_PER_WORKER", 0)
+    assert run_module.pool_size([plan], workers=2) == 1  # one plan, one worker
+
+
 @pytest.mark.slow
-def test_process_pool_gives_the_same_bytes(tmp_path: Path) -> None:
+def test_process_pool_gives_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "src"
     write_series(src / "a", PhantomSeries(name="a", slices=4))
     write_series(src / "b", PhantomSeries(name="b", slices=4, modality="MR"))
     one = normalize_tree(src, tmp_path / "one", workers=1)
+    monkeypatch.setattr(run_module, "POOL_MIN_VOXELS_PER_WORKER", 0)  # a pool even for this
     two = normalize_tree(src, tmp_path / "two", workers=2)
     assert one.written == two.written == 2
     v1 = pd.read_parquet(tmp_path / "one" / VOLUMES_TABLE)

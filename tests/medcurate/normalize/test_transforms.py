@@ -1,19 +1,31 @@
-"""The MONAI chain: geometry exact (marker at its RAS coordinate), dcm2niix agrees, bytes stable."""
+"""The MONAI chain: geometry exact (marker at its RAS coordinate), dcm2niix agrees, bytes stable;
+loading without MONAI's reader gives the reader's bits."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
+import pydicom.data
 import pytest
 
 from medcurate.io import write_nifti
-from medcurate.normalize.assembly import VolumePlan, assemble, read_instance
+from medcurate.normalize import transforms as T
+from medcurate.normalize.assembly import (
+    KIND_PROJECTION,
+    VolumePlan,
+    assemble,
+    read_instance,
+    slice_step_lps,
+)
 from medcurate.normalize.config import load_config
 from medcurate.normalize.phantom import PhantomSeries, marker_ras, write_projection, write_series
 from medcurate.normalize.transforms import intensity_stats, load_plan, run_chain
@@ -168,3 +180,160 @@ def test_int16_falls_back_to_float32_when_the_error_is_too_large(tmp_path: Path)
     img = nib.load(tmp_path / "x.nii.gz")
     assert img.get_data_dtype() == np.float32
     assert np.array_equal(img.get_fdata(dtype=np.float32), array)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading without MONAI's reader gives what the reader gives, bit for bit.
+
+
+def _monai_load(plan: VolumePlan) -> tuple[np.ndarray, np.ndarray]:
+    """The loading of normalize-1 as it was: every slice through ``PydicomReader.read`` and
+    ``pixel_array``, the first one's affine (and pixels) from the reader's ``get_data``."""
+    from monai.data import PydicomReader
+
+    reader = PydicomReader(swap_ij=True, affine_lps_to_ras=True)
+    slices, first_affine = [], None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for inst in plan.instances:
+            ds = reader.read(inst.path)
+            arr = T._frame(ds)
+            if first_affine is None:
+                ref, meta = reader.get_data(ds)
+                assert np.asarray(ref, dtype=np.float32).tobytes() == arr.tobytes()
+                first_affine = np.asarray(meta["affine"], dtype=float)
+            if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+                arr = float(arr.max() + arr.min()) - arr
+            slices.append(arr)
+    assert first_affine is not None
+    if plan.kind == KIND_PROJECTION:
+        ps = plan.first.pixel_spacing or (1.0, 1.0)
+        return slices[0][:, :, None], np.diag([float(ps[1]), float(ps[0]), 1.0, 1.0])
+    affine = first_affine.copy()
+    affine[:3, 2] = np.diag([-1.0, -1.0, 1.0]) @ slice_step_lps(plan)
+    return np.stack(slices, axis=-1), affine
+
+
+def _same_bits(loaded: T.Loaded, reference: tuple[np.ndarray, np.ndarray]) -> None:
+    array, affine = reference
+    assert loaded.array.dtype == array.dtype and loaded.array.shape == array.shape
+    assert loaded.array.tobytes() == array.tobytes()
+    assert loaded.affine.tobytes() == affine.tobytes()  # -0.0 and 0.0 differ here too
+
+
+@pytest.mark.parametrize("name", sorted(GEOMETRIES))
+def test_loading_gives_monai_pydicom_readers_bits(tmp_path: Path, name: str) -> None:
+    plan = _plan(tmp_path, GEOMETRIES[name])
+    assert all(i.pixels is not None for i in plan.instances)  # the byte path is the one tested
+    _same_bits(load_plan(plan), _monai_load(plan))
+
+
+def test_loading_real_and_projection_files_gives_the_readers_bits(tmp_path: Path) -> None:
+    ct5n = Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests" / "98892001" / "CT5N"
+    (plan,) = assemble([i for i in (read_instance(p) for p in sorted(ct5n.iterdir())) if i])
+    assert isinstance(plan, VolumePlan) and len(plan.instances) == 5
+    _same_bits(load_plan(plan), _monai_load(plan))
+    (proj,) = assemble([read_instance(write_projection(tmp_path, rows=32, cols=28))])  # type: ignore[list-item]
+    assert isinstance(proj, VolumePlan)
+    _same_bits(load_plan(proj), _monai_load(proj))
+    from monai.data import PydicomReader
+
+    reader = PydicomReader(swap_ij=True, affine_lps_to_ras=True)
+    for name in ("CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm", "OBXXXX1A.dcm"):
+        ds = reader.read(str(pydicom.data.get_testdata_file(name)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, meta = reader.get_data(ds)
+        assert T.reader_affine(ds).tobytes() == np.asarray(meta["affine"]).tobytes(), name
+
+
+def _variant(src: Path, dst: Path, **changes: object) -> Path:
+    """A copy of one phantom slice with some pixel-module attributes changed (None: removed)."""
+    ds = pydicom.dcmread(src)
+    for key, value in changes.items():
+        if value is None:
+            if key in ds:
+                delattr(ds, key)
+        else:
+            setattr(ds, key, value)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def _garbage_high_bits(ds_path: Path, dst: Path, stored: int, signed: int) -> Path:
+    ds = pydicom.dcmread(ds_path)
+    raw = np.frombuffer(ds.PixelData, dtype="<u2").copy()
+    raw[::3] |= np.uint16(0xF000)  # bits above BitsStored hold junk: pydicom ignores them
+    raw[1::7] = np.uint16(0x0900)  # bit 11 set: negative in 12-bit signed
+    return _variant(
+        ds_path, dst, PixelData=raw.tobytes(), BitsStored=stored, HighBit=stored - 1,
+        PixelRepresentation=signed,
+    )  # fmt: skip
+
+
+def test_byte_path_decodes_every_native_layout_as_pixel_array_does(tmp_path: Path) -> None:
+    (src, *_) = write_series(tmp_path / "s", PhantomSeries(name="v", slices=2))
+    eight = pydicom.dcmread(src)
+    small = (np.frombuffer(eight.PixelData, dtype="<i2") % 200).astype(np.uint8)
+    files = [
+        _garbage_high_bits(src, tmp_path / "u12.dcm", 12, 0),
+        _garbage_high_bits(src, tmp_path / "s12.dcm", 12, 1),
+        _variant(
+            src,
+            tmp_path / "u8.dcm",
+            PixelData=small.tobytes(),
+            BitsAllocated=8,
+            BitsStored=8,
+            HighBit=7,
+            PixelRepresentation=0,
+        ),
+        _variant(
+            src,
+            tmp_path / "s32.dcm",
+            PixelData=np.frombuffer(eight.PixelData, "<i2").astype("<i4").tobytes(),
+            BitsAllocated=32,
+            BitsStored=32,
+            HighBit=31,
+        ),
+        _variant(src, tmp_path / "slope.dcm", RescaleSlope="0.37", RescaleIntercept="-1024.25"),
+        _variant(src, tmp_path / "intercept.dcm", RescaleSlope=None, RescaleIntercept="-7.5"),
+        _variant(src, tmp_path / "plain.dcm", RescaleSlope=None, RescaleIntercept=None),
+        _variant(src, tmp_path / "mono1.dcm", PhotometricInterpretation="MONOCHROME1"),
+    ]
+    implicit = pydicom.dcmread(src)
+    implicit.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    implicit.save_as(tmp_path / "implicit.dcm", implicit_vr=True, little_endian=True)
+    files.append(tmp_path / "implicit.dcm")
+    for path in files:
+        info = read_instance(path)
+        assert info is not None and info.pixels is not None, path.name
+        ds = pydicom.dcmread(path)
+        mine = T._slice_from_layout(str(path), info.pixels)
+        theirs = T._slice_from_dataset(ds)
+        assert mine.dtype == theirs.dtype == np.float32, path.name
+        assert mine.tobytes() == theirs.tobytes(), path.name
+
+
+def test_files_without_a_layout_and_a_wrong_layout_fall_back_to_pixel_array(
+    tmp_path: Path,
+) -> None:
+    s = PhantomSeries(name="fb", slices=4)
+    plan = _plan(tmp_path / "a", s)
+    reference = _monai_load(plan)
+    # a series whose recorded layouts are all wrong (offsets two bytes early, or past the end):
+    # the first slice's cross-check catches it and every slice is decoded by pydicom
+    layouts = [i.pixels for i in plan.instances]
+    assert all(layout is not None for layout in layouts)
+    for shift in (-2, 10**6):
+        off = [
+            dataclasses.replace(i, pixels=dataclasses.replace(lay, offset=lay.offset + shift))
+            for i, lay in zip(plan.instances, layouts, strict=True)
+            if lay is not None
+        ]
+        _same_bits(load_plan(dataclasses.replace(plan, instances=off)), reference)
+    # files without a layout (as compressed or big-endian files are) are decoded by pydicom
+    none = [dataclasses.replace(i, pixels=None) for i in plan.instances]
+    _same_bits(load_plan(dataclasses.replace(plan, instances=none)), reference)
+    mixed = [none[0], *plan.instances[1:]]
+    _same_bits(load_plan(dataclasses.replace(plan, instances=mixed)), reference)
