@@ -62,6 +62,9 @@ class GanConfig:
     embed_dim: int = 16
     d_steps: int = 1
     gp_weight: float = 10.0
+    #: > 0: stop after this many iterations (generator updates) even within an epoch; sizes a
+    #: run to a time budget rather than to the data (an epoch grows with the train split)
+    max_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -74,6 +77,14 @@ class GanConfig:
             )
         if self.classes < 1 or self.latent < 1 or self.batch_size < 2 or self.epochs < 1:
             raise ValueError("classes, latent and epochs must be >= 1 and batch_size >= 2")
+        if self.max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0 (0: no cap), got {self.max_steps}")
+
+    def total_steps(self, n: int) -> int:
+        """Iterations a run on ``n`` images makes: whole batches per epoch times epochs, capped
+        by ``max_steps``."""
+        full = (n // self.batch_size) * self.epochs
+        return min(full, self.max_steps) if self.max_steps else full
 
     @classmethod
     def small(cls, **overrides: Any) -> GanConfig:
@@ -181,9 +192,10 @@ class TrainedGan:
     history: list[dict[str, float]] = field(default_factory=list)
     n_train: int = 0
     data_fingerprint: str = ""
+    parent: str = ""  # checkpoint id this run started from ("" when from scratch)
 
     def checkpoint_id(self) -> str:
-        return checkpoint_id(self.cfg, self.data_fingerprint)
+        return checkpoint_id(self.cfg, self.data_fingerprint, self.parent)
 
 
 def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
@@ -195,9 +207,10 @@ def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_id(cfg: GanConfig, fingerprint: str) -> str:
-    """Deterministic id of (config, training data, seed), not of the checkpoint's bytes."""
-    key = f"{cfg.config_hash()}:{fingerprint}:{cfg.seed}"
+def checkpoint_id(cfg: GanConfig, fingerprint: str, parent: str = "") -> str:
+    """Deterministic id of (config, training data, seed and the checkpoint a warm start began
+    from), not of the checkpoint's bytes."""
+    key = f"{cfg.config_hash()}:{fingerprint}:{cfg.seed}" + (f":{parent}" if parent else "")
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -232,14 +245,22 @@ def build_networks(cfg: GanConfig) -> tuple[ConditionalGenerator, ProjectionDisc
 
 
 def train_gan(
-    images: np.ndarray, labels: np.ndarray, cfg: GanConfig, device: str = "cpu"
+    images: np.ndarray,
+    labels: np.ndarray,
+    cfg: GanConfig,
+    device: str = "cpu",
+    init: TrainedGan | None = None,
 ) -> TrainedGan:
     """Train on (N, 1, S, S) float images in [0, 1] with integer class labels.
 
     Hinge loss (or WGAN-GP), Adam, `d_steps` discriminator updates per generator update. The last
-    partial batch of an epoch is dropped so every step sees `batch_size` images. `device` (e.g.
-    "cuda") is not part of the config: it changes speed, not what is trained; the networks stay on
-    it, and checkpoints are saved on CPU.
+    partial batch of an epoch is dropped so every step sees `batch_size` images; `max_steps` ends
+    the run early. `device` (e.g. "cuda") is not part of the config: it changes speed, not what is
+    trained; the networks stay on it, and checkpoints are saved on CPU.
+
+    `init` warm-starts both networks from an earlier run of the same architecture (fresh Adam
+    state); its checkpoint id becomes the new run's parent and enters its id, so the same parent,
+    data and config give the same weights.
     """
     images = np.asarray(images, dtype=np.float32)
     labels = np.asarray(labels).astype(np.int64)
@@ -249,19 +270,29 @@ def train_gan(
     y_all = torch.from_numpy(labels).to(device)
     n = images.shape[0]
     steps = n // cfg.batch_size
+    budget = cfg.total_steps(n)
     history: list[dict[str, float]] = []
     with deterministic(cfg.seed, cfg.threads, device):
         gen, disc = build_networks(cfg)
+        if init is not None:
+            if _arch(init.cfg) != _arch(cfg):
+                raise ValueError("a warm start needs a generator of the same architecture")
+            gen.load_state_dict(init.generator.state_dict())
+            disc.load_state_dict(init.discriminator.state_dict())
         gen, disc = gen.to(device), disc.to(device)
         opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         gen.train()
         disc.train()
+        done = 0
         for epoch in range(cfg.epochs):
+            if done >= budget:
+                break
             start = time.perf_counter()
             order = torch.from_numpy(rng.permutation(n)).to(device)
             d_sum = g_sum = 0.0
-            for step in range(steps):
+            ran = min(steps, budget - done)
+            for step in range(ran):
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 real, y = x_all[idx], y_all[idx]
                 for _ in range(cfg.d_steps):
@@ -285,19 +316,26 @@ def train_gan(
                 opt_g.step()
                 d_sum += d_loss.item()
                 g_sum += g_loss.item()
+            done += ran
             seconds = time.perf_counter() - start
             history.append(
                 {
                     "epoch": float(epoch),
-                    "d_loss": d_sum / steps,
-                    "g_loss": g_sum / steps,
+                    "d_loss": d_sum / ran,
+                    "g_loss": g_sum / ran,
                     "seconds": seconds,
-                    "seconds_per_iteration": seconds / steps,
+                    "seconds_per_iteration": seconds / ran,
                 }
             )
     gen.eval()
     disc.eval()
-    return TrainedGan(gen, disc, cfg, history, n, data_fingerprint(images, labels))
+    parent = init.checkpoint_id() if init is not None else ""
+    return TrainedGan(gen, disc, cfg, history, n, data_fingerprint(images, labels), parent)
+
+
+def _arch(cfg: GanConfig) -> tuple[Any, ...]:
+    return (cfg.size, cfg.channels, cfg.latent, cfg.classes, cfg.g_widths, cfg.d_widths,
+            cfg.embed_dim, cfg.spectral_norm)  # fmt: skip
 
 
 def generate(trained: TrainedGan, n: int, label: int, seed: int) -> np.ndarray:
@@ -346,6 +384,7 @@ def save_checkpoint(trained: TrainedGan, path: str | Path, extra: dict[str, Any]
         ],
         "n_train": int(trained.n_train),
         "data_fingerprint": trained.data_fingerprint,
+        "parent": trained.parent,
         "extra": extra_plain,
     }
     path = Path(path)
@@ -376,5 +415,6 @@ def load_checkpoint(path: str | Path) -> tuple[TrainedGan, dict[str, Any]]:
         list(payload["history"]),
         int(payload["n_train"]),
         str(payload["data_fingerprint"]),
+        str(payload.get("parent", "")),
     )
     return trained, dict(payload["extra"])

@@ -10,7 +10,9 @@ pasted by its centre); normal patches come from inside the body (air teaches the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ NORMAL, ABNORMAL = "normal", "abnormal"
 LESION_CLASS, NORMAL_CLASS = 1, 0
 #: CT volumes are normalized to [0, 1]: air sits near 0, so 0.05 separates body from air.
 BODY_THRESHOLD = 0.05
+#: threads reading volumes (the demo and CI machines have two cores)
+READ_WORKERS = 2
 
 
 @dataclass
@@ -271,6 +275,40 @@ def _normal_patches(
     return out
 
 
+def _read_pair(
+    rec: dict[str, Any],
+    volumes_root: str | Path,
+    labels_root: str | Path,
+    ct_window: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A row's image on [0, 1] and, for an abnormal row with a mask, its boolean mask."""
+    raw = as_3d(read_nifti(Path(volumes_root) / str(rec["nifti_path"]))[0])
+    image = to_unit(raw, *intensity_window(raw, str(rec.get("modality", "")), ct_window))
+    mask_rel = rec.get("mask_path")
+    if rec["label"] != ABNORMAL or mask_rel is None or pd.isna(mask_rel):
+        return image, None
+    return image, as_3d(read_nifti(Path(labels_root) / str(mask_rel), dtype=np.float32)[0]) > 0
+
+
+def _prefetch(
+    records: list[dict[str, Any]],
+    volumes_root: str | Path,
+    labels_root: str | Path,
+    ct_window: tuple[float, float],
+    workers: int = READ_WORKERS,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """The rows' (image, mask) in order, read by ``workers`` threads (gzip inflation releases
+    the GIL) at most ``2 * workers`` volumes ahead, so memory does not grow with the cohort."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        ahead: deque[Future[tuple[np.ndarray, np.ndarray | None]]] = deque()
+        for rec in records:
+            ahead.append(pool.submit(_read_pair, rec, volumes_root, labels_root, ct_window))
+            if len(ahead) > 2 * workers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
 def extract_patches(
     rows: pd.DataFrame,
     volumes_root: str | Path,
@@ -299,16 +337,15 @@ def extract_patches(
     sample_ids: list[str] = []
     positions: list[int] = []
     skipped: list[str] = []
-    for rec in rows.sort_values("sample_id", kind="stable").to_dict("records"):
+    ordered = rows.sort_values("sample_id", kind="stable").to_dict("records")
+    records = [{str(k): v for k, v in r.items()} for r in ordered]
+    for rec, (image, mask) in zip(
+        records, _prefetch(records, volumes_root, labels_root, ct_window), strict=True
+    ):
         sid = str(rec["sample_id"])
-        raw, _ = read_nifti(Path(volumes_root) / str(rec["nifti_path"]))
-        raw = as_3d(raw)
-        image = to_unit(raw, *intensity_window(raw, str(rec.get("modality", "")), ct_window))
         if rec["label"] == ABNORMAL:
-            mask_rel = rec.get("mask_path")
-            if mask_rel is None or pd.isna(mask_rel):
+            if mask is None:
                 raise ValueError(f"abnormal sample {sid} has no mask; filter with training_rows")
-            mask = as_3d(read_nifti(Path(labels_root) / str(mask_rel), dtype=np.float32)[0]) > 0
             if mask.shape != image.shape:
                 raise ValueError(
                     f"sample {sid}: mask grid {mask.shape} differs from volume grid {image.shape}; "

@@ -85,8 +85,13 @@ def _ms_ssim_pairs(x: np.ndarray, y: np.ndarray, batch: int = 256) -> np.ndarray
 
 
 def ms_ssim(real: np.ndarray, synth: np.ndarray, pairs: int = 500, seed: int = 0) -> float:
-    """Mean MS-SSIM over `pairs` random (real, synthetic) pairs, drawn with replacement."""
+    """Mean MS-SSIM over `pairs` random (real, synthetic) pairs, drawn with replacement; over
+    every pair when there are no more than `pairs` of them (the exact mean the draw estimates,
+    at less cost: small sets drew each pair several times)."""
     a, b = _check_images(real, "real"), _check_images(synth, "synth")
+    if len(a) * len(b) <= pairs:
+        every = np.meshgrid(np.arange(len(a)), np.arange(len(b)), indexing="ij")
+        return float(_ms_ssim_pairs(a[every[0].ravel()], b[every[1].ravel()]).mean())
     rng = np.random.default_rng(seed)
     i = rng.integers(0, len(a), pairs)
     j = rng.integers(0, len(b), pairs)
@@ -94,10 +99,14 @@ def ms_ssim(real: np.ndarray, synth: np.ndarray, pairs: int = 500, seed: int = 0
 
 
 def diversity(synth: np.ndarray, pairs: int = 500, seed: int = 0) -> float:
-    """Mean MS-SSIM between random pairs of distinct samples: near 1 means mode collapse."""
+    """Mean MS-SSIM between random pairs of distinct samples: near 1 means mode collapse. Over
+    every unordered pair when there are no more than `pairs` (MS-SSIM is symmetric)."""
     x = _check_images(synth, "synth")
     if len(x) < 2:
         raise ValueError("diversity needs at least two samples")
+    if len(x) * (len(x) - 1) // 2 <= pairs:
+        upper = np.triu_indices(len(x), k=1)
+        return float(_ms_ssim_pairs(x[upper[0]], x[upper[1]]).mean())
     rng = np.random.default_rng(seed)
     i = rng.integers(0, len(x), pairs)
     j = (i + rng.integers(1, len(x), pairs)) % len(x)  # never pairs a sample with itself

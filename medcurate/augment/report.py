@@ -22,6 +22,7 @@ from medcurate.augment.utility import UtilityResult, compare
 from medcurate.config import Zones
 from medcurate.evaluate.config import preset
 from medcurate.evaluate.plots import png_data_uri
+from medcurate.evaluate.run import stage_cache
 from medcurate.io import atomic_write_bytes
 from medcurate.stage import Markdown, PathValue
 from medcurate.store.reports import SECTION, attach_report
@@ -137,7 +138,7 @@ def run_augmentation_report(zones: Zones, settings: AugmentationSettings) -> Aug
         note = f"{ds.info.ref} has no synthetic sample in train: nothing to compare."
     else:
         cfg = preset(settings.preset)
-        utility = compare(ds, cfg, seeds=settings.seeds)
+        utility = compare(ds, cfg, seeds=settings.seeds, cache=stage_cache(zones))
         figures.paired_plot(utility, folder / "paired.png")
         files["paired.png"] = (folder / "paired.png").read_bytes()
         note = utility.statement()

@@ -10,6 +10,8 @@ into real normal train slices and writes them as train-only samples for the next
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import shutil
@@ -22,7 +24,14 @@ import numpy as np
 import pandas as pd
 
 from medcurate.augment import figures
-from medcurate.augment.gan import GanConfig, generate, load_checkpoint, save_checkpoint, train_gan
+from medcurate.augment.gan import (
+    GanConfig,
+    TrainedGan,
+    generate,
+    load_checkpoint,
+    save_checkpoint,
+    train_gan,
+)
 from medcurate.augment.patches import (
     CT_SOFT_TISSUE,
     PatchSet,
@@ -40,6 +49,10 @@ from medcurate.stage import Markdown, PathValue
 from medcurate.store.manifest import SAMPLE_COLUMNS
 
 TRAIN = "train"
+#: iterations of the small preset's GAN from scratch (a warm start makes a share of them)
+SMALL_STEPS = 200
+#: a warm start makes at least this share of a from-scratch run's iterations
+MIN_WARM_SHARE = 0.1
 
 
 class AugmentError(RuntimeError):
@@ -72,9 +85,14 @@ def augment_preset(name: str, seed: int = 0) -> AugmentConfig:
     """``small``: this CPU, seconds to a minute (demo, tests); ``full``: a GPU."""
     if name == "small":
         # two-time-scale rates (D 4e-4, G 1e-4): with equal or G-favoured rates the generator
-        # collapsed onto one noisy patch on the demo's hundred CT patches (diversity 0.93-0.98)
-        gan = GanConfig.small(channels=2, seed=seed, lr_g=1e-4, lr_d=4e-4, epochs=25)
-        return AugmentConfig(gan=gan, seed=seed)
+        # collapsed onto one noisy patch on the demo's hundred CT patches (diversity 0.93-0.98).
+        # A fixed budget of SMALL_STEPS iterations rather than 25 epochs: the demo's 109 patches
+        # (872 views) made 675 iterations, 31 s, and a larger cohort more still. One thread:
+        # two on a busy 2-core machine (make test's two workers) ran 15x slower per iteration.
+        gan = GanConfig.small(
+            channels=2, seed=seed, lr_g=1e-4, lr_d=4e-4, epochs=25, max_steps=SMALL_STEPS
+        )
+        return AugmentConfig(gan=gan, seed=seed, encoder_epochs=3)
     if name == "full":
         return AugmentConfig(
             patch=64,
@@ -94,7 +112,58 @@ def _splits(zones: Zones) -> pd.DataFrame:
     return pd.read_parquet(zones.splits_table)
 
 
+def _patch_key(splits: pd.DataFrame, cfg: AugmentConfig) -> str:
+    """What decides the patches: the train rows and the patch settings (not the GAN's)."""
+    d = cfg.to_dict()
+    fields = ("modality", "patch", "lesion_slices_per_sample", "normal_per_sample", "ct_window")
+    key = json.dumps([train_fingerprint(splits), {k: d[k] for k in fields}, cfg.seed], default=list)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def _patches(zones: Zones, splits: pd.DataFrame, cfg: AugmentConfig) -> PatchSet:
+    """The train patches, read from ``gan/patches-<key>.npz`` when gan_model already cut them
+    from the same rows with the same settings (synthetic_samples then reads no volume)."""
+    path = zones.gan_models / f"patches-{_patch_key(splits, cfg)}.npz"
+    if path.is_file():
+        try:
+            return _checked(_load_patches(path), cfg)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file: cut the patches again
+    ps = _extract(zones, splits, cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob("patches-*.npz"):  # one train split's patches at a time
+        old.unlink()
+    _save_patches(ps, path)
+    return _checked(ps, cfg)
+
+
+def _save_patches(ps: PatchSet, path: Path) -> None:
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        images=ps.images,
+        labels=ps.labels,
+        patients=ps.patients.astype(str),
+        sample_ids=ps.sample_ids.astype(str),
+        positions=ps.positions,
+        skipped=np.asarray(ps.skipped, dtype=str),
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_patches(path: Path) -> PatchSet:
+    with np.load(path, allow_pickle=False) as d:
+        return PatchSet(
+            images=d["images"],
+            labels=d["labels"],
+            patients=d["patients"].astype(object),
+            sample_ids=d["sample_ids"].astype(object),
+            positions=d["positions"],
+            skipped=tuple(str(x) for x in d["skipped"]),
+        )
+
+
+def _extract(zones: Zones, splits: pd.DataFrame, cfg: AugmentConfig) -> PatchSet:
     rows = training_rows(splits, modality=cfg.modality)
     ps = extract_patches(
         rows,
@@ -106,6 +175,10 @@ def _patches(zones: Zones, splits: pd.DataFrame, cfg: AugmentConfig) -> PatchSet
         seed=cfg.seed,
         ct_window=cfg.ct_window,
     )
+    return ps
+
+
+def _checked(ps: PatchSet, cfg: AugmentConfig) -> PatchSet:
     n_lesion = int((ps.labels == 1).sum())
     if n_lesion == 0 or n_lesion == len(ps):
         raise AugmentError(
@@ -129,6 +202,8 @@ class GanModelResult:
     seconds: float = 0.0
     skipped: str = ""  # why nothing was trained
     problems: list[str] = field(default_factory=list)
+    parent: str = ""  # the checkpoint a warm start began from
+    reused: bool = False  # the last checkpoint was trained on this very split and config
 
     def metadata(self) -> dict[str, Any]:
         if self.skipped:
@@ -141,8 +216,10 @@ class GanModelResult:
             "patients": self.patients,
             "epochs": len(self.history),
             "seconds_per_iteration": round(
-                float(np.mean([h["seconds_per_iteration"] for h in self.history])), 4
+                float(np.mean([h.get("seconds_per_iteration", 0.0) for h in self.history])), 4
             ),
+            "warm_start_from": self.parent or "none",
+            "reused": self.reused,
             "d_loss": round(float(last["d_loss"]), 4),
             "g_loss": round(float(last["g_loss"]), 4),
             "seconds": round(self.seconds, 1),
@@ -152,8 +229,14 @@ class GanModelResult:
     def summary_line(self) -> str:
         if self.skipped:
             return f"gan_model: nothing trained ({self.skipped})"
+        how = (
+            "the generator of this train split and config, reused"
+            if self.reused
+            else f"{len(self.history)} epochs"
+            + (f" (warm start from {self.parent})" if self.parent else "")
+        )
         return (
-            f"gan_model {self.checkpoint_id}: {len(self.history)} epochs on {self.n_patches} train "
+            f"gan_model {self.checkpoint_id}: {how} on {self.n_patches} train "
             f"patches ({self.n_lesion} with a lesion) of {self.patients} patients"
         )
 
@@ -173,7 +256,18 @@ def run_gan_model(zones: Zones, cfg: AugmentConfig) -> GanModelResult:
         return GanModelResult("none", zones.gan_models, 0, 0, 0, [], 0.0, skipped=str(exc))
     gcfg = replace(cfg.gan, size=cfg.patch, channels=2, seed=cfg.seed)
     seen = dihedral(ps) if cfg.dihedral else ps
-    trained = train_gan(seen.images, seen.labels, gcfg)
+    samples = sorted({*map(str, ps.sample_ids.tolist()), *ps.skipped})
+    found = _previous(zones, cfg, fingerprint, samples)
+    if isinstance(found, GanModelResult):
+        found.patients = len(set(ps.patients.tolist()))
+        found.seconds = time.perf_counter() - t0
+        return found
+    parent = None
+    if found is not None:
+        parent, share = found
+        full = gcfg.total_steps(len(seen))
+        gcfg = replace(gcfg, max_steps=max(1, math.ceil(full * max(share, MIN_WARM_SHARE))))
+    trained = train_gan(seen.images, seen.labels, gcfg, init=parent)
     ckpt = trained.checkpoint_id()
     path = zones.gan_models / f"{ckpt}.pt"
     extra: dict[str, Any] = {
@@ -182,6 +276,9 @@ def run_gan_model(zones: Zones, cfg: AugmentConfig) -> GanModelResult:
         "patches": len(ps),
         "lesion_patches": int((ps.labels == 1).sum()),
         "final_losses": {k: float(trained.history[-1][k]) for k in ("d_loss", "g_loss")},
+        "train_samples": samples,
+        "parent": trained.parent,
+        "steps": gcfg.total_steps(len(seen)),
     }
     save_checkpoint(trained, path, extra)
     latest = {"checkpoint_id": ckpt, "file": path.name, **extra}
@@ -194,7 +291,49 @@ def run_gan_model(zones: Zones, cfg: AugmentConfig) -> GanModelResult:
         len(set(ps.patients.tolist())),
         trained.history,
         time.perf_counter() - t0,
+        parent=trained.parent,
     )
+
+
+def _previous(
+    zones: Zones, cfg: AugmentConfig, fingerprint: str, samples: list[str]
+) -> GanModelResult | tuple[TrainedGan, float] | None:
+    """What the last generator offers this run, if its augmentation config is this one:
+
+    - trained on this very train split: the run is done (the same result, nothing trained);
+    - trained on a subset of this split's samples (a new batch arrived; patients never leave
+      train, see :mod:`medcurate.splits`): a warm start, with the share of new samples;
+    - otherwise (another config, or a sample it saw is no longer a train row): None, so the
+      generator trains from scratch and has never seen a held-out patient.
+    """
+    latest_path = zones.gan_models / "latest.json"
+    if not latest_path.is_file():
+        return None
+    try:
+        latest = json.loads(latest_path.read_text())
+        path = zones.gan_models / str(latest["file"])
+        same_cfg = latest["augment_config"] == json.loads(_json(cfg.to_dict()))
+        seen = set(latest["train_samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not same_cfg or not path.is_file() or not seen <= set(samples):
+        return None
+    try:
+        trained, _ = load_checkpoint(path)
+    except (OSError, ValueError, RuntimeError, KeyError):
+        return None
+    if latest["train_fingerprint"] == fingerprint:
+        return GanModelResult(
+            str(latest["checkpoint_id"]),
+            path,
+            int(latest["patches"]),
+            int(latest["lesion_patches"]),
+            0,
+            trained.history,
+            parent=trained.parent,
+            reused=True,
+        )
+    return trained, 1.0 - len(seen) / len(samples)
 
 
 def _json(obj: Any) -> bytes:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from medcurate.evaluate.baseline import SplitData, evaluate, load_split
+from medcurate.evaluate.baseline import SplitData, evaluate, load_splits
 from medcurate.evaluate.config import EvaluationConfig
 from medcurate.evaluate.metrics import binary_metrics
 from medcurate.evaluate.subgroups import CROSS, OVERALL
@@ -296,6 +297,7 @@ def compare(
     splits: dict[str, SplitData] | None = None,
     intersections: bool = False,
     bootstrap_seed: int = 0,
+    cache: str | Path | None = None,
 ) -> UtilityResult:
     """Train and measure both arms for each seed on the same validation and test samples.
 
@@ -304,13 +306,16 @@ def compare(
     cases. The paired table compares overall and every single-attribute subgroup (and, with
     ``intersections``, the pairwise ones the evaluation kept); intersections are left out by
     default because they multiply the Holm family while resting on a handful of samples each.
+    No saliency is computed (only scores are compared). ``cache`` (a folder) is the evaluation's:
+    slices loaded there and a classifier it trained on the same slices and config (the
+    real+synthetic arm of its seed) are read, not made again; the numbers are the same.
     """
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
         raise ValueError("give at least one seed")
     if len(set(seeds)) != len(seeds):
         raise ValueError("seeds repeat; each seed is one paired run")
-    data = splits or {s: load_split(ds, s, cfg.size) for s in SPLITS}
+    data = splits or load_splits(ds, cfg.size, SPLITS, cache=cache)
     _check(data)
     train = data["train"]
     arms = {REAL: real_only(train), AUGMENTED: train}
@@ -322,7 +327,13 @@ def compare(
     for seed in seeds:
         run_cfg = _seed_config(cfg, seed)
         for arm in ARMS:
-            ev = evaluate(ds, run_cfg, splits={**data, "train": arms[arm]})
+            ev = evaluate(
+                ds,
+                run_cfg,
+                splits={**data, "train": arms[arm]},
+                explain_saliency=False,
+                cache=cache,
+            )
             synth = int(synthetic_flags(arms[arm].rows).sum())
             runs.append(
                 {

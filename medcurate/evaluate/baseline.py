@@ -9,8 +9,12 @@ files; :mod:`medcurate.evaluate.run` does.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +23,14 @@ import pandas as pd
 from medcurate.evaluate import EvaluationError, explain
 from medcurate.evaluate import classifier as clf
 from medcurate.evaluate import segmenter as seg
-from medcurate.evaluate.cohort import SliceSet, sample_scores, slices_from_volumes, thin
+from medcurate.evaluate.cohort import (
+    SliceSet,
+    load_slices,
+    sample_scores,
+    save_slices,
+    slices_from_volumes,
+    thin,
+)
 from medcurate.evaluate.config import EvaluationConfig
 from medcurate.evaluate.metrics import (
     Estimate,
@@ -32,6 +43,7 @@ from medcurate.evaluate.metrics import (
 from medcurate.evaluate.subgroups import fairness_gaps, flag_gaps, subgroup_table
 
 CLASSES = ("normal", "abnormal")
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass
@@ -102,6 +114,37 @@ def load_split(ds: Any, split: str, size: int) -> SplitData:
     return SplitData(rows, slices_from_volumes(items, size=size), excluded)
 
 
+#: bump when the slices made from the same files change (cohort's reading or scaling)
+SLICES_FORMAT = 1
+
+
+def load_splits(
+    ds: Any, size: int, splits: Sequence[str] = SPLITS, cache: str | Path | None = None
+) -> dict[str, SplitData]:
+    """:func:`load_split` for each of ``splits``; with ``cache`` (a folder) the slices are kept
+    there per version, size and splits, so the next stage on the same version (the augmentation
+    report after the evaluation) does not read and resize every volume again. A version's files
+    never change, so its id and signature name its slices."""
+    rows = {s: _labelled(ds.split(s), s) for s in splits}
+    path = None
+    if cache is not None:
+        key = json.dumps([ds.id, ds.signature, size, list(splits), SLICES_FORMAT])
+        name = hashlib.sha256(key.encode()).hexdigest()[:24]
+        path = Path(cache) / f"slices-{name}.npz"
+        if path.is_file():
+            try:
+                sets = load_slices(path)
+                return {s: SplitData(rows[s][0], sets[s], rows[s][1]) for s in splits}
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache file: read the volumes again
+    data = {s: load_split(ds, s, size) for s in splits}
+    if path is not None:
+        for old in path.parent.glob("slices-*.npz"):  # one version's slices at a time
+            old.unlink()
+        save_slices({s: d.slices for s, d in data.items()}, path)
+    return data
+
+
 def _need_both_classes(data: SplitData, split: str) -> None:
     n_pos = int(data.y.sum())
     if n_pos == 0 or n_pos == len(data.y):
@@ -117,15 +160,23 @@ def _scores(model: Any, data: SplitData, pool: str) -> np.ndarray:
 
 
 def evaluate(
-    ds: Any, cfg: EvaluationConfig, splits: dict[str, SplitData] | None = None
+    ds: Any,
+    cfg: EvaluationConfig,
+    splits: dict[str, SplitData] | None = None,
+    *,
+    explain_saliency: bool = True,
+    cache: str | Path | None = None,
 ) -> Evaluation:
     """Train on train, choose the threshold on validation, report on test.
 
     ``splits`` may be given (already loaded, e.g. with train labels altered by a test); by
     default they are loaded from ``ds`` (a :class:`medcurate.datasets.Dataset`).
+    ``explain_saliency=False`` skips the saliency maps and cases (the augmentation report reads
+    scores only). ``cache`` (a folder) keeps loaded slices and trained classifiers for the next
+    stage on the same version; the figures do not depend on it.
     """
     t0 = time.perf_counter()
-    data = splits or {s: load_split(ds, s, cfg.size) for s in ("train", "validation", "test")}
+    data = splits or load_splits(ds, cfg.size, cache=cache)
     train, val, test = data["train"], data["validation"], data["test"]
     train_slices = thin(train.slices, cfg.train_slices_per_sample)
     _need_both_classes(train, "train")
@@ -133,9 +184,11 @@ def evaluate(
     timings = {"load_s": time.perf_counter() - t0}
 
     t = time.perf_counter()
-    trained = clf.train_classifier(train_slices, cfg.classifier, validation=val.slices)
+    trained, cached = clf.train_or_load(train_slices, cfg.classifier, val.slices, cache)
     timings["classifier_train_s"] = time.perf_counter() - t
-    timings["classifier_epoch_s"] = float(np.mean([h["seconds"] for h in trained.history]))
+    timings["classifier_epoch_s"] = (
+        float(np.mean([h["seconds"] for h in trained.history])) if not cached else 0.0
+    )
 
     val_score = _scores(trained.model, val, cfg.pool)
     if len(set(val.y.tolist())) == 2:
@@ -172,7 +225,10 @@ def evaluate(
     flags = flag_gaps(gaps, tolerance=cfg.gap_tolerance)
 
     t = time.perf_counter()
-    cases, saliency = _explain(trained.model, test, test_score, threshold, cfg)
+    cases: list[Case] = []
+    saliency: dict[str, float] = {}
+    if explain_saliency:
+        cases, saliency = _explain(trained.model, test, test_score, threshold, cfg)
     timings["explain_s"] = time.perf_counter() - t
 
     segmenter = None

@@ -12,6 +12,8 @@ torch and MONAI are imported inside functions: importing this module costs nothi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -199,3 +201,40 @@ def load_model(path: str | Path) -> TrainedClassifier:
     net.load_state_dict(payload["state_dict"])
     net.eval()
     return TrainedClassifier(net, cfg, list(payload.get("history", [])))
+
+
+def training_key(train: SliceSet, cfg: ClassifierConfig, validation: SliceSet | None = None) -> str:
+    """What decides a trained classifier and its history: the config and the bytes of the known
+    train slices (and of the validation slices whose AUC the history records). Training is
+    deterministic, so one key names one set of weights."""
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    for part in (train.known(), validation.known() if validation is not None else None):
+        arrays = () if part is None else (part.images, part.labels)
+        digest.update(b"|")
+        for a in arrays:
+            digest.update(f"{a.dtype.str}{a.shape}".encode())
+            digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def train_or_load(
+    train: SliceSet,
+    cfg: ClassifierConfig,
+    validation: SliceSet | None = None,
+    cache: str | Path | None = None,
+) -> tuple[TrainedClassifier, bool]:
+    """:func:`train_classifier`, or the classifier an earlier stage trained on the very same
+    slices and config, from ``cache`` (a folder; ``None``: always train). The baseline evaluation
+    and the augmentation report's real+synthetic arm of its seed train the same classifier; the
+    second reads it. Returns the classifier and whether it came from the cache."""
+    if cache is None:
+        return train_classifier(train, cfg, validation=validation), False
+    path = Path(cache) / f"classifier-{training_key(train, cfg, validation)}.pt"
+    if path.is_file():
+        try:
+            return load_model(path), True
+        except (ValueError, RuntimeError, OSError, KeyError):
+            pass  # a damaged or older file: train again and replace it
+    trained = train_classifier(train, cfg, validation=validation)
+    save_model(trained, path)
+    return trained, False

@@ -9,12 +9,15 @@ left out of slice-level training. Sample-level scores are pooled from slice scor
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 UNKNOWN = -1
+#: threads reading volumes (the demo and CI machines have two cores)
+READ_WORKERS = 2
 
 
 @dataclass
@@ -104,41 +107,49 @@ def _empty(size: int) -> SliceSet:
     )
 
 
-def slices_from_volumes(items: Sequence[Mapping[str, Any]], size: int = 64) -> SliceSet:
+def _item_slices(i: int, item: Mapping[str, Any], size: int) -> SliceSet:
+    v = _read_or_fail(item["image"], i, "image")
+    z = v.shape[2]
+    imgs = _resize(np.transpose(_scale(v), (2, 0, 1)), size, "bilinear")
+    if item.get("label"):
+        m = _read_or_fail(item["label"], i, "mask")
+        if m.shape != v.shape:
+            raise ValueError(f"sample {i}: mask shape {m.shape} differs from image shape {v.shape}")
+        m_z = np.transpose(m > 0, (2, 0, 1))
+        masks = (_resize(m_z.astype(np.float32), size, "nearest") > 0.5).astype(np.uint8)
+        labels = np.asarray(m_z.reshape(z, -1).any(axis=1), dtype=np.int8)
+    else:
+        masks = np.zeros((z, size, size), np.uint8)
+        normal = str(item.get("class", "")) == "normal"
+        labels = np.full(z, 0 if normal else UNKNOWN, np.int8)
+    return SliceSet(
+        imgs[:, None].astype(np.float32),
+        masks[:, None],
+        labels,
+        np.full(z, i, np.int64),
+        np.arange(z, dtype=np.int64),
+    )
+
+
+def slices_from_volumes(
+    items: Sequence[Mapping[str, Any]], size: int = 64, workers: int = READ_WORKERS
+) -> SliceSet:
     """Axial slices of MONAI data dicts (``image``, optional ``label`` mask, ``class``), as
     :meth:`medcurate.datasets.Dataset.data_dicts` returns them; ``sample`` is the item's index.
 
     Slice labels: with a mask, 1 where the slice has lesion voxels else 0; a ``normal`` sample
     without a mask, 0; anything else (abnormal without a mask, unlabelled) UNKNOWN, so it still
     gets a sample score but never trains the slice classifier.
+
+    Volumes are read by ``workers`` threads (gzip inflation, percentiles and resizing release
+    the GIL, so two threads use both cores of a small machine); the result is in item order and
+    the same whatever ``workers`` is.
     """
-    parts: list[SliceSet] = []
-    for i, item in enumerate(items):
-        v = _read_or_fail(item["image"], i, "image")
-        z = v.shape[2]
-        imgs = _resize(np.transpose(_scale(v), (2, 0, 1)), size, "bilinear")
-        if item.get("label"):
-            m = _read_or_fail(item["label"], i, "mask")
-            if m.shape != v.shape:
-                raise ValueError(
-                    f"sample {i}: mask shape {m.shape} differs from image shape {v.shape}"
-                )
-            m_z = np.transpose(m > 0, (2, 0, 1))
-            masks = (_resize(m_z.astype(np.float32), size, "nearest") > 0.5).astype(np.uint8)
-            labels = np.asarray(m_z.reshape(z, -1).any(axis=1), dtype=np.int8)
-        else:
-            masks = np.zeros((z, size, size), np.uint8)
-            normal = str(item.get("class", "")) == "normal"
-            labels = np.full(z, 0 if normal else UNKNOWN, np.int8)
-        parts.append(
-            SliceSet(
-                imgs[:, None].astype(np.float32),
-                masks[:, None],
-                labels,
-                np.full(z, i, np.int64),
-                np.arange(z, dtype=np.int64),
-            )
-        )
+    if workers > 1 and len(items) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(lambda a: _item_slices(a[0], a[1], size), enumerate(items)))
+    else:
+        parts = [_item_slices(i, item, size) for i, item in enumerate(items)]
     if not parts:
         return _empty(size)
     return SliceSet(*(np.concatenate(a) for a in zip(*(_fields(p) for p in parts), strict=True)))
@@ -181,3 +192,31 @@ def thin(slices: SliceSet, per_sample: int) -> SliceSet:
         else:
             keep[rest[np.linspace(0, len(rest) - 1, per_sample).round().astype(int)]] = True
     return slices.subset(keep)
+
+
+def save_slices(sets: Mapping[str, SliceSet], path: Any) -> None:
+    """Several named slice sets in one uncompressed ``.npz``, written atomically (a cache: the
+    same volumes and size give the same arrays, so later stages need not read them again)."""
+    import io
+    from pathlib import Path
+
+    from medcurate.io import atomic_write_bytes
+
+    arrays: dict[str, Any] = {
+        f"{name}.{f}": a
+        for name, s in sets.items()
+        for f, a in zip(_FIELDS, _fields(s), strict=True)
+    }
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_slices(path: Any) -> dict[str, SliceSet]:
+    """The slice sets :func:`save_slices` wrote, by name."""
+    with np.load(path) as data:
+        names = sorted({k.rsplit(".", 1)[0] for k in data.files})
+        return {n: SliceSet(*(data[f"{n}.{f}"] for f in _FIELDS)) for n in names}
+
+
+_FIELDS = ("images", "masks", "labels", "sample", "position")

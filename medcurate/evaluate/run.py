@@ -103,11 +103,17 @@ def _value(v: float) -> float | None:
     return None if math.isnan(v) else round(float(v), 4)
 
 
+def stage_cache(zones: Zones) -> Path:
+    """Where the evaluation and the augmentation report keep the slices and classifiers they
+    share (``cache/evaluation`` under the home: derived data, safe to delete)."""
+    return zones.home / "cache" / "evaluation"
+
+
 def run_evaluation(zones: Zones, settings: EvaluateSettings) -> EvaluationResult:
     """Pull ``settings.dataset@version`` through the public API and evaluate it."""
     ds = datasets.load(settings.dataset, settings.version, root=settings.store or None)
     cfg = settings.config or preset(settings.preset, seed=settings.seed)
-    ev = evaluate(ds, cfg)
+    ev = evaluate(ds, cfg, cache=stage_cache(zones))
     folder = zones.evaluation(ds.name, ds.version)
     files = write_report(ev, folder, ds.info.ref, ds.id, ds.signature)
     atomic_write_bytes(

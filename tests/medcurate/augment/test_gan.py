@@ -208,3 +208,31 @@ def test_checkpoint_id_stable_and_sensitive() -> None:
     assert checkpoint_id(replace(cfg, seed=1), fp) != ckpt
     assert checkpoint_id(replace(cfg, epochs=cfg.epochs + 1), fp) != ckpt
     assert checkpoint_id(cfg, data_fingerprint(images[:8], labels[:8])) != ckpt
+
+
+def test_max_steps_caps_iterations_within_an_epoch() -> None:
+    images, labels = make_discs(128)  # 4 batches of 32 per epoch
+    cfg = tiny_config(epochs=3, max_steps=6)
+    assert cfg.total_steps(128) == 6 and tiny_config(epochs=3).total_steps(128) == 12
+    gan = train_gan(images, labels, cfg)
+    ran = [round(h["seconds"] / h["seconds_per_iteration"]) for h in gan.history]
+    assert ran == [4, 2]  # a whole epoch, then the two iterations left of the budget
+    with pytest.raises(ValueError, match="max_steps"):
+        tiny_config(max_steps=-1)
+
+
+def test_warm_start_continues_a_parent_and_names_it(tmp_path: Path) -> None:
+    images, labels = make_discs(96)
+    parent = train_gan(images[:64], labels[:64], tiny_config(epochs=2))
+    a = train_gan(images, labels, tiny_config(max_steps=2), init=parent)
+    b = train_gan(images, labels, tiny_config(max_steps=2), init=parent)
+    cold = train_gan(images, labels, tiny_config(max_steps=2))
+    assert a.parent == parent.checkpoint_id() and cold.parent == ""
+    assert a.checkpoint_id() == b.checkpoint_id() != cold.checkpoint_id()
+    assert np.array_equal(generate(a, 8, 1, seed=2), generate(b, 8, 1, seed=2))
+    assert not np.array_equal(generate(a, 8, 1, seed=2), generate(cold, 8, 1, seed=2))
+    save_checkpoint(a, tmp_path / "a.pt", {})
+    loaded, _ = load_checkpoint(tmp_path / "a.pt")
+    assert loaded.parent == a.parent and loaded.checkpoint_id() == a.checkpoint_id()
+    with pytest.raises(ValueError, match="architecture"):
+        train_gan(images, labels, tiny_config(latent=16), init=parent)

@@ -6,6 +6,7 @@ import torch
 
 from medcurate.augment.quality import (
     QualityReport,
+    _ms_ssim_pairs,
     diversity,
     mmd,
     ms_ssim,
@@ -154,3 +155,17 @@ def test_quality_report_puts_a_real_yardstick_beside_each_number():
     assert bad.synthetic["coverage"] < 0.2 < bad.reference["coverage"]
     again = quality_report(real, collapsed, real_y, good_y, seed=0, real_groups=groups, pairs=100)
     assert again.synthetic == bad.synthetic and again.reference == bad.reference
+
+
+def test_small_sets_are_compared_over_every_pair() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.random((5, 1, 32, 32)).astype(np.float32)
+    y = rng.random((4, 1, 32, 32)).astype(np.float32)
+    i, j = np.meshgrid(np.arange(5), np.arange(4), indexing="ij")
+    every = float(_ms_ssim_pairs(x[i.ravel()], y[j.ravel()]).mean())
+    # 20 pairs <= 500: the exact mean over all of them, whatever the seed
+    assert ms_ssim(x, y, pairs=500, seed=0) == pytest.approx(every)
+    assert ms_ssim(x, y, pairs=500, seed=1) == ms_ssim(x, y, pairs=500, seed=0)
+    a, b = np.triu_indices(5, k=1)
+    assert diversity(x, pairs=10, seed=3) == pytest.approx(float(_ms_ssim_pairs(x[a], x[b]).mean()))
+    assert diversity(x, pairs=9, seed=0) != diversity(x, pairs=9, seed=1)  # 10 pairs > 9: drawn

@@ -17,6 +17,8 @@ from medcurate.evaluate.classifier import (
     predict,
     save_model,
     train_classifier,
+    train_or_load,
+    training_key,
 )
 from medcurate.evaluate.cohort import UNKNOWN, sample_scores, slices_from_volumes
 from medcurate.torchrun import untimed
@@ -138,3 +140,19 @@ def test_shuffled_labels_learn_nothing(cohort: list[dict[str, Any]]) -> None:
         aucs.append(_sample_auc(trained, cohort[60:]))
     print(f"held-out sample AUC with shuffled labels {np.round(aucs, 3)}")
     assert abs(float(np.mean(aucs)) - 0.5) < 0.25
+
+
+def test_train_or_load_reads_what_the_same_slices_and_config_trained(tmp_path: Path) -> None:
+    train, val = blob_slices(32, SIZE, seed=0), blob_slices(8, SIZE, seed=1)
+    cfg = ClassifierConfig(size=SIZE, epochs=1)
+    fresh, hit = train_or_load(train, cfg, val, tmp_path)
+    assert not hit and len(list(tmp_path.glob("classifier-*.pt"))) == 1
+    again, hit = train_or_load(train, cfg, val, tmp_path)
+    assert hit and again.history == untimed(fresh.history)
+    assert np.array_equal(predict(again.model, val), predict(fresh.model, val))
+    # another seed, other train slices or no validation: another classifier, trained
+    assert not train_or_load(train, ClassifierConfig(size=SIZE, epochs=1, seed=1), val, tmp_path)[1]
+    assert not train_or_load(blob_slices(32, SIZE, seed=2), cfg, val, tmp_path)[1]
+    assert not train_or_load(train, cfg, None, tmp_path)[1]
+    assert training_key(train, cfg, val) != training_key(train, cfg, None)
+    assert len(list(tmp_path.glob("classifier-*.pt"))) == 4

@@ -8,7 +8,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medcurate.evaluate.cohort import UNKNOWN, sample_scores, slices_from_volumes
+from medcurate.evaluate.cohort import (
+    UNKNOWN,
+    _fields,
+    load_slices,
+    sample_scores,
+    save_slices,
+    slices_from_volumes,
+)
 from tests.evaluate_helpers import AFFINE, blob_volumes
 
 
@@ -127,3 +134,16 @@ def test_sample_scores_pools() -> None:
     assert np.isnan(sample_scores(scores, sample, 4)[2])
     with pytest.raises(ValueError, match="pool"):
         sample_scores(scores, sample, 4, pool="mean")
+
+
+def test_threads_read_the_same_slices_and_the_cache_round_trips(tmp_path: Path) -> None:
+    items = blob_volumes(tmp_path, 5, size=(24, 24, 6), seed=4, prevalence=0.6)
+    one = slices_from_volumes(items, size=16, workers=1)
+    two = slices_from_volumes(items, size=16, workers=2)
+    for a, b in zip(_fields(one), _fields(two), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    save_slices({"train": one, "test": one.subset(one.sample == 0)}, tmp_path / "s.npz")
+    back = load_slices(tmp_path / "s.npz")
+    assert sorted(back) == ["test", "train"] and len(back["test"]) == 6
+    for a, b in zip(_fields(back["train"]), _fields(one), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)

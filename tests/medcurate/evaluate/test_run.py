@@ -12,7 +12,7 @@ import pytest
 from medcurate import datasets
 from medcurate.config import Zones
 from medcurate.evaluate import EvaluationError
-from medcurate.evaluate.baseline import evaluate, load_split
+from medcurate.evaluate.baseline import evaluate, load_split, load_splits
 from medcurate.evaluate.classifier import ClassifierConfig
 from medcurate.evaluate.cohort import SliceSet
 from medcurate.evaluate.config import EvaluationConfig
@@ -123,3 +123,23 @@ def test_one_class_test_split_is_a_clear_error(blob_store: ObjectStore, tmp_path
     )
     with pytest.raises(EvaluationError, match=r"test split has .* of one class"):
         evaluate(ds, CFG, splits=data)
+
+
+def test_cache_keeps_slices_and_classifier_for_the_next_stage(
+    blob_store: ObjectStore, tmp_path: Path
+) -> None:
+    ds = datasets.load("blobs", "v1", root=blob_store.url, cache_dir=tmp_path / "c")
+    cfg = replace(CFG, segmentation=False)
+    cache = tmp_path / "stage-cache"
+    first = evaluate(ds, cfg, cache=cache)
+    assert len(list(cache.glob("slices-*.npz"))) == 1
+    assert len(list(cache.glob("classifier-*.pt"))) == 1
+    loaded = load_splits(ds, cfg.size, cache=cache)
+    fresh = {s: load_split(ds, s, cfg.size) for s in ("train", "validation", "test")}
+    for s, d in fresh.items():
+        assert np.array_equal(loaded[s].slices.images, d.slices.images)
+        assert loaded[s].rows.equals(d.rows) and loaded[s].excluded == d.excluded
+    second = evaluate(ds, cfg, cache=cache, explain_saliency=False)
+    assert second.timings["classifier_epoch_s"] == 0.0  # read, not trained
+    assert second.test_scores.equals(first.test_scores) and second.threshold == first.threshold
+    assert second.cases == [] and second.saliency == {} and first.saliency
