@@ -25,6 +25,7 @@ from annotation.model import (
     load_model,
     model_version,
     offer_decision,
+    planned_epochs,
     predict,
     read_outcome,
     run_annotation_model,
@@ -260,6 +261,30 @@ def test_a_poorly_validated_model_is_not_offered(tmp_path: Path) -> None:
     assert sorted(scores["sample_id"]) == ["s008", "s009"]
     assert scores["p_abnormal"].between(0.0, 1.0, inclusive="neither").all()
     assert read_outcome(z, "round-2")["val_dice"] == out.val_dice  # type: ignore[index]
+
+
+def test_training_is_sized_to_its_slices() -> None:
+    cfg = ModelConfig()  # 40 steps of 16 patches an epoch, about 120 patches a slice
+    assert planned_epochs(cfg, 80) == 15  # the demo's round 2: 11 volumes, 80 slices
+    assert planned_epochs(cfg, 10) == cfg.min_epochs  # a tiny set still gets the minimum
+    assert planned_epochs(cfg, 10_000) == cfg.epochs  # a large one the cap
+    assert planned_epochs(dataclasses.replace(cfg, patches_per_slice=0), 10) == cfg.epochs
+    assert planned_epochs(dataclasses.replace(cfg, epochs=2), 80) == 2  # the cap wins
+    assert planned_epochs(TINY, 33) == TINY.epochs  # the tests' configs run all their epochs
+
+
+def test_volumes_are_read_ahead_in_order(tmp_path: Path) -> None:
+    from annotation.model import _read_ahead
+
+    paths = []
+    for i in range(3):
+        v, _ = _volume(i)
+        paths.append(tmp_path / f"v{i}.nii.gz")
+        nib.save(nib.Nifti1Image(v, np.diag([1.5, 1.5, 2.0, 1.0])), paths[-1])
+    got = list(_read_ahead(paths))
+    assert len(got) == 3 and list(_read_ahead([])) == []
+    for (vol, aff), (want, _) in zip(got, [_volume(i) for i in range(3)], strict=True):
+        assert np.array_equal(vol, want) and aff[2, 2] == 2.0
 
 
 def test_shrinkage_without_validation_says_the_prior() -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from annotation.model import dice
 from annotation.proposal import (
     ProposalConfig,
+    _fill_holes_per_slice,
+    block_mean,
     body_mask,
+    grid_factors,
     otsu_threshold,
     proposal_probability,
     propose,
@@ -90,3 +94,45 @@ def test_the_proposal_probability_never_claims_certainty() -> None:
     assert proposal_probability(0.0) == 0.25 and proposal_probability(1.0) == 0.75
     assert proposal_probability(0.5) == 0.5
     assert proposal_probability(0.2) < proposal_probability(0.9)  # still an ordering
+
+
+def test_a_bright_blob_leaves_no_dark_echo() -> None:
+    """The top-hat overshoots beside a blurred blob (dark caps on a bright sphere, a bright ring
+    round a dark one), more on the coarse search grid; those echoes touch a stronger blob of the
+    other polarity and are dropped, so each sphere gives one component."""
+    for value in (0.95, 0.50):
+        v, sphere = _phantom(value)
+        p = propose(v, (1.5, 1.5, 1.5))
+        assert len(p.components) == 1
+        assert ndi.label(p.mask)[1] == 1 and dice(p.mask, sphere) > 0.7
+
+
+def test_the_volumes_own_grid_still_works() -> None:
+    """grid_mm 0 searches at full resolution (the v1 behaviour, with v2's faster statistics)."""
+    v, sphere = _phantom(0.50)
+    p = propose(v, (1.5, 1.5, 1.5), ProposalConfig(grid_mm=0))
+    assert dice(p.mask, sphere) > 0.5 and p.score > 0.5
+
+
+def test_search_grid_helpers() -> None:
+    assert grid_factors((1.5, 1.5, 2.0), (256, 256, 98), 3.0) == (2, 2, 1)
+    assert grid_factors((0.7, 0.7, 5.0), (512, 512, 40), 3.0) == (4, 4, 1)
+    assert grid_factors((1.5, 1.5, 1.0), (64, 64, 1), 3.0) == (2, 2, 1)  # a 2D image
+    assert grid_factors((1.5, 1.5, 2.0), (64, 64, 9), 0.0) == (1, 1, 1)
+    a = np.arange(5 * 4 * 3, dtype=np.float32).reshape(5, 4, 3)
+    b = block_mean(a, (2, 2, 1))
+    assert b.shape == (3, 2, 3) and b.dtype == np.float32
+    assert b[0, 0, 0] == a[:2, :2, 0].mean()
+    assert b[2, 1, 2] == a[4, 2:4, 2].mean()  # the odd edge is padded by replication
+    assert block_mean(a, (1, 1, 1)) is a
+
+
+def test_slice_hole_filling_matches_scipy_slice_by_slice() -> None:
+    rng = np.random.default_rng(5)
+    m = ndi.binary_opening(rng.random((40, 30, 6)) > 0.45)
+    expected = m.copy()
+    for k in range(m.shape[2]):
+        expected[:, :, k] = ndi.binary_fill_holes(m[:, :, k])
+    got = _fill_holes_per_slice(m)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(ndi.binary_fill_holes(got), got)  # nothing left for a 3D fill
