@@ -33,13 +33,22 @@ def deterministic(seed: int, threads: int, device: str = "cpu") -> Iterator[None
     forked = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):
         torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True, warn_only=dev.type != "cpu")
+        set_deterministic_kernels(True, warn_only=dev.type != "cpu")
         torch.set_num_threads(threads)
         try:
             yield
         finally:
-            torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
+            set_deterministic_kernels(was_deterministic, warn_only=was_warn_only)
             torch.set_num_threads(old_threads)
+
+
+def set_deterministic_kernels(mode: bool, warn_only: bool) -> None:
+    """torch's deterministic-kernels flag alone. ``torch.use_deterministic_algorithms`` also sets
+    inductor's flag, which imports torch._inductor and torch._dynamo: 2-10 s once per process
+    (each Dagster step, each test worker) for a compiler nothing here uses."""
+    import torch
+
+    torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
 
 
 def untimed(history: list[dict[str, float]]) -> list[dict[str, float]]:

@@ -205,7 +205,15 @@ def ensure_installed(venv: Path | None = None, template: Path | None = None) -> 
             subprocess.run(
                 [shutil.which("python3") or sys.executable, "-m", "venv", str(venv)], check=True
             )
-        cmd = [_uv(), "pip", "install", "--python", str(venv / "bin" / "python")]
+        # bytecode now: where PYTHONDONTWRITEBYTECODE is set, every start compiled Django anew
+        cmd = [
+            _uv(),
+            "pip",
+            "install",
+            "--compile-bytecode",
+            "--python",
+            str(venv / "bin" / "python"),
+        ]
         if os.environ.get("PIP_FIND_LINKS"):
             cmd += ["--find-links", os.environ["PIP_FIND_LINKS"]]
         subprocess.run([*cmd, f"label-studio=={VERSION}"], check=True)
