@@ -37,3 +37,12 @@ def test_a_value_the_caller_exported_wins() -> None:
     env = {k: v for k, v in os.environ.items() if k not in medcurate.CPU_ISA_ENV}
     env["ATEN_CPU_CAPABILITY"] = "default"
     assert _capability(env) == "DEFAULT"
+
+
+def test_openmp_threads_wait_passively() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in medcurate.THREAD_ENV}
+    code = "import medcurate, os; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "PASSIVE"
