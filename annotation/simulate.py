@@ -84,7 +84,13 @@ def resample_nearest(
     affine: NDArray[np.floating[Any]],
 ) -> NDArray[np.generic]:
     """``src`` (voxel -> world by ``src_affine``) sampled at every voxel of a grid of ``shape``
-    with ``affine``, nearest neighbour; outside ``src`` is 0."""
+    with ``affine``, nearest neighbour; outside ``src`` is 0.
+
+    Only the target voxels that can land on a nonzero source voxel are computed: the box around
+    the source's nonzero voxels (+-0.5, what rounds into it) carried into the target grid, one
+    voxel wider for rounding. A lesion mask is a few thousand voxels of a few million, so this is
+    what makes the truth of a round cost milliseconds instead of a second a volume.
+    """
     src3 = np.asarray(src)
     while src3.ndim < 3:
         src3 = src3[..., None]
@@ -92,45 +98,104 @@ def resample_nearest(
     to_src = np.linalg.inv(np.asarray(src_affine, dtype=np.float64)) @ np.asarray(
         affine, dtype=np.float64
     )
-    idx = np.indices(shape3, dtype=np.float64).reshape(3, -1)
+    out = np.zeros(shape3, dtype=src3.dtype)
+    box = _target_box(src3, to_src, shape3)
+    if box is None:
+        return out
+    lo, hi = box
+    idx = np.indices(tuple(hi - lo), dtype=np.float64).reshape(3, -1) + lo[:, None]
     pts = to_src[:3, :3] @ idx + to_src[:3, 3:4]
     near = np.rint(pts).astype(np.int64)
     inside = np.all((near >= 0) & (near < np.asarray(src3.shape[:3])[:, None]), axis=0)
-    out = np.zeros(idx.shape[1], dtype=src3.dtype)
+    vals = np.zeros(idx.shape[1], dtype=src3.dtype)
     n = near[:, inside]
-    out[inside] = src3[n[0], n[1], n[2]]
-    return out.reshape(shape3)
+    vals[inside] = src3[n[0], n[1], n[2]]
+    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = vals.reshape(tuple(hi - lo))
+    return out
+
+
+def _target_box(
+    src3: NDArray[np.generic], to_src: NDArray[np.floating[Any]], shape3: tuple[int, ...]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+    """[lo, hi) of the target voxels whose nearest source voxel may be nonzero (None: none)."""
+    nz = np.argwhere(src3 != 0)
+    if nz.size == 0:
+        return None
+    first, last = nz.min(axis=0) - 0.5, nz.max(axis=0) + 0.5
+    corners = np.array([[(first, last)[b][a] for a, b in enumerate(bits)]
+                        for bits in np.ndindex(2, 2, 2)], dtype=np.float64)  # fmt: skip
+    to_dst = np.linalg.inv(to_src)
+    mapped = to_dst[:3, :3] @ corners.T + to_dst[:3, 3:4]
+    lo = np.maximum(np.floor(mapped.min(axis=1)) - 1, 0).astype(np.int64)
+    hi = np.minimum(np.ceil(mapped.max(axis=1)) + 2, np.asarray(shape3)).astype(np.int64)
+    if np.any(hi <= lo):
+        return None
+    return lo, hi
 
 
 # --------------------------------------------------------------------------- noise
 
 
+@dataclass(frozen=True)
+class LesionPart:
+    """One connected lesion of a truth mask, cut out with a one-voxel margin in-plane (what a
+    one-pixel dilation can reach)."""
+
+    box: tuple[slice, slice, slice]
+    comp: NDArray[np.bool_]  # the lesion within ``box``
+    voxels: int
+    ks: NDArray[np.int64]  # the slices (within ``box``) it covers
+
+
+def lesion_parts(truth: NDArray[np.generic]) -> list[LesionPart]:
+    """The truth's lesions, in label order: computed once per sample, shared by annotators."""
+    fg = np.asarray(truth) != 0
+    labels, _ = ndimage.label(fg)
+    parts = []
+    for lesion, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is None:
+            continue
+        si, sj, sk = found
+        box = (
+            slice(max(si.start - 1, 0), min(si.stop + 1, fg.shape[0])),
+            slice(max(sj.start - 1, 0), min(sj.stop + 1, fg.shape[1])),
+            sk,
+        )
+        comp = labels[box] == lesion
+        ks = np.flatnonzero(comp.any(axis=(0, 1)))
+        parts.append(LesionPart(box, comp, int(comp.sum()), ks))
+    return parts
+
+
 def noisy_mask(
-    truth: NDArray[np.generic], noise: Noise, rng: np.random.Generator
+    truth: NDArray[np.generic],
+    noise: Noise,
+    rng: np.random.Generator,
+    parts: Sequence[LesionPart] | None = None,
 ) -> NDArray[np.bool_]:
     """One annotator's version of a (3D) lesion mask: a small lesion may be missed as a whole;
     the outline is jittered slice by slice (people draw slice by slice), each drawn slice of a
-    lesion dilated or eroded in-plane by one pixel with probability ``jitter``."""
-    fg = np.asarray(truth) != 0
-    labels, n = ndimage.label(fg)
-    out = np.zeros(fg.shape, dtype=bool)
-    for lesion in range(1, n + 1):
-        comp = labels == lesion
+    lesion dilated or eroded in-plane by one pixel with probability ``jitter``.
+
+    ``parts`` are :func:`lesion_parts` of ``truth`` when the caller has them already."""
+    shape = np.shape(truth)
+    out = np.zeros(shape, dtype=bool)
+    for part in lesion_parts(truth) if parts is None else parts:
         # the same random draws whatever happens, so one lesion's fate never shifts another's
         u_miss = rng.random()
-        ks = np.flatnonzero(comp.any(axis=(0, 1)))
-        u = rng.random((len(ks), 2))
-        if int(comp.sum()) < noise.small_voxels and u_miss < noise.miss_small:
+        u = rng.random((len(part.ks), 2))
+        if part.voxels < noise.small_voxels and u_miss < noise.miss_small:
             continue
-        for (u_jit, u_dir), k in zip(u, ks, strict=True):
-            plane = comp[:, :, k]
+        si, sj, sk = part.box
+        for (u_jit, u_dir), k in zip(u, part.ks, strict=True):
+            plane = part.comp[:, :, k]
             if u_jit < noise.jitter:
                 if u_dir < 0.5:
                     plane = ndimage.binary_dilation(plane)
                 else:
                     eroded = ndimage.binary_erosion(plane)
                     plane = eroded if eroded.any() else plane
-            out[:, :, k] |= plane
+            out[si, sj, sk.start + int(k)] |= plane
     return out
 
 
@@ -252,6 +317,56 @@ class SimSummary:
         )
 
 
+@dataclass(frozen=True)
+class Submission:
+    """One annotation an annotator submits: the task, its result list and the time it took."""
+
+    task_id: int
+    result: list[dict[str, Any]]
+    lead_time: float
+
+
+def plan_annotations(
+    index: int,
+    user_id: int,
+    tasks: Sequence[Mapping[str, Any]],
+    truths: Mapping[str, TruthVolume],
+    noise: Noise,
+    seed: int,
+    parts: Mapping[str, Sequence[LesionPart]] | None = None,
+) -> tuple[list[Submission], int]:
+    """What annotator ``index`` (Label Studio user ``user_id``) submits for the tasks they have
+    not labelled yet, in task_key order; returns (submissions, tasks already labelled).
+
+    The noisy mask is drawn once per sample (3D), so an annotator's slices of one lesion are
+    consistent, as a person's would be. Every draw comes from ``rng_for(seed, index, ...)``:
+    the same seed gives the same annotations, whatever order they reach the server in.
+    """
+    parts = {} if parts is None else parts
+    masks: dict[str, NDArray[np.bool_]] = {}
+    out: list[Submission] = []
+    skipped = 0
+    for task in sorted(tasks, key=lambda t: str(t["data"]["task_key"])):
+        sid, k = str(task["data"]["sample_id"]), int(task["data"]["slice_k"])
+        done = [
+            a for a in task.get("annotations") or [] if _user_id(a.get("completed_by")) == user_id
+        ]
+        if done:
+            skipped += 1
+            continue
+        truth = truths.get(sid)
+        if truth is None:
+            continue
+        if sid not in masks:
+            rng = rng_for(seed, str(index), sid, "mask")
+            masks[sid] = noisy_mask(truth.mask, noise, rng, parts.get(sid))
+        rng = rng_for(seed, str(index), str(task["data"]["task_key"]))
+        result = slice_result(masks[sid], k, noise, rng, task_mapping(task["data"]))
+        lead_time = float(np.round(rng.gamma(4.0, 5.0), 3))
+        out.append(Submission(int(task["id"]), result, lead_time))
+    return out, skipped
+
+
 def annotate_as(
     user: SimUser,
     index: int,
@@ -260,32 +375,16 @@ def annotate_as(
     noise: Noise,
     seed: int,
 ) -> tuple[int, int, int]:
-    """Submit one annotator's labels for every task of a project they have not labelled yet.
+    """Submit one annotator's labels for every task of a project they have not labelled yet,
+    one by one (the slow way; :func:`simulate_round` overlaps annotators and requests).
 
-    Returns (submitted, skipped, tasks). The noisy mask is drawn once per sample (3D), so an
-    annotator's slices of one lesion are consistent, as a person's would be.
-    """
-    me = user.client.whoami()["id"]
+    Returns (submitted, skipped, tasks)."""
+    me = int(user.client.whoami()["id"])
     tasks = user.client.tasks(project)
-    masks: dict[str, NDArray[np.bool_]] = {}
-    submitted = skipped = 0
-    for task in sorted(tasks, key=lambda t: str(t["data"]["task_key"])):
-        sid, k = str(task["data"]["sample_id"]), int(task["data"]["slice_k"])
-        done = [a for a in task.get("annotations") or [] if _user_id(a.get("completed_by")) == me]
-        if done:
-            skipped += 1
-            continue
-        truth = truths.get(sid)
-        if truth is None:
-            continue
-        if sid not in masks:
-            masks[sid] = noisy_mask(truth.mask, noise, rng_for(seed, str(index), sid, "mask"))
-        rng = rng_for(seed, str(index), str(task["data"]["task_key"]))
-        result = slice_result(masks[sid], k, noise, rng, task_mapping(task["data"]))
-        lead_time = float(np.round(rng.gamma(4.0, 5.0), 3))
-        user.client.submit_annotation(int(task["id"]), result, lead_time)
-        submitted += 1
-    return submitted, skipped, len(tasks)
+    plan, skipped = plan_annotations(index, me, tasks, truths, noise, seed)
+    for sub in plan:
+        user.client.submit_annotation(sub.task_id, sub.result, sub.lead_time)
+    return len(plan), skipped, len(tasks)
 
 
 def task_mapping(data: Mapping[str, Any]) -> SliceMapping:
@@ -300,6 +399,12 @@ def _user_id(completed_by: Any) -> int | None:
     return int(completed_by) if completed_by is not None else None
 
 
+#: requests in flight at once. Label Studio's development server is one process that spends
+#: ~40 ms of CPU per annotation plus sqlite commits that serialize writers: three keep it busy
+#: while the next labels are drawn here; more did not help (they wait on sqlite's lock).
+IN_FLIGHT = 3
+
+
 def simulate_round(
     admin: LabelStudioClient,
     project: int,
@@ -308,23 +413,35 @@ def simulate_round(
     noise: str | Noise,
     secrets_file: Path,
     seed: int = 0,
+    in_flight: int = IN_FLIGHT,
 ) -> SimSummary:
     """K simulated annotators sign up (through ``admin``'s invite link) and label every task of
-    ``project``, in parallel."""
+    ``project``.
+
+    Each submission goes through the API with its annotator's own token (keep-alive sessions).
+    The task list is read once; each sample's lesions are found once and shared by the
+    annotators; annotators' labels are drawn here while earlier ones are being submitted.
+    """
     level = noise_level(noise) if isinstance(noise, str) else noise
     users = sim_users(admin, annotators, secrets_file)
-    with ThreadPoolExecutor(max_workers=max(1, annotators)) as pool:
-        results = list(
-            pool.map(
-                lambda iu: annotate_as(iu[1], iu[0], project, truths, level, seed),
-                enumerate(users, start=1),
-            )
-        )
+    ids = [int(u.client.whoami()["id"]) for u in users]
+    tasks = users[0].client.tasks(project) if users else []
+    parts = {sid: lesion_parts(t.mask) for sid, t in truths.items()}
+    submitted = skipped = 0
+    with ThreadPoolExecutor(max_workers=max(1, in_flight)) as pool:
+        pending = []
+        for i, (user, uid) in enumerate(zip(users, ids, strict=True), start=1):
+            plan, done = plan_annotations(i, uid, tasks, truths, level, seed, parts)
+            skipped += done
+            submitted += len(plan)
+            pending += [
+                pool.submit(user.client.submit_annotation, s.task_id, s.result, s.lead_time)
+                for s in plan
+            ]
+        for future in pending:
+            future.result()  # the first failed submission raises here
     return SimSummary(
-        annotators=annotators,
-        submitted=sum(r[0] for r in results),
-        skipped_existing=sum(r[1] for r in results),
-        tasks=max((r[2] for r in results), default=0),
+        annotators=annotators, submitted=submitted, skipped_existing=skipped, tasks=len(tasks)
     )
 
 

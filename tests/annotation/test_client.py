@@ -182,3 +182,45 @@ def test_consensus_from_exported_files_alone(tmp_path: Path) -> None:
     assert labels["mask_path"].tolist() == ["masks/s1.nii.gz"]  # relative to labels/ (frozen)
     assert labels["source_round"].tolist() == ["round-1"]
     assert (z.label_masks / "s1.nii.gz").exists()
+
+
+def test_calls_reuse_one_connection_per_thread_and_send_the_token() -> None:
+    """Keep-alive: a round's hundreds of submissions skip a TCP handshake each; threads do not
+    share a connection (requests' sessions are not thread-safe)."""
+    import http.server
+    import json
+    import threading
+
+    seen: list[tuple[int, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def do_GET(self) -> None:
+            seen.append((self.client_address[1], self.headers.get("Authorization", "")))
+            body = json.dumps({"id": 1}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = LabelStudioClient(f"http://127.0.0.1:{server.server_port}", "tok")
+        for _ in range(3):
+            assert client.whoami() == {"id": 1}
+        other = threading.Thread(target=client.whoami)
+        other.start()
+        other.join()
+    finally:
+        server.shutdown()
+        server.server_close()
+    ports = [port for port, _ in seen]
+    assert len(ports) == 4 and len(set(ports[:3])) == 1  # one connection for this thread's calls
+    assert ports[3] != ports[0]  # the other thread's own
+    assert {auth for _, auth in seen} == {"Token tok"}

@@ -9,8 +9,11 @@ import pytest
 from annotation.simulate import (
     NOISE_LEVELS,
     Noise,
+    TruthVolume,
+    lesion_parts,
     noise_level,
     noisy_mask,
+    plan_annotations,
     resample_nearest,
     rng_for,
     slice_choice,
@@ -123,3 +126,165 @@ def test_annotate_round_needs_the_round_and_a_known_noise(zones_tmp, salt) -> No
     (zones_tmp.restricted / "demo-truth" / "seed-1").mkdir(parents=True)
     with pytest.raises(ConfigError, match="unknown noise level"):
         annotate_round(9, noise="extreme")
+
+
+# --------------------------------------------------------------------------- faster, same labels
+
+
+def _reference_resample(src, src_affine, shape, affine):  # type: ignore[no-untyped-def]
+    """The whole-grid nearest-neighbour resampling the boxed one must equal voxel for voxel."""
+    src3 = np.asarray(src)
+    to_src = np.linalg.inv(src_affine) @ affine
+    idx = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    near = np.rint(to_src[:3, :3] @ idx + to_src[:3, 3:4]).astype(np.int64)
+    inside = np.all((near >= 0) & (near < np.asarray(src3.shape)[:, None]), axis=0)
+    out = np.zeros(idx.shape[1], dtype=src3.dtype)
+    n = near[:, inside]
+    out[inside] = src3[n[0], n[1], n[2]]
+    return out.reshape(shape)
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    return q * np.sign(np.diag(r))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_boxed_resampling_equals_the_whole_grid(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    src = np.zeros((20, 18, 9), dtype=np.uint8)
+    c = rng.integers(2, 7, 3)
+    src[c[0] : c[0] + 4, c[1] : c[1] + 5, c[2] : c[2] + 2] = 1
+    if seed % 2:
+        src[-1, -1, -1] = 1  # a voxel in the far corner: the box spans the volume
+    src_affine = np.eye(4)
+    src_affine[:3, :3] = _rotation(rng) * rng.uniform(0.7, 3.0, 3)
+    src_affine[:3, 3] = rng.uniform(-20, 20, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = _rotation(rng) * rng.uniform(0.5, 2.5, 3)
+    affine[:3, 3] = src_affine[:3, 3] + rng.uniform(-10, 10, 3)
+    shape = (24, 22, 12)
+    out = resample_nearest(src, src_affine, shape, affine)
+    assert np.array_equal(out, _reference_resample(src, src_affine, shape, affine))
+
+
+def test_resampling_an_empty_mask_or_one_outside_the_grid_is_all_zero() -> None:
+    empty = np.zeros((5, 5, 5), dtype=np.uint8)
+    assert not resample_nearest(empty, np.eye(4), (6, 6, 6), np.eye(4)).any()
+    far = np.eye(4)
+    far[:3, 3] = 1000.0  # the target grid lies far from the source
+    src = np.ones((5, 5, 5), dtype=np.uint8)
+    assert resample_nearest(src, np.eye(4), (6, 6, 6), far).shape == (6, 6, 6)
+    assert not resample_nearest(src, np.eye(4), (6, 6, 6), far).any()
+
+
+def _reference_noisy_mask(truth, noise, rng):  # type: ignore[no-untyped-def]
+    """The whole-volume noise model the cut-out one must equal (same draws, same pixels)."""
+    from scipy import ndimage
+
+    fg = np.asarray(truth) != 0
+    labels, n = ndimage.label(fg)
+    out = np.zeros(fg.shape, dtype=bool)
+    for lesion in range(1, n + 1):
+        comp = labels == lesion
+        u_miss = rng.random()
+        ks = np.flatnonzero(comp.any(axis=(0, 1)))
+        u = rng.random((len(ks), 2))
+        if int(comp.sum()) < noise.small_voxels and u_miss < noise.miss_small:
+            continue
+        for (u_jit, u_dir), k in zip(u, ks, strict=True):
+            plane = comp[:, :, k]
+            if u_jit < noise.jitter:
+                if u_dir < 0.5:
+                    plane = ndimage.binary_dilation(plane)
+                else:
+                    eroded = ndimage.binary_erosion(plane)
+                    plane = eroded if eroded.any() else plane
+            out[:, :, k] |= plane
+    return out
+
+
+@pytest.mark.parametrize("level", ["low", "moderate", "high"])
+def test_lesions_cut_out_once_give_the_same_noise_as_the_whole_volume(level: str) -> None:
+    truth = _blobs()
+    truth[0:3, 27:30, 2:5] = 1  # a lesion on the volume's edge: erosion and dilation at the border
+    truth[9:11, 9:11, 3] = 0  # a hole: the big lesion's box holds background
+    parts = lesion_parts(truth)
+    assert len(parts) == 3 and parts[-1].voxels == 2  # the small one
+    for who in ("1", "2", "3"):
+        want = _reference_noisy_mask(truth, NOISE_LEVELS[level], rng_for(4, who))
+        assert np.array_equal(noisy_mask(truth, NOISE_LEVELS[level], rng_for(4, who)), want)
+        shared = noisy_mask(truth, NOISE_LEVELS[level], rng_for(4, who), parts)
+        assert np.array_equal(shared, want)
+
+
+def _tasks() -> list[dict]:  # type: ignore[type-arg]
+    return [
+        {"id": 10 + k, "data": {"task_key": f"s1:k{k:04d}", "sample_id": "s1", "slice_k": k}}
+        for k in (5, 1, 3)  # listed out of order
+    ] + [{"id": 99, "data": {"task_key": "zz:k0000", "sample_id": "zz", "slice_k": 0}}]
+
+
+def test_plan_annotations_is_deterministic_and_skips_what_is_done() -> None:
+    truths = {"s1": TruthVolume("abnormal", _blobs())}
+    level = NOISE_LEVELS["moderate"]
+    plan, skipped = plan_annotations(1, 7, _tasks(), truths, level, seed=3)
+    assert skipped == 0
+    assert [s.task_id for s in plan] == [11, 13, 15]  # task_key order; no truth for "zz"
+    again, _ = plan_annotations(1, 7, list(reversed(_tasks())), truths, level, seed=3)
+    assert again == plan
+    other, _ = plan_annotations(2, 8, _tasks(), truths, level, seed=3)
+    assert [s.lead_time for s in other] != [s.lead_time for s in plan]
+    done = _tasks()
+    done[1]["annotations"] = [{"completed_by": {"id": 7}}, {"completed_by": 8}]
+    rest, skipped = plan_annotations(1, 7, done, truths, level, seed=3)
+    assert skipped == 1 and rest == [s for s in plan if s.task_id != 11]
+
+
+class _FakeUserClient:
+    """Stands in for Label Studio in this unit test only: records who submitted what."""
+
+    def __init__(self, uid: int, tasks: list[dict], log: list) -> None:  # type: ignore[type-arg]
+        self.uid, self._tasks, self.log, self.listed = uid, tasks, log, 0
+
+    def whoami(self) -> dict:  # type: ignore[type-arg]
+        return {"id": self.uid}
+
+    def tasks(self, project: int) -> list[dict]:  # type: ignore[type-arg]
+        self.listed += 1
+        return self._tasks
+
+    def submit_annotation(self, task_id: int, result: list, lead_time: float) -> dict:  # type: ignore[type-arg]
+        self.log.append((self.uid, task_id, result, lead_time))
+        return {}
+
+
+def test_simulate_round_submits_each_plan_as_its_own_user(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from annotation import simulate
+
+    log: list = []  # type: ignore[type-arg]
+    clients = {}
+
+    class Admin:
+        def signup(self, email: str, password: str) -> _FakeUserClient:
+            uid = int(email.split("-")[2].split("@")[0])
+            clients[uid] = _FakeUserClient(uid, _tasks(), log)
+            return clients[uid]
+
+    truths = {"s1": TruthVolume("abnormal", _blobs())}
+    summary = simulate.simulate_round(
+        Admin(),
+        1,
+        truths,
+        3,
+        "moderate",
+        tmp_path / "sim.json",
+        seed=3,
+        in_flight=3,  # type: ignore[arg-type]
+    )
+    assert (summary.submitted, summary.skipped_existing, summary.tasks) == (9, 0, 4)
+    assert sum(c.listed for c in clients.values()) == 1  # the task list is read once
+    for i in (1, 2, 3):
+        plan, _ = plan_annotations(i, i, _tasks(), truths, NOISE_LEVELS["moderate"], 3)
+        mine = sorted((t, r, lt) for u, t, r, lt in log if u == i)  # type: ignore[misc]
+        assert mine == sorted((s.task_id, s.result, s.lead_time) for s in plan)  # type: ignore[misc]

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import stat
 import urllib.error
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,10 @@ def test_running_server(labelstudio: ls.LabelStudioServer) -> None:
     assert b"SENTRY_DSN=" in environ and b"COLLECT_ANALYTICS=false" in environ
     assert not [e for e in environ if e.startswith((b"USERNAME=", b"DEBUG=", b"PORT="))]
     assert not (ls.ServicePaths(labelstudio.home).data / ".env").exists()
+    # its database runs in WAL mode (a file property, set by the server's first connection)
+    db = ls.ServicePaths(labelstudio.home).data / "label_studio.sqlite3"
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 @pytest.mark.integration
