@@ -91,8 +91,16 @@ browser: tools
 screenshots: setup labelstudio browser
 	MEDCURATE_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest -q -p no:cacheprovider tests/browser
 
-bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+# every benchmark with its defaults but the end-to-end one (60 and 240 patients: an hour or more)
+bench: setup labelstudio
+	@for b in bench/*.py; do test $$b = bench/e2e.py && continue; echo "== $$b"; \
+	  $(BIN)/python $$b || exit 1; done
+
+# the whole chain through Dagster for 60 and 240 patients, plus a second batch of 10% more
+# (E2E_ARGS=--quick: 12 patients, minutes)
+.PHONY: bench-e2e
+bench-e2e: setup labelstudio
+	$(BIN)/python bench/e2e.py $(E2E_ARGS)
 
 clean:
 	rm -rf $(MEDCURATE_HOME) .pytest_cache .mypy_cache .ruff_cache

@@ -55,10 +55,12 @@ def open_rounds(
 
 @contextmanager
 def not_retried() -> Iterator[None]:
-    """A round that is not ready fails the run at once: no retry would make it ready."""
+    """A round that is not ready, or settings that are missing or refused (no Label Studio
+    configured, a weak salt), fail the run at once: no retry would change them. Only a server
+    that is restarting or busy is worth the retry policy's wait."""
     try:
         yield
-    except RoundNotReady as exc:
+    except (RoundNotReady, ConfigError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
 
 
@@ -153,6 +155,7 @@ def consensus_labels(
     config: ConsensusConfig,
 ) -> dg.MaterializeResult:
     thresholds = Thresholds(min_dice=config.min_dice, method=config.method)
-    client = labelstudio.client() if config.adjudicate else None
-    salt = secrets.salt() if client else b""
+    with not_retried():
+        client = labelstudio.client() if config.adjudicate else None
+        salt = secrets.salt() if client else b""
     return materialized(context, run_consensus(home.zones(), thresholds, client, salt))

@@ -12,6 +12,10 @@ What the person would type is run through the ``medcurate`` command line (``init
 ``annotate-sim``), in this process; the Dagster side goes through the code location. The few
 other steps a person does by hand (the salt file, dropping files, starting the server) call the
 core directly: tests/test_layout.py lists them as this module's exceptions.
+
+Each phase's wall time (synth, inbox drop, every job run, every annotate-sim) is printed as it
+ends, and the pipeline part's total at the end. ``bench/e2e.py`` runs the same :class:`Chain`
+for larger cohorts and reads Dagster's step stats of the runs it recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ import os
 import secrets
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +87,48 @@ def _metadata_line(result: dg.ExecuteInProcessResult) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One timed phase of the chain: a Dagster run (its ``run_id``) or a step outside Dagster."""
+
+    name: str
+    seconds: float
+    run_id: str | None = None
+
+
+@dataclass
+class Clock:
+    """Wall time of each phase, printed as it ends (the issue note quotes these lines)."""
+
+    phases: list[Phase] = field(default_factory=list)
+    started: float | None = None  # perf_counter at the start of the first phase
+    ended: float | None = None
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[dict[str, Any]]:
+        """Time the block; the caller may put ``run_id`` into the yielded dict."""
+        t0 = time.perf_counter()
+        self.started = t0 if self.started is None else self.started
+        info: dict[str, Any] = {}
+        try:
+            yield info
+        finally:
+            self.ended = time.perf_counter()
+            self.phases.append(Phase(name, self.ended - t0, info.get("run_id")))
+            print(f"  [{name}: {self.ended - t0:.1f} s]")
+
+    def wall(self) -> float:
+        """From the start of the first phase to the end of the last (gaps included)."""
+        return 0.0 if self.started is None or self.ended is None else self.ended - self.started
+
+
+def pipeline_line(seconds: float) -> str:
+    return f"pipeline part: {seconds:.1f} s"
+
+
 def run_demo(patients: int = 12, seed: int = 7, rounds: int = 2) -> int:
-    z = zones()
-    os.environ.setdefault("DAGSTER_HOME", str(z.dagster_home))
-    medcurate("init-home")  # first: restricted/ owner-only before the salt is written there
-    if not os.environ.get("MEDCURATE_DEID_SALT"):
-        os.environ["MEDCURATE_DEID_SALT"] = demo_salt(z)
-    DeidSecrets().salt()  # a weak MEDCURATE_DEID_SALT from the caller stops the demo here
-    started = _start_labelstudio(z.home)
+    z = prepare_home()
+    started = start_labelstudio(z.home)
     try:
         return _run(z, patients, seed, rounds)
     finally:
@@ -95,60 +137,132 @@ def run_demo(patients: int = 12, seed: int = 7, rounds: int = 2) -> int:
             print("label studio: stopped")
 
 
-def _start_labelstudio(home: Path) -> bool:
+def prepare_home() -> Zones:
+    """MEDCURATE_HOME ready for a run: owner-only zones, DAGSTER_HOME, the de-identification salt
+    (a weak MEDCURATE_DEID_SALT from the caller raises here)."""
+    z = zones()
+    os.environ.setdefault("DAGSTER_HOME", str(z.dagster_home))
+    medcurate("init-home")  # first: restricted/ owner-only before the salt is written there
+    if not os.environ.get("MEDCURATE_DEID_SALT"):
+        os.environ["MEDCURATE_DEID_SALT"] = demo_salt(z)
+    DeidSecrets().salt()
+    return z
+
+
+def start_labelstudio(home: Path, port: int | None = None) -> bool:
     """Start the managed Label Studio for MEDCURATE_HOME unless it already runs (then it is left
-    running afterwards). True when this demo started it."""
+    running afterwards). True when this call started it. ``port`` None: the default port when
+    it is free, else any free one."""
     if ls.status(home).running:
         print(f"label studio: already running ({ls.status(home).url})")
         return False
-    port = int(os.environ.get("MEDCURATE_LABELSTUDIO_PORT", ls.DEFAULT_PORT))
-    if not ls.port_is_free(ls.DEFAULT_HOST, port):
-        port = ls.free_port()
+    if port is None:
+        port = int(os.environ.get("MEDCURATE_LABELSTUDIO_PORT", ls.DEFAULT_PORT))
+        if not ls.port_is_free(ls.DEFAULT_HOST, port):
+            port = ls.free_port()
     server = ls.start(home=home, port=port)
     print(f"label studio: {server.url}")
     return True
 
 
+def synth_cli(patients: int, seed: int, truth: Path) -> Callable[[Path], None]:
+    """Studies as a person makes them: ``medcurate synth DROP --patients N --seed S --truth T``."""
+    return lambda drop: medcurate(
+        "synth", drop, "--patients", str(patients), "--seed", str(seed), "--truth", truth
+    )
+
+
 def _run(z: Zones, patients: int, seed: int, rounds: int) -> int:
     truth = z.demo_truth / f"seed-{seed}"
-    with tempfile.TemporaryDirectory(dir=z.restricted) as staging:
-        drop = Path(staging) / "drop"
-        medcurate("synth", drop, "--patients", str(patients), "--seed", str(seed), "--truth", truth)
-        dropped = drop_into_inbox(drop, z)
-    print(f"dropped {dropped} files into the inbox")
-    batch = claim_inbox(z)
-    if batch is None:
-        print("nothing claimed from the inbox", file=sys.stderr)
+    chain = Chain(z, dg.DagsterInstance.get())
+    ok = (
+        chain.ingest(synth_cli(patients, seed, truth))
+        and chain.label(truth, rounds)
+        and chain.release()
+    )
+    if not ok:
         return 1
-    print(f"claimed batch {batch}")
-
-    instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions(batch_partitions.name, [batch])  # type: ignore[arg-type]
-    run = _Runner(instance)
-    if not run("batch", "ingest_batch", batch):
-        return 1
-    # every volume is labelled across the rounds, so the release ships no unlabelled sample
-    # (the default round of 8 samples leaves half of the demo's 32 volumes unlabelled)
-    volumes = pq.read_metadata(z.volumes_table).num_rows
-    round_size = max(1, math.ceil(volumes / rounds))
-    for n in range(1, rounds + 1):
-        if not _annotation_round(run, n, truth, round_size):
-            return 1
-        # the next round's model trains on this round's consensus
-        if n < rounds and not run("consensus", "consensus"):
-            return 1
-    if not run("dataset", "consensus_and_release"):
-        return 1
+    print(pipeline_line(chain.clock.wall()))
     print(f"done. MEDCURATE_HOME={z.home}; `make ui` shows the runs.")
     return 0
 
 
+class Chain:
+    """The person's steps, in order: each Dagster run and each step outside it is timed."""
+
+    def __init__(self, z: Zones, instance: dg.DagsterInstance) -> None:
+        self.z = z
+        self.clock = Clock()
+        self.run = _Runner(instance, self.clock)
+        self.next_round = 1
+        self.labelled = 0  # samples put into rounds so far
+
+    def ingest(self, make_studies: Callable[[Path], None]) -> bool:
+        """Studies made into a drop folder, dropped into the inbox, claimed as a batch (what the
+        inbox sensor does) and run through the batch's job (``ingest_batch``)."""
+        with tempfile.TemporaryDirectory(dir=self.z.restricted) as staging:
+            drop = Path(staging) / "drop"
+            with self.clock.phase("synth"):
+                make_studies(drop)
+            with self.clock.phase("inbox drop"):
+                dropped = drop_into_inbox(drop, self.z)
+                batch = claim_inbox(self.z)
+        print(f"dropped {dropped} files into the inbox")
+        if batch is None:
+            print("nothing claimed from the inbox", file=sys.stderr)
+            return False
+        print(f"claimed batch {batch}")
+        self.run.instance.add_dynamic_partitions(batch_partitions.name, [batch])  # type: ignore[arg-type]
+        return self.run("batch", "ingest_batch", batch)
+
+    def label(self, truth: Path, rounds: int) -> bool:
+        """Every volume not yet in a round is labelled across ``rounds`` rounds, so the release
+        ships no unlabelled sample (the default round of 8 samples would leave half of the demo's
+        32 volumes unlabelled); the next round's model trains on this round's consensus."""
+        volumes = pq.read_metadata(self.z.volumes_table).num_rows
+        round_size = max(1, math.ceil((volumes - self.labelled) / rounds))
+        for n in range(rounds):
+            if not self._annotation_round(truth, round_size):
+                return False
+            if n < rounds - 1 and not self.run("consensus", "consensus"):
+                return False
+        self.labelled = volumes  # a round picks unlabelled samples only
+        return True
+
+    def lap(self) -> Clock:
+        """The phases timed so far; a fresh clock times what follows (a second batch)."""
+        done, self.clock = self.clock, Clock()
+        self.run.clock = self.clock
+        return done
+
+    def release(self) -> bool:
+        return self.run("dataset", "consensus_and_release")
+
+    def _annotation_round(self, truth: Path, round_size: int) -> bool:
+        """One annotation round: the pre-annotation model and the round's tasks in Label Studio
+        (``round_size`` samples; job ``annotation_round``), three simulated annotators with
+        moderate noise (``medcurate annotate-sim``), then the export (job ``round_export``)."""
+        number, self.next_round = self.next_round, self.next_round + 1
+        round = f"round-{number}"
+        self.run.instance.add_dynamic_partitions(round_partitions.name, [round])  # type: ignore[arg-type]
+        cut = {"annotation_tasks": {"n_samples": round_size}}
+        if not self.run(round, "annotation_round", round, ops=cut):
+            return False
+        with self.clock.phase(f"{round} annotate-sim"):
+            medcurate(
+                "annotate-sim", "--round", str(number), "--annotators", "3",
+                "--noise", "moderate", "--truth", truth,
+            )  # fmt: skip
+        return self.run(f"{round} export", "round_export", round)
+
+
 class _Runner:
     """Runs one of the code location's named jobs in the instance (as the UI's Launch button
-    would, so the run list shows the job's name) and reports it."""
+    would, so the run list shows the job's name), times it and reports it."""
 
-    def __init__(self, instance: dg.DagsterInstance) -> None:
+    def __init__(self, instance: dg.DagsterInstance, clock: Clock) -> None:
         self.instance = instance
+        self.clock = clock
 
     def __call__(
         self,
@@ -160,33 +274,19 @@ class _Runner:
         run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
         if ops:
             run_config["ops"] = {name: {"config": cfg} for name, cfg in ops.items()}
-        result = defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance,
-            partition_key=partition_key,
-            raise_on_error=False,
-            # the step-by-step DEBUG events stay in the instance (the UI shows them)
-            run_config=run_config,
-        )
+        with self.clock.phase(f"{label}: {job}") as info:
+            result = defs.resolve_job_def(job).execute_in_process(
+                instance=self.instance,
+                partition_key=partition_key,
+                raise_on_error=False,
+                # the step-by-step DEBUG events stay in the instance (the UI shows them)
+                run_config=run_config,
+            )
+            info["run_id"] = result.run_id
         state = "success" if result.success else "FAILED"
         print(f"{label} run {result.run_id} (job {job}): {state}")
         print("\n".join(_metadata_line(result)))
         return bool(result.success)
-
-
-def _annotation_round(run: _Runner, round_number: int, truth: Path, round_size: int) -> bool:
-    """One annotation round: the pre-annotation model and the round's tasks in Label Studio
-    (``round_size`` samples; job ``annotation_round``), three simulated annotators with moderate
-    noise (``medcurate annotate-sim``), then the export (job ``round_export``)."""
-    round = f"round-{round_number}"
-    run.instance.add_dynamic_partitions(round_partitions.name, [round])  # type: ignore[arg-type]
-    cut = {"annotation_tasks": {"n_samples": round_size}}
-    if not run(round, "annotation_round", round, ops=cut):
-        return False
-    medcurate(
-        "annotate-sim", "--round", str(round_number), "--annotators", "3", "--noise", "moderate",
-        "--truth", truth,
-    )  # fmt: skip
-    return run(f"{round} export", "round_export", round)
 
 
 def main(argv: list[str] | None = None) -> int:

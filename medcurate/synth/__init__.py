@@ -59,9 +59,12 @@ def _is_within(child: Path, parent: Path) -> bool:
 
 
 def generate_studies(
-    out: Path, patients: int, seed: int, truth: Path | None = None
+    out: Path, patients: int, seed: int, truth: Path | None = None, first_patient: int = 0
 ) -> SynthSummary:
     """Write ``patients`` patients' studies under ``out`` and, if given, ground truth to ``truth``.
+
+    ``first_patient``: start at that patient of the seed's cohort (new patients for a second
+    batch; see :func:`~medcurate.synth.plan.plan_cohort`). 0 is the cohort from its start.
 
     Layout: ``out/<LAST_FIRST_MRN>/<YYYYMMDD>_<KIND>_<BODYPART>/SE<nnn>_<DESC>/IM<nnnn>.dcm``.
     """
@@ -72,7 +75,7 @@ def generate_studies(
         raise ValueError(
             f"{truth}: the truth folder must not be inside the studies folder or hold it"
         )
-    cohort = plan_cohort(patients, seed)
+    cohort = plan_cohort(patients, seed, first_patient)
     rows, lesion_rows = [], []
     files = 0
     mods: Counter[str] = Counter()

@@ -332,8 +332,18 @@ def plan_patient(
     return p
 
 
-def plan_cohort(patients: int, seed: int) -> Cohort:
-    """Plan ``patients`` patients over four sites; no pixels, no files."""
+def plan_cohort(patients: int, seed: int, first_patient: int = 0) -> Cohort:
+    """Plan ``patients`` patients over four sites; no pixels, no files.
+
+    ``first_patient`` > 0 gives the patients that follow: patients ``first_patient`` to
+    ``first_patient + patients - 1`` of the same seed's cohort, exactly as a larger cohort has
+    them (its earlier patients are planned too, so names stay unique across both batches, and
+    dropped). A second batch of new patients for the same hospitals, as the incremental
+    benchmark needs.
+    """
+    if first_patient < 0:
+        raise ValueError(f"first_patient must be >= 0, got {first_patient}")
     sites = make_sites(_rng(seed, 10**6))
     used: set[tuple[str, str]] = {(p.first, p.last) for s in sites for p in s.staff}
-    return Cohort(seed, sites, [plan_patient(seed, i, sites, used) for i in range(patients)])
+    planned = [plan_patient(seed, i, sites, used) for i in range(first_patient + patients)]
+    return Cohort(seed, sites, planned[first_patient:])

@@ -136,13 +136,20 @@ def test_round_sensor_without_rounds_says_what_to_run(
 def test_demo_runs_named_jobs(zones_tmp: Zones) -> None:
     """The demo's runner launches the code location's jobs, so the run list shows their names
     (not ``__ephemeral_asset_job__``); a job that fails is still recorded under its name."""
-    from pipelines.demo import _Runner
+    from pipelines.demo import Clock, _Runner
     from pipelines.jobs import ALL_JOBS
 
     instance = dg.DagsterInstance.ephemeral()
-    assert _Runner(instance)("consensus", "consensus") is False  # no round exported yet
+    clock = Clock()
+    assert _Runner(instance, clock)("consensus", "consensus") is False  # no round exported yet
     [run] = instance.get_runs()
     assert run.job_name == "consensus"
+    [phase] = clock.phases  # the run was timed under its label and job
+    assert phase.name == "consensus: consensus" and phase.run_id == run.run_id
+    # Label Studio is not configured here: a settings error, failed at once, never retried
+    events = [e.dagster_event.event_type for e in instance.all_logs(run.run_id) if e.dagster_event]
+    assert dg.DagsterEventType.STEP_FAILURE in events
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in events
     names = {j.name for j in ALL_JOBS}
     assert {"ingest_batch", "annotation_round", "round_export", "consensus_and_release"} <= names
 

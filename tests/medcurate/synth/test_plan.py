@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 
 from medcurate.synth.plan import SCAN_CENTER, make_uid, plan_cohort
 
@@ -34,6 +35,23 @@ def test_small_cohort_has_every_case_and_is_a_prefix_of_a_larger_one() -> None:
     assert kinds == {"CT", "MR", "XR"}
     assert small.patients[0].lesions and not small.patients[1].lesions
     assert any(len(p.studies) == 2 for p in small.patients)
+
+
+def test_first_patient_gives_the_next_patients_of_the_same_cohort() -> None:
+    whole = plan_cohort(14, seed=2)
+    first, second = plan_cohort(12, seed=2), plan_cohort(2, seed=2, first_patient=12)
+    assert [p.key for p in second.patients] == ["P0013", "P0014"]
+    assert [p.identity for p in second.patients] == [p.identity for p in whole.patients[12:]]
+    assert [s.uid for s in second.studies] == [s.uid for s in whole.studies[len(first.studies) :]]
+    # new people: no patient, study or series is shared with the first batch
+    assert not {p.identity.mrn for p in first.patients} & {p.identity.mrn for p in second.patients}
+    series = {se.uid for s in first.studies for se in s.series}
+    assert not series & {se.uid for s in second.studies for se in s.series}
+    assert [p.identity for p in plan_cohort(3, seed=2, first_patient=0).patients] == [
+        p.identity for p in whole.patients[:3]
+    ]
+    with pytest.raises(ValueError, match="first_patient"):
+        plan_cohort(1, seed=2, first_patient=-1)
 
 
 def test_repeat_studies_are_months_apart_and_follow_up_references_the_prior() -> None:
