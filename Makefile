@@ -57,7 +57,7 @@ test-unit: setup
 test-integration: setup
 	$(BIN)/pytest -q -m integration
 
-demo: setup labelstudio
+demo: setup labelstudio ocr
 	$(BIN)/python -m pipelines.demo
 
 # Dagster (127.0.0.1:3000), Label Studio (:8080, started unless running) and the figures server
@@ -72,19 +72,26 @@ labelstudio: setup  # the annotation server in its own venv + a pre-migrated dat
 # Debian's programs the tests drive: chromium (tests/browser: playwright cannot download its own
 # browser here), dicom3tools' dciodvfy (IOD validation of de-identified objects) and tesseract
 # (OCR of burned-in text). apt-get needs root: sudo when not root. One apt-get for all that miss.
-DEBIAN_TOOLS := /usr/bin/chromium:chromium /usr/bin/dciodvfy:dicom3tools \
-  /usr/bin/tesseract:tesseract-ocr /usr/share/tesseract-ocr/5/tessdata/eng.traineddata:tesseract-ocr-eng
-.PHONY: tools browser screenshots
-tools:
-	@missing=; for t in $(DEBIAN_TOOLS); do test -e "$${t%%:*}" || missing="$$missing $${t##*:}"; done; \
+# the demo needs only tesseract: without it, images that must be OCR-read are quarantined
+OCR_TOOLS := /usr/bin/tesseract:tesseract-ocr \
+  /usr/share/tesseract-ocr/5/tessdata/eng.traineddata:tesseract-ocr-eng
+DEBIAN_TOOLS := /usr/bin/chromium:chromium /usr/bin/dciodvfy:dicom3tools $(OCR_TOOLS)
+define apt_install
+	@missing=; for t in $(1); do test -e "$${t%%:*}" || missing="$$missing $${t##*:}"; done; \
 	test -z "$$missing" || { \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo=sudo; else \
-	    echo "make tools: missing Debian packages:$$missing; install them as root" \
-	      "(apt-get install -y$$missing): the tests need them" >&2; exit 1; fi; \
+	    echo "make $@: missing Debian packages:$$missing; install them as root" \
+	      "(apt-get install -y$$missing): make $@ needs them" >&2; exit 1; fi; \
 	  echo "installing Debian packages:$$missing"; \
 	  $$sudo apt-get update -qq && \
 	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || { \
-	    echo "make tools: apt-get could not install$$missing; the tests need them" >&2; exit 1; }; }
+	    echo "make $@: apt-get could not install$$missing" >&2; exit 1; }; }
+endef
+.PHONY: tools ocr browser screenshots
+tools:
+	$(call apt_install,$(DEBIAN_TOOLS))
+ocr:
+	$(call apt_install,$(OCR_TOOLS))
 browser: tools
 
 # the README's pictures (docs/img/*.png), taken by the browser tests

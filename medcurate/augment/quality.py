@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,6 +112,9 @@ def diversity(synth: np.ndarray, pairs: int = 500, seed: int = 0) -> float:
     i = rng.integers(0, len(x), pairs)
     j = (i + rng.integers(1, len(x), pairs)) % len(x)  # never pairs a sample with itself
     return float(_ms_ssim_pairs(x[i], x[j]).mean())
+
+
+PRDC_METRICS = ("precision", "recall", "density", "coverage")
 
 
 def prdc_scores(
@@ -299,7 +303,15 @@ def _scores(
         "ms_ssim": ms_ssim(a_img, b_img, pairs, seed),
         "diversity": diversity(b_img, pairs, seed),
     }
-    out.update(prdc_scores(a_feat, b_feat, nearest_k))
+    # small cohorts (a few lesion patients, split in halves by patient) can leave a half with no
+    # more than k samples: both comparisons then use the largest k the sets allow (prdc's
+    # neighbour search counts each sample itself, so k + 2 samples a set), and the metrics are
+    # n/a when even k=1 does not fit (they were a crash)
+    k = min(nearest_k, min(len(a_feat), len(b_feat)) - 2)
+    if k >= 1:
+        out.update(prdc_scores(a_feat, b_feat, k))
+    else:
+        out.update(dict.fromkeys(PRDC_METRICS, math.nan))
     return out
 
 

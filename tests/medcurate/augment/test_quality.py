@@ -169,3 +169,19 @@ def test_small_sets_are_compared_over_every_pair() -> None:
     a, b = np.triu_indices(5, k=1)
     assert diversity(x, pairs=10, seed=3) == pytest.approx(float(_ms_ssim_pairs(x[a], x[b]).mean()))
     assert diversity(x, pairs=9, seed=0) != diversity(x, pairs=9, seed=1)  # 10 pairs > 9: drawn
+
+
+def test_a_half_with_few_samples_gets_a_smaller_k_not_a_crash() -> None:
+    """The demo's lesion patches: few patients, so a half can hold no more than k=5 patches."""
+    real, real_y = phantoms(10, seed=8)
+    groups = np.arange(10)  # ten patients of one patch each: half B holds 5
+    synth, synth_y = phantoms(10, seed=9)
+    report = quality_report(real, synth, real_y, synth_y, seed=0, real_groups=groups, pairs=50)
+    assert report.n_compared == 5  # k=5 would have refused these sets
+    for side in (report.synthetic, report.reference):
+        assert 0.0 <= side["coverage"] <= 1.0 and 0.0 <= side["precision"] <= 1.0
+
+    one, one_y = phantoms(1, seed=9)  # two synthetic samples: too few for k=1, so n/a
+    tiny = quality_report(real, np.repeat(one, 2, 0), real_y, np.repeat(one_y, 2), seed=0,
+                          real_groups=groups, pairs=50)  # fmt: skip
+    assert np.isnan(tiny.synthetic["coverage"]) and np.isnan(tiny.reference["coverage"])
