@@ -62,7 +62,10 @@ def private_tree(root: Path) -> None:
     make_private(root)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in (*dirnames, *filenames):
-            make_private(Path(dirpath) / name)
+            try:
+                make_private(Path(dirpath) / name)
+            except FileNotFoundError:  # gone since the listing (a running sqlite's -wal/-shm)
+                continue
 
 
 def write_private_bytes(path: Path, data: bytes) -> Path:

@@ -55,3 +55,25 @@ def test_private_tree_and_require_private(tmp_path: Path, loose_umask) -> None: 
     private_tree(tmp_path / "r")
     assert open_to_others([tmp_path / "r", tmp_path / "r" / "a", tmp_path / "r" / "a" / "f"]) == []
     require_private([tmp_path / "r", tmp_path / "missing"])
+
+
+def test_private_tree_skips_a_file_gone_since_the_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running sqlite's -shm file can vanish between os.walk's listing and the chmod."""
+    import medcurate.perms as perms
+
+    (tmp_path / "r").mkdir()
+    for name in ("db.sqlite3", "db.sqlite3-shm"):
+        (tmp_path / "r" / name).write_bytes(b"x")
+        os.chmod(tmp_path / "r" / name, 0o644)
+    real = perms.make_private
+
+    def vanishing(path: Path) -> Path:
+        if Path(path).name.endswith("-shm"):
+            Path(path).unlink()
+        return real(path)
+
+    monkeypatch.setattr(perms, "make_private", vanishing)
+    perms.private_tree(tmp_path / "r")
+    assert stat.S_IMODE((tmp_path / "r" / "db.sqlite3").stat().st_mode) == 0o600
