@@ -152,19 +152,19 @@ def maxrss_bytes() -> tuple[int, int]:
 def environment(values: Mapping[str, str | None]) -> Iterator[None]:
     """Set (None: unset) environment variables for the block, then restore them."""
     saved = {k: os.environ.get(k) for k in values}
+    _set_environment(values)
     try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _set_environment(saved)
+
+
+def _set_environment(values: Mapping[str, str | None]) -> None:
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def run_figures(instance: Any, phases: Sequence[Any]) -> list[RunFigures]:

@@ -11,6 +11,7 @@ import pytest
 
 from bench.e2e import (
     RunFigures,
+    environment,
     incremental_share,
     overhead_share,
     second_batch_size,
@@ -72,3 +73,11 @@ def test_tree_rss_sums_a_process_and_its_descendants_only(tmp_path: Path) -> Non
 
 def test_tree_rss_of_this_process_is_real() -> None:
     assert tree_rss(os.getpid()) > 0
+
+
+def test_environment_sets_unsets_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDCURATE_E2E_A", "kept")
+    monkeypatch.delenv("MEDCURATE_E2E_B", raising=False)
+    with environment({"MEDCURATE_E2E_A": None, "MEDCURATE_E2E_B": "set"}):
+        assert "MEDCURATE_E2E_A" not in os.environ and os.environ["MEDCURATE_E2E_B"] == "set"
+    assert os.environ["MEDCURATE_E2E_A"] == "kept" and "MEDCURATE_E2E_B" not in os.environ
