@@ -14,6 +14,14 @@ from assets.stage import checked, materialized
 from medcurate.deid import deid_books, run_deid
 
 
+class DeidRunConfig(dg.Config):
+    """Run-time knobs (the profile's options come from the environment: Policy.from_env)."""
+
+    #: worker processes (forked); 0: one per CPU for a batch big enough to repay them (outputs
+    #: are the same for any number)
+    workers: int = 0
+
+
 @dg.asset(
     partitions_def=batch_partitions,
     deps=[dg.AssetKey("raw_instances")],
@@ -27,10 +35,14 @@ from medcurate.deid import deid_books, run_deid
     ),
 )
 def deid_instances(
-    context: dg.AssetExecutionContext, home: MedcurateHome, secrets: DeidSecrets
+    context: dg.AssetExecutionContext,
+    home: MedcurateHome,
+    secrets: DeidSecrets,
+    config: DeidRunConfig,
 ) -> dg.MaterializeResult:
     salt = secrets.salt()  # raises before any file is touched when the salt is missing
-    return materialized(context, run_deid(home.zones(), context.partition_key, salt))
+    result = run_deid(home.zones(), context.partition_key, salt, workers=config.workers)
+    return materialized(context, result)
 
 
 @dg.asset_check(

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydicom.data import get_testdata_file, get_testdata_files
 
 from medcurate.config import Zones
-from medcurate.ingest import claim_inbox, drop_into_inbox, run_ingest
+from medcurate.ingest import claim_inbox, drop_into_inbox, run_ingest, validation_workers
 from medcurate.synth import generate_studies
 from medcurate.validate import validate_file
 
@@ -49,17 +49,20 @@ def bench(name: str, src: Path, work: Path) -> None:
         f"{name}: validate_file  {len(files):5d} files {mb:7.1f} MB  {dt:6.2f} s  "
         f"{len(files) / dt:7.1f} files/s  {mb / dt:6.1f} MB/s"
     )
-    z = Zones(work / f"home-{name}").ensure()
-    drop_into_inbox(src, z)
-    t = time.perf_counter()
-    batch = claim_inbox(z)
+    for workers in (1, 0):  # 0: the stage's default (validation in forked workers, one per CPU)
+        z = Zones(work / f"home-{name}-{workers}").ensure()
+        drop_into_inbox(src, z)
+        t = time.perf_counter()
+        batch = claim_inbox(z)
+        assert batch
+        res = run_ingest(z, batch, workers=workers)
+        dt = time.perf_counter() - t
+        label = "1 process" if workers == 1 else f"{validation_workers(res.received)} workers"
+        print(
+            f"{name}: claim+ingest ({label})  {res.received:5d} files {mb:7.1f} MB  {dt:6.2f} s  "
+            f"{res.received / dt:7.1f} files/s  ({res.summary_line()})"
+        )
     assert batch
-    res = run_ingest(z, batch)
-    dt = time.perf_counter() - t
-    print(
-        f"{name}: claim+ingest   {res.received:5d} files {mb:7.1f} MB  {dt:6.2f} s  "
-        f"{res.received / dt:7.1f} files/s  ({res.summary_line()})"
-    )
     t = time.perf_counter()
     run_ingest(z, batch)
     dt = time.perf_counter() - t
@@ -68,7 +71,7 @@ def bench(name: str, src: Path, work: Path) -> None:
 
 def _nested(dst: Path, depth: int) -> Path:
     """CT_small with a (5200,9229) sequence nested ``depth`` deep (built as bytes)."""
-    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    ct = Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()
     at = ct.index(b"\xe0\x7f\x10\x00OW")
     sq, item = b"\x00\x52\x29\x92SQ\x00\x00\xff\xff\xff\xff", b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
     ends = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"

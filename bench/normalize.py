@@ -5,7 +5,9 @@ Run: ``.venv/bin/python bench/normalize.py [--series 20] [--size 64] [--slices 4
 (medcurate phantom CT series), so the figures compare like with like on this machine; the
 conversion ratio is dcm2niix's time over ours on the same files in the same run (the issue's
 goal: at least 0.5). The full-chain runs say how many worker processes ``workers=2`` started
-(:func:`medcurate.normalize.run.pool_size`: a pool only when each worker has enough voxels).
+(:func:`medcurate.normalize.run.pool_size`: a pool only when each worker has enough voxels), and
+what converting series side by side in threads gives over one at a time (same process, same
+files; :func:`medcurate.normalize.run.thread_count`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ _CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 from medcurate.normalize import normalize_tree
+import medcurate.normalize.run as run
+if len(sys.argv) > 4:
+    run.MAX_THREADS = int(sys.argv[4])
 t0 = time.perf_counter()
 r = normalize_tree(Path(sys.argv[1]), Path(sys.argv[2]), workers=int(sys.argv[3]))
 dt = time.perf_counter() - t0
@@ -73,9 +78,12 @@ print(json.dumps({"seconds": dt, "written": r.written,
 """
 
 
-def run_chain(src: Path, out: Path, workers: int) -> dict[str, float]:
+def run_chain(src: Path, out: Path, workers: int, threads: int | None = None) -> dict[str, float]:
+    """``normalize_tree`` in a fresh process; ``threads`` caps the series converted side by side
+    without a pool (None: the default, one per CPU up to ``MAX_THREADS``)."""
+    extra = [] if threads is None else [str(threads)]
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(src), str(out), str(workers)],
+        [sys.executable, "-c", _CHILD, str(src), str(out), str(workers), *extra],
         check=True, capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -114,11 +122,14 @@ def main() -> None:
         print(f"conversion medcurate: {n / t_m:8.1f} series/s {voxels / t_m / 1e6:8.2f} Mvox/s")
         print(f"conversion dcm2niix : {n / t_d:8.1f} series/s {voxels / t_d / 1e6:8.2f} Mvox/s")
         print(f"ratio medcurate/dcm2niix throughput: {t_d / t_m:.2f}")
+        one = run_chain(src, tmp / "chain1", workers=1, threads=1)
         chain = run_chain(src, tmp / "chain", workers=1)
         per = (chain["seconds"]) / n
         print(
             f"full chain (RAS, target spacing, HU window, write), 1 worker, incl. imports: "
-            f"{chain['seconds']:.1f} s, {per * 1000:.0f} ms/series"
+            f"{chain['seconds']:.1f} s, {per * 1000:.0f} ms/series; one series at a time: "
+            f"{one['seconds']:.1f} s (series side by side in threads: "
+            f"{one['seconds'] / chain['seconds']:.2f}x)"
         )
         seconds: dict[tuple[int, int], float] = {}
         for count in counts:

@@ -28,8 +28,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import multiprocessing as mp
 import os
 import shutil
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,7 +51,7 @@ from medcurate.dicomwalk import DEFAULT_MAX_DEPTH
 from medcurate.io import atomic_write_bytes, atomic_write_parquet, clean_litter, sha256_text
 from medcurate.locks import exclusive
 from medcurate.perms import private_dir
-from medcurate.validate import unreadable_message, validate_file
+from medcurate.validate import Validation, unreadable_message, validate_file
 
 OK, QUARANTINED, DUPLICATE = "ok", "quarantined", "duplicate"
 DUPLICATE_REASON = "DUPLICATE"
@@ -365,9 +368,15 @@ def _move(src: Path, dst: Path) -> None:
 
 
 def _entry_row(
-    batch: str, e: inbox.Entry, rel: str, known: dict[str, str], max_depth: int
+    batch: str,
+    e: inbox.Entry,
+    rel: str,
+    known: dict[str, str],
+    max_depth: int,
+    validate: bool = True,
 ) -> dict[str, Any]:
-    """A new catalog row for one entry: quarantined by kind, unreadable, duplicate or validated."""
+    """A new catalog row for one entry: quarantined by kind, unreadable, duplicate or validated
+    (``validate=False``: a file to validate is left without a status, see _validate_rows)."""
     if e.kind != inbox.FILE:
         row = _row(batch, rel, e.path, "", e.size)
         row.update(status=QUARANTINED, reason=e.kind, message=_ENTRY_MESSAGES[e.kind])
@@ -383,7 +392,12 @@ def _entry_row(
         row.update(status=DUPLICATE, reason=DUPLICATE_REASON)
         row["message"] = f"DUPLICATE: same content as {known[sha]}"
         return row
-    v = validate_file(e.path, max_depth=max_depth)
+    if not validate:
+        return row
+    return _with_validation(row, validate_file(e.path, max_depth=max_depth))
+
+
+def _with_validation(row: dict[str, Any], v: Validation) -> dict[str, Any]:
     row.update({k: v.header.get(k) for k in HEADER_COLUMNS})
     if v.reason is None:
         row.update(status=OK, reason="", message="")
@@ -392,7 +406,63 @@ def _entry_row(
     return row
 
 
-def run_ingest(z: Zones, batch: str, max_depth: int = DEFAULT_MAX_DEPTH) -> IngestResult:
+#: files to validate before :func:`_validate_rows` starts a pool (a forked worker costs a few
+#: tens of milliseconds, a file about two)
+POOL_MIN_FILES = 64
+MAX_WORKERS = 4  # each validates one file at a time
+
+
+def validation_workers(n_files: int) -> int:
+    """Worker processes for validating ``n_files``: one per CPU this process may use (at most
+    :data:`MAX_WORKERS`) when there are :data:`POOL_MIN_FILES` of them, else 1 (no pool)."""
+    if n_files < POOL_MIN_FILES:
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_WORKERS, cpus or 1))
+
+
+def _validate_one(task: tuple[str, int]) -> Validation:
+    return validate_file(Path(task[0]), max_depth=task[1])
+
+
+def _init_validator() -> None:
+    """A forked worker: signal handlers the parent set (Dagster's interrupt capture) must not make
+    it ignore the pool's SIGTERM (as the de-identification pool does)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _validate_rows(rows: list[dict[str, Any]], max_depth: int, workers: int) -> None:
+    """Validate the files of the rows without a status (new, not duplicates), in place.
+
+    Validation is a pure function of the file (most of the stage's time: pydicom parses every
+    header and decodes every frame), so forked workers do it side by side; rows are filled in
+    catalog order, the same for any number of workers. Hashing and the duplicate decision
+    stay in this process, in entry order."""
+    pending = [r for r in rows if r["status"] is None]
+    tasks = [(str(r["path"]), max_depth) for r in pending]
+    workers = validation_workers(len(tasks)) if workers <= 0 else min(workers, len(tasks))
+    if workers <= 1:
+        results: list[Validation] = [_validate_one(t) for t in tasks]
+    else:
+        chunk = max(1, min(16, len(tasks) // (workers * 4)))
+        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        pool = ctx.Pool(workers, initializer=_init_validator)
+        try:
+            results = list(pool.imap(_validate_one, tasks, chunksize=chunk))
+            pool.close()  # workers leave on their own: no SIGTERM on the way out
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
+    for row, v in zip(pending, results, strict=True):
+        _with_validation(row, v)
+
+
+def run_ingest(
+    z: Zones, batch: str, max_depth: int = DEFAULT_MAX_DEPTH, workers: int = 0
+) -> IngestResult:
     """The ingest stage: validate, catalog and sort every entry of ``raw/<batch>/``. Idempotent;
     one bad entry never stops the batch (it is quarantined with a reason, or left for the next run
     to move).
@@ -401,6 +471,8 @@ def run_ingest(z: Zones, batch: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Inge
     next one: rows already catalogued are reused (same relpath and content), entries they say belong
     in quarantine or duplicates are moved there, and only entries new to the batch are examined.
     ``max_depth`` is the sequence nesting limit (deeper files: ``SEQUENCE_TOO_DEEP``).
+    ``workers``: processes validating new files (0: :func:`validation_workers`; the catalog is
+    the same for any number).
     """
     _check_batch_name(batch)
     _ensure(z)
@@ -423,20 +495,24 @@ def run_ingest(z: Zones, batch: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Inge
         rows: list[dict[str, Any]] = []
         moves: list[tuple[str, Path, Path]] = []
         in_raw: set[str] = set()
+        entries: list[tuple[str, Path, dict[str, Any]]] = []
         for e in inbox.entries(raw):
             rel = e.path.relative_to(raw).as_posix()
             in_raw.add(rel)
             old = previous.get(rel)
             if old is not None and _same_entry(old, e):
                 row = dict(old)
-            else:
-                row = _entry_row(batch, e, rel, known, max_depth)
-            target = {OK: raw, QUARANTINED: quarantine, DUPLICATE: dups}[row["status"]] / rel
-            row["path"] = str(target)
-            if target != e.path:
-                moves.append((rel, e.path, target))
+            else:  # validated below, all together; a duplicate is known without it
+                row = _entry_row(batch, e, rel, known, max_depth, validate=False)
             if row["status"] != DUPLICATE and row["sha256"]:
                 known.setdefault(str(row["sha256"]), f"{batch}/{rel}")
+            entries.append((rel, e.path, row))
+        _validate_rows([row for _, _, row in entries], max_depth, workers)
+        for rel, path, row in entries:
+            target = {OK: raw, QUARANTINED: quarantine, DUPLICATE: dups}[row["status"]] / rel
+            row["path"] = str(target)
+            if target != path:
+                moves.append((rel, path, target))
             rows.append(row)
         # Rows of earlier runs whose entries were already moved out of raw/.
         for rel, rec in previous.items():

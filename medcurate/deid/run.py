@@ -654,13 +654,33 @@ def read_deid_manifest(root: Path | Zones, batch: str | None = None) -> pd.DataF
 
 
 # -- the stage --------------------------------------------------------------------------------
+#: files a batch needs before ``workers=0`` starts a pool (a forked worker costs a few tens of
+#: milliseconds; a file about four)
+POOL_MIN_FILES = 64
+#: the most workers ``workers=0`` starts (each holds one file and one engine at a time)
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers(n_files: int) -> int:
+    """Workers for ``workers=0``: one per CPU this process may use (at most
+    :data:`MAX_AUTO_WORKERS`) when the batch has :data:`POOL_MIN_FILES` files, else 1. On the
+    demo's 1,170 files, 2 cores: 4.7 s in this process, 2.5 s with 2 workers, same bytes."""
+    if n_files < POOL_MIN_FILES:
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_AUTO_WORKERS, cpus or 1))
+
+
 def run_deid(z: Zones, batch: str, salt: bytes, workers: int = 1) -> DeidResult:
     """The de-identification stage: the batch's catalogued (``ok``) files -> ``deid/``, with
     ``deid/manifests/<batch>.parquet``; refusals under ``restricted/quarantine/deid/<batch>/``,
-    the crosswalk in ``restricted/crosswalk/<batch>.csv``."""
+    the crosswalk in ``restricted/crosswalk/<batch>.csv``. ``workers=0``: :func:`auto_workers`
+    (outputs are the same for any number)."""
     _require_salt(salt)  # before any file is touched
     catalog = read_catalog(z, batch)
     files = [Path(p) for p in catalog.loc[catalog["status"] == OK, "path"]]
+    if workers <= 0:
+        workers = auto_workers(len(files))
     raw = z.raw_batch(batch)
     return deidentify_files(
         files,

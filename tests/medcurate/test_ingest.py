@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pydicom
 import pytest
@@ -356,3 +357,35 @@ def test_catalogs_of_older_versions_are_read_with_the_new_column_names(
     assert list(df.columns) == CONTRACT_COLUMNS and df["series_uid"].notna().all()
     assert ing.run_ingest(zones_tmp, batch).catalogued == 1
     assert pq.read_table(path).equals(new)
+
+
+def test_validation_workers_only_for_batches_that_repay_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ing.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    assert ing.validation_workers(ing.POOL_MIN_FILES - 1) == 1
+    assert ing.validation_workers(1170) == 2
+    monkeypatch.setattr(ing.os, "sched_getaffinity", lambda _: set(range(64)), raising=False)
+    assert ing.validation_workers(1170) == ing.MAX_WORKERS
+
+
+def test_validating_in_workers_gives_the_same_catalog(tmp_path: Path) -> None:
+    """Bad files, duplicates and good ones: forked workers write the catalog one process does."""
+    expected = _bad_tree(tmp_path / "src")
+    ct = get_testdata_file("CT_small.dcm")
+    shutil.copyfile(ct, tmp_path / "src" / "misc" / "again.dcm")  # a duplicate of the first copy
+    tables = []
+    for workers in (1, 2):
+        z = Zones(tmp_path / f"home{workers}")
+        z.ensure()
+        ing.drop_into_inbox(tmp_path / "src", z)
+        batch = ing.claim_inbox(z)
+        assert batch is not None
+        res = ing.run_ingest(z, batch, workers=workers)
+        assert res.received == len(expected) + 1
+        assert res.received == res.catalogued + res.quarantined + res.duplicates
+        assert res.duplicates == 1
+        df = ing.read_catalog(z, batch).drop(columns=["path", "batch"])
+        tables.append(df)
+        assert ing.check_ingest(z, batch) == []
+    pd.testing.assert_frame_equal(tables[0], tables[1])

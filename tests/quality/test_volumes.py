@@ -286,3 +286,71 @@ def test_fingerprint_foreground_above_background() -> None:
     assert (fp.mean, fp.std, fp.voxels) == (10.0, 0.0, 8)
     all_voxels = volumes.fingerprint(arr, foreground=20.0)  # nothing above it: every voxel
     assert all_voxels is not None and all_voxels.voxels == 64
+
+
+def test_histogram_fingerprint_is_numpys() -> None:
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 200, 5000):
+        arr = np.round(rng.normal(0.0, 40.0, size=n)) * 0.37 + 1.1
+        values, counts = np.unique(arr, return_counts=True)
+        for rule in ("min", 0.0, 1e9):
+            want = volumes.fingerprint(arr, rule)
+            got = volumes.fingerprint_of_histogram(values, counts, rule)
+            assert want is not None and got is not None
+            assert (got.p00_5, got.p99_5, got.voxels) == (want.p00_5, want.p99_5, want.voxels)
+            assert got.mean == pytest.approx(want.mean, rel=1e-12, abs=1e-12)
+            assert got.std == pytest.approx(want.std, rel=1e-9, abs=1e-12)
+
+
+def test_int16_volumes_are_counted_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An int16 NIfTI (what normalization writes) gives the facts of its float voxels."""
+    arr = _image(5, shape=(16, 12, 6)) / 200.0
+    path = tmp_path / "v.nii.gz"
+    write_nifti(path, arr, np.diag([1.5, 1.5, 2.0, 1.0]), dtype="int16", max_abs_error=1e-3)
+    data = path.read_bytes()
+    assert volumes._int16_histogram(_nifti(data)) is not None  # the fast path is taken
+    fast = volumes._facts(data, "min", False)
+    monkeypatch.setattr(volumes, "_int16_histogram", lambda img: None)
+    slow = volumes._facts(data, "min", False)
+    assert (fast.shape, fast.spacing, fast.affine, fast.axcodes, fast.finite) == (
+        slow.shape, slow.spacing, slow.affine, slow.axcodes, slow.finite,
+    )  # fmt: skip
+    assert fast.fingerprint is not None and slow.fingerprint is not None
+    assert fast.fingerprint.p00_5 == slow.fingerprint.p00_5
+    assert fast.fingerprint.p99_5 == slow.fingerprint.p99_5
+    assert fast.fingerprint.voxels == slow.fingerprint.voxels
+    assert fast.fingerprint.mean == pytest.approx(slow.fingerprint.mean, rel=1e-12)
+    assert fast.fingerprint.std == pytest.approx(slow.fingerprint.std, rel=1e-9)
+
+
+def test_float_and_unscaled_volumes_take_the_float_path(tmp_path: Path) -> None:
+    path = tmp_path / "f.nii.gz"
+    write_nifti(path, _image(1), EYE)  # float32
+    assert volumes._int16_histogram(_nifti(path.read_bytes())) is None
+    nan = _image(2)
+    nan[1, 1, 1] = np.nan
+    write_nifti(path, nan, EYE, dtype="int16", max_abs_error=1e-3)  # NaN: float32 after all
+    assert volumes._facts(path.read_bytes(), "min", False).finite is False
+
+
+def test_files_read_in_threads_give_the_same_outcomes(
+    cohort: Cohort, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    df = cohort.df()
+    volumes.clear_cache()
+    monkeypatch.setattr(volumes, "MAX_THREADS", 1)
+    one = cohort.run(df).outcomes
+    volumes.clear_cache()
+    monkeypatch.setattr(volumes, "MAX_THREADS", 4)
+    monkeypatch.setattr(volumes.os, "sched_getaffinity", lambda _: {0, 1, 2, 3}, raising=False)
+    assert cohort.run(df).outcomes == one
+
+
+def _nifti(data: bytes) -> Any:
+    import gzip
+
+    import nibabel as nib
+
+    return nib.Nifti1Image.from_bytes(gzip.decompress(data))

@@ -261,3 +261,13 @@ def test_ultrasound_with_clean_pixels_is_written_said_clean(tmp_path: Path) -> N
     out = pydicom.dcmread(tmp_path / "dst" / res.rows[0]["path"])
     assert out.BurnedInAnnotation == "NO"
     assert "113101" in {i.CodeValue for i in out.DeidentificationMethodCodeSequence}
+
+
+def test_auto_workers_only_for_batches_that_repay_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medcurate.deid import run as deid_run
+
+    monkeypatch.setattr(deid_run.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    assert deid_run.auto_workers(deid_run.POOL_MIN_FILES - 1) == 1
+    assert deid_run.auto_workers(1170) == 2
+    monkeypatch.setattr(deid_run.os, "sched_getaffinity", lambda _: set(range(64)), raising=False)
+    assert deid_run.auto_workers(1170) == deid_run.MAX_AUTO_WORKERS

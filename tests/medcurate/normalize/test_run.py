@@ -280,6 +280,50 @@ def test_process_pool_gives_the_same_bytes(tmp_path: Path, monkeypatch: pytest.M
     pd.testing.assert_frame_equal(v1, pd.read_parquet(tmp_path / "two" / VOLUMES_TABLE))
 
 
+def test_thread_count_is_bounded_by_cpus_series_and_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(run_module.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    assert run_module.thread_count(32) == 2
+    assert run_module.thread_count(1) == 1
+    assert run_module.thread_count(0) == 1
+    monkeypatch.setattr(run_module.os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    assert run_module.thread_count(32) == run_module.MAX_THREADS
+
+
+def test_series_in_threads_give_the_bytes_of_one_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    src = tmp_path / "src"
+    write_series(src / "a", PhantomSeries(name="a", slices=4))
+    write_series(src / "b", PhantomSeries(name="b", slices=5, modality="MR"))
+    write_series(src / "c", PhantomSeries(name="c", slices=3))
+    write_projection(src / "cr", rows=12, cols=10)
+    monkeypatch.setattr(run_module.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(run_module, "MAX_THREADS", 1)
+    one = normalize_tree(src, tmp_path / "one")
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(run_module, "MAX_THREADS", 4)
+    used: list[int] = []
+    real = run_module.ThreadPoolExecutor
+
+    def counting(max_workers: int) -> object:
+        used.append(max_workers)
+        return real(max_workers=max_workers)
+
+    monkeypatch.setattr(run_module, "ThreadPoolExecutor", counting)
+    two = normalize_tree(src, tmp_path / "two")
+    assert used == [2]  # two CPUs: two series at a time
+    assert torch.get_num_threads() == threads  # the caller's torch threads are given back
+    assert one.written == two.written == 4
+    v1 = pd.read_parquet(tmp_path / "one" / VOLUMES_TABLE)
+    pd.testing.assert_frame_equal(v1, pd.read_parquet(tmp_path / "two" / VOLUMES_TABLE))
+    for rel in v1["nifti_path"]:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()
+
+
 def test_generated_studies_agree_with_their_truth_masks(synth_studies: tuple[Path, Path]) -> None:
     """medcurate.synth writes each series' label mask with the RAS affine it rendered with."""
 
