@@ -50,7 +50,13 @@ from annotation.rounds import (
 )
 from annotation.tasks import build_task, prediction
 from medcurate.config import Zones
-from medcurate.io import atomic_write_parquet, atomic_write_text, read_nifti
+from medcurate.io import (
+    atomic_write_parquet,
+    atomic_write_text,
+    read_nifti,
+    sha256_file,
+    sha256_text,
+)
 from medcurate.stage import JsonValue, PathValue
 
 NO_CHOICE = "none"  # a rating for an annotation without a class (kappa needs a category)
@@ -278,11 +284,16 @@ def consensus_for_round(
     round: str,
     thresholds: Thresholds = Thresholds(),
     decisions: Mapping[str, Mapping[int, tuple[str | None, NDArray[np.bool_]]]] | None = None,
+    only: set[str] | None = None,
+    loaded: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> RoundConsensus:
-    """Consensus of every sample of a round, from annotations.parquet and the annotator maps."""
-    rows, slices = load_round(z, round)
+    """Consensus of every sample of a round (of the samples in ``only`` when given: the others'
+    maps are not even read), from annotations.parquet and the annotator maps."""
+    rows, slices = loaded if loaded is not None else load_round(z, round)
     maps: dict[tuple[str, str], NDArray[np.uint8]] = {}
     with_mask = rows.dropna(subset=["mask_path"]).drop_duplicates(["sample_id", "annotator"])
+    if only is not None:
+        with_mask = with_mask[with_mask["sample_id"].astype(str).isin(only)]
     for r in with_mask.to_dict("records"):
         label, _ = read_nifti(z.annotation_file(str(r["mask_path"])))
         maps[(str(r["sample_id"]), str(r["annotator"]))] = label.astype(np.uint8)
@@ -297,6 +308,8 @@ def consensus_for_round(
     mappings = sample_mappings(slices)
     results = []
     for sid in sorted(shapes):
+        if only is not None and sid not in only:
+            continue
         mine = rows[rows["sample_id"] == sid]
         if mine.empty:
             continue
@@ -377,6 +390,8 @@ class ConsensusResult:
     pending_adjudication: int
     adjudicated: int  # samples with at least one adjudicated slice
     path: str  # labels/labels.parquet
+    recomputed: int = 0  # (round, sample) consensus computed in this run
+    reused: int = 0  # ... kept from the last run: their inputs had not changed
 
     @property
     def problems(self) -> list[str]:
@@ -391,6 +406,8 @@ class ConsensusResult:
             "mean_dice": self.mean_dice,
             "pending_adjudication": self.pending_adjudication,
             "adjudicated_samples": self.adjudicated,
+            "recomputed": self.recomputed,
+            "reused": self.reused,
             "path": PathValue(self.path),
         }
 
@@ -419,14 +436,103 @@ def _label_row(s: SampleConsensus, mask_path: str | None, source_round: str) -> 
     }
 
 
-def _round_row(rc: RoundConsensus, pending: list[str], sent: int) -> dict[str, Any]:
+def _round_row(
+    rows: pd.DataFrame, samples: list[dict[str, Any]], pending: list[str], sent: int
+) -> dict[str, Any]:
+    """A round's line in the metadata, from its annotation rows and its samples' cache entries."""
+    kappa = round_kappa(rows)
+    dices = [float(s["mean_dice"]) for s in samples if s["mean_dice"] is not None]
     return {
-        "samples": len(rc.samples),
-        "kappa": None if rc.kappa is None else round(float(rc.kappa), 4),
-        "mean_dice": None if rc.mean_dice is None else round(rc.mean_dice, 4),
+        "samples": len(samples),
+        "kappa": None if kappa is None else round(float(kappa), 4),
+        "mean_dice": round(float(np.mean(dices)), 4) if dices else None,
         "pending_adjudication": len(pending),
         "sent_to_adjudication": sent,
     }
+
+
+#: bump when what a sample's consensus writes changes for the same inputs (its label row or
+#: mask): every cached sample is then recomputed
+CONSENSUS_VERSION = "1"
+
+
+def _cache_path(z: Zones) -> Any:
+    return z.labels / "consensus_cache.json"
+
+
+def read_consensus_cache(z: Zones) -> dict[str, dict[str, Any]]:
+    """``labels/consensus_cache.json``: per ``round/sample``, the content key of the inputs its
+    label row was computed from, the row, and the sha256 of the mask it wrote (empty when the
+    file is missing, unreadable or from another CONSENSUS_VERSION)."""
+    try:
+        doc = json.loads(_cache_path(z).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("version") != CONSENSUS_VERSION:
+        return {}
+    entries = doc.get("entries")
+    return dict(entries) if isinstance(entries, dict) else {}
+
+
+def _frame_digest(frame: pd.DataFrame) -> str:
+    """Exact content of a table: its columns and every value (no float printing)."""
+    hashed = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False)
+    return sha256_text("|".join(map(str, frame.columns)) + "|" + hashed.to_numpy().tobytes().hex())
+
+
+def _decisions_digest(decided: Mapping[int, tuple[str | None, NDArray[np.bool_]]] | None) -> str:
+    parts = []
+    for k, (choice, m2d) in sorted((decided or {}).items()):
+        m = np.asarray(m2d) != 0
+        parts.append(f"{k}:{choice}:{m.shape}:{np.packbits(m).tobytes().hex()}")
+    return sha256_text("\n".join(parts))
+
+
+def sample_input_key(
+    z: Zones,
+    round: str,
+    rows: pd.DataFrame,
+    slices: pd.DataFrame,
+    thresholds: Thresholds,
+    decided: Mapping[int, tuple[str | None, NDArray[np.bool_]]] | None,
+    volume_sha: str,
+) -> str:
+    """Content key of everything one sample's consensus reads: its annotation rows, the bytes
+    of its annotators' maps, its slices (shape, mapping, reference volume), the adjudicated
+    slices, the thresholds and :data:`CONSENSUS_VERSION`."""
+    masks = sorted({str(p) for p in rows["mask_path"].dropna()})
+    mask_shas = [f"{p}:{sha256_file(z.annotation_file(p))}" for p in masks]
+    first = slices.iloc[0]
+    shape = tuple(int(x) for x in first["shape"])
+    doc = {
+        "v": CONSENSUS_VERSION,
+        "round": round,
+        "thresholds": [thresholds.min_support, thresholds.min_dice, thresholds.method],
+        "rows": _frame_digest(rows),
+        "masks": mask_shas,
+        "shape": shape,
+        "mapping": slice_mapping(first.to_dict()).describe(),
+        "reference": [str(first["nifti_path"]), volume_sha],
+        "decisions": _decisions_digest(decided),
+    }
+    return sha256_text(json.dumps(doc, sort_keys=True, default=str))
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python ones (a row holds np.float64 / np.bool_ from the arithmetic)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _volume_shas(z: Zones) -> dict[str, str]:
+    """nifti_path -> nifti_sha256 of volumes.parquet (the consensus masks copy its header)."""
+    if not z.volumes_table.exists():
+        return {}
+    v = pd.read_parquet(z.volumes_table)
+    if "nifti_sha256" not in v.columns:
+        return {}
+    return {str(p): str(h) for p, h in zip(v["nifti_path"], v["nifti_sha256"], strict=True)}
 
 
 def run_consensus(
@@ -435,29 +541,88 @@ def run_consensus(
     """The ``consensus_labels`` stage: consensus of all rounds into ``labels/labels.parquet``
     and ``labels/masks/`` (a later round wins for a sample seen twice). With ``client``, samples
     that disagree are sent to their round's adjudication project and the reviewer's labels are
-    read back; without it (no Label Studio), consensus is computed from the exported files."""
+    read back; without it (no Label Studio), consensus is computed from the exported files.
+
+    Incremental: a sample whose inputs (:func:`sample_input_key`) are those of the last run
+    keeps its label row from ``labels/consensus_cache.json`` and its mask file (checked by
+    hash); only the others are recomputed and rewritten. A sample pending adjudication is always
+    recomputed (its maps feed the adjudication tasks). The outputs are the bytes a run from
+    scratch writes."""
     per_round: dict[str, dict[str, Any]] = {}
     final: dict[str, dict[str, Any]] = {}
     adjudicated = 0
-    for r in annotated_rounds(z):
-        rc = consensus_for_round(z, r, thresholds, decisions_of(client, z, r, salt))
-        pending = [s.sample_id for s in rc.samples if s.needs_adjudication]
-        sent = send_to_adjudication(client, z, rc, pending) if client and pending else 0
-        per_round[r] = _round_row(rc, pending, sent)
+    cache = read_consensus_cache(z)
+    entries: dict[str, dict[str, Any]] = {}
+    vol_sha = _volume_shas(z)
+    rounds = annotated_rounds(z)
+    loaded = {r: load_round(z, r) for r in rounds}
+    winner: dict[str, str] = {}  # sample -> the last round that labelled it (its mask is kept)
+    for r in rounds:
+        rows, slices = loaded[r]
+        for sid in sorted(
+            set(slices["sample_id"].astype(str)) & set(rows["sample_id"].astype(str))
+        ):
+            winner[sid] = r
+    recomputed = 0
+    for r in rounds:
+        rows, slices = loaded[r]
+        decisions = decisions_of(client, z, r, salt)
+        sids = sorted(set(slices["sample_id"].astype(str)) & set(rows["sample_id"].astype(str)))
+        keys: dict[str, str] = {}
+        cached: dict[str, dict[str, Any]] = {}
+        for sid in sids:
+            mine = rows[rows["sample_id"] == sid]
+            sl = slices[slices["sample_id"] == sid]
+            ref = vol_sha.get(str(sl.iloc[0]["nifti_path"]), "")
+            keys[sid] = sample_input_key(z, r, mine, sl, thresholds, decisions.get(sid), ref)
+            hit = cache.get(f"{r}/{sid}")
+            if hit is None or hit.get("key") != keys[sid] or hit["row"]["pending_adjudication"]:
+                continue
+            target = z.label_masks / f"{sid}.nii.gz"
+            if (
+                winner[sid] == r
+                and hit["row"]["mask_path"] is not None
+                and (
+                    not hit.get("mask_sha")
+                    or not target.exists()
+                    or sha256_file(target) != hit["mask_sha"]
+                )
+            ):
+                continue  # the kept mask was never written, removed or overwritten: redo it
+            cached[sid] = hit
+        todo = set(sids) - set(cached)
+        rc = consensus_for_round(z, r, thresholds, decisions, only=todo, loaded=(rows, slices))
+        recomputed += len(rc.samples)
         for s in rc.samples:
-            mask_path = None
+            mask_path, mask_sha = None, ""
             if s.mask.any():
                 target = z.label_masks / f"{s.sample_id}.nii.gz"
-                write_label_nifti(s.mask, z.volume_file(rc.references[s.sample_id]), target)
                 mask_path = target.relative_to(z.labels).as_posix()  # "masks/<sample_id>.nii.gz"
-            adjudicated += bool(s.adjudicated_slices)
-            final[s.sample_id] = _label_row(s, mask_path, r)
+                if winner[s.sample_id] == r:
+                    write_label_nifti(s.mask, z.volume_file(rc.references[s.sample_id]), target)
+                    mask_sha = sha256_file(target)
+            cached[s.sample_id] = {
+                "key": keys[s.sample_id],
+                "row": _label_row(s, mask_path, r),
+                "mean_dice": s.mean_dice,  # unrounded: the round's mean is taken over these
+                "mask_sha": mask_sha,
+            }
+        results = [cached[sid] for sid in sids]
+        pending = [sid for sid in sids if cached[sid]["row"]["pending_adjudication"]]
+        sent = send_to_adjudication(client, z, rc, pending) if client and pending else 0
+        per_round[r] = _round_row(rows, results, pending, sent)
+        for sid in sids:
+            entries[f"{r}/{sid}"] = cached[sid]
+            adjudicated += bool(cached[sid]["row"]["adjudicated"])
+            final[sid] = cached[sid]["row"]
     for stale in sorted(z.label_masks.glob("*.nii.gz")) if z.label_masks.exists() else []:
         sid = stale.name[: -len(".nii.gz")]
         if sid not in final or final[sid]["mask_path"] is None:
             stale.unlink()
     table = pd.DataFrame([final[k] for k in sorted(final)], columns=LABEL_COLUMNS)
     atomic_write_parquet(table, z.labels_table)
+    doc = {"version": CONSENSUS_VERSION, "entries": entries}
+    atomic_write_text(_cache_path(z), json.dumps(doc, sort_keys=True, default=_plain) + "\n")
     kappas = [v["kappa"] for v in per_round.values() if v["kappa"] is not None]
     dices = [v["mean_dice"] for v in per_round.values() if v["mean_dice"] is not None]
     return ConsensusResult(
@@ -469,4 +634,6 @@ def run_consensus(
         pending_adjudication=int(table["pending_adjudication"].sum()) if len(table) else 0,
         adjudicated=adjudicated,
         path=str(z.labels_table),
+        recomputed=recomputed,
+        reused=len(entries) - recomputed,
     )

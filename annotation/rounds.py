@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,6 +217,21 @@ def _slice_prediction(
     return prediction(version, round(score, 4), choice=choice, mask=m)
 
 
+def _read_ahead(load: Callable[[str], Any], keys: Sequence[str]) -> Iterator[Any]:
+    """``load(key)`` for each key in order, the next one loaded by a thread while the caller
+    renders the current one (gzip inflation and PNG deflation release the GIL: on two cores
+    the reads hide behind the rendering). At most two samples are held at a time."""
+    if not keys:
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, keys[0])
+        for nxt in [*keys[1:], None]:
+            current = pending.result()
+            if nxt is not None:
+                pending = pool.submit(load, nxt)
+            yield current
+
+
 def render_round(
     volumes: pd.DataFrame,
     samples: Sequence[str],
@@ -232,12 +248,17 @@ def render_round(
     by_id = {str(r["sample_id"]): r for r in volumes.to_dict("records")}
     rows: list[dict[str, Any]] = []
     tasks: list[dict[str, Any]] = []
-    for sid in sorted(samples):
+    order = sorted(samples)
+    for sid in order:
         check_sample_id(sid)
+
+    def load(sid: str) -> tuple[Any, ...]:
+        volume, shape, affine = _load_with_affine(z.volume_file(str(by_id[sid]["nifti_path"])))
+        return volume, shape, affine, _prediction_mask(z, round, sid, shape)
+
+    for sid, (volume, shape, affine, pred) in zip(order, _read_ahead(load, order), strict=True):
         row = by_id[sid]
-        volume, shape, affine = _load_with_affine(z.volume_file(str(row["nifti_path"])))
         mapping = volume_mapping({**row, "sample_id": sid}, affine)
-        pred = _prediction_mask(z, round, sid, shape)
         cand = finding_slices(pred, max_findings) if pred is not None else []
         window = choose_window(row, volume)
         slices = select_slices(shape[2], every, cand)

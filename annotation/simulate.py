@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import requests
 from numpy.typing import NDArray
 from scipy import ndimage
 
@@ -267,6 +268,7 @@ def truth_for_volume(
 class SimUser:
     email: str
     client: LabelStudioClient  # acting as this user (its repr hides the token)
+    uid: int | None = None  # the Label Studio user id, when already known
 
 
 def sim_email(i: int) -> str:
@@ -283,20 +285,42 @@ def _save_passwords(path: Path, data: Mapping[str, str]) -> None:
     write_private_bytes(path, (json.dumps(dict(data), indent=1, sort_keys=True) + "\n").encode())
 
 
+def _token_key(email: str) -> str:
+    return f"token:{email}"
+
+
+def _cached_user(admin: LabelStudioClient, email: str, token: str) -> SimUser | None:
+    """The user behind a stored API token, if the server still knows it (one GET)."""
+    client = LabelStudioClient(admin.url, token, admin.timeout)
+    try:
+        who = client.whoami()
+    except requests.HTTPError:
+        return None  # a token from another server's database: sign in again
+    if who.get("email") != email:
+        return None
+    return SimUser(email, client, int(who["id"]))
+
+
 def sim_users(admin: LabelStudioClient, n: int, secrets_file: Path) -> list[SimUser]:
-    """``n`` simulated annotators (created on first use; passwords kept in ``secrets_file``)."""
+    """``n`` simulated annotators (created on first use; passwords and API tokens kept in
+    ``secrets_file``). A stored token that still works is used as it is: signing in again hashes
+    the password on the server (PBKDF2, about a second of its CPU per user and round)."""
     stored = _passwords(secrets_file)
-    changed = False
     users = []
     for i in range(1, n + 1):
         email = sim_email(i)
         if email not in stored:
             stored[email] = secrets.token_urlsafe(18)
-            changed = True
-        if changed:
             _save_passwords(secrets_file, stored)
-            changed = False
-        users.append(SimUser(email, admin.signup(email, stored[email])))
+        token = stored.get(_token_key(email))
+        user = _cached_user(admin, email, token) if token else None
+        if user is None:
+            client = admin.signup(email, stored[email])
+            user = SimUser(email, client)
+            if isinstance(getattr(client, "token", None), str):
+                stored[_token_key(email)] = client.token
+                _save_passwords(secrets_file, stored)
+        users.append(user)
     return users
 
 
@@ -400,9 +424,12 @@ def _user_id(completed_by: Any) -> int | None:
 
 
 #: requests in flight at once. Label Studio's development server is one process that spends
-#: ~40 ms of CPU per annotation plus sqlite commits that serialize writers: three keep it busy
-#: while the next labels are drawn here; more did not help (they wait on sqlite's lock).
-IN_FLIGHT = 3
+#: ~40 ms of CPU per annotation (py-spy: half of it in sqlite, Task.save and the project
+#: summary) plus sqlite commits that serialize writers. Six beat three in four of four paired
+#: runs of 297 submissions on a shared 2-core machine (15.7/21.3/29.2/23.1 s against
+#: 22.2/25.3/41.9/28.2 s) at the same server CPU (~13 s): while some requests wait on
+#: sqlite's lock, others have Python work to do. Twelve was no better (18.3 s).
+IN_FLIGHT = 6
 
 
 def simulate_round(
@@ -424,7 +451,7 @@ def simulate_round(
     """
     level = noise_level(noise) if isinstance(noise, str) else noise
     users = sim_users(admin, annotators, secrets_file)
-    ids = [int(u.client.whoami()["id"]) for u in users]
+    ids = [u.uid if u.uid is not None else int(u.client.whoami()["id"]) for u in users]
     tasks = users[0].client.tasks(project) if users else []
     parts = {sid: lesion_parts(t.mask) for sid, t in truths.items()}
     submitted = skipped = 0

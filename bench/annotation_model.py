@@ -3,6 +3,7 @@ the code it replaced, in one process on the same data. Prints figures; asserts n
 
     .venv/bin/python bench/annotation_model.py --home .medcurate          # a finished demo home
     .venv/bin/python bench/annotation_model.py --home H --rounds 1 --baseline none
+    .venv/bin/python bench/annotation_model.py --home H --incremental   # round 3 warm vs fresh
 
 The home needs ``volumes/`` (volumes.parquet and the NIfTI files) and, for round 2,
 ``labels/labels.parquet`` with round-1 labels. Nothing is written there: each run works in a
@@ -91,11 +92,35 @@ def run_round(mod: Any, home: Path, rnd: str, timers: dict[str, float]) -> Any:
         mod.train = real_train
 
 
+def incremental(home: Path) -> None:
+    """Round 3 warm-started from round 2's model against round 3 from scratch, in one scratch
+    home (the home's labels must include round 2's, as a finished demo's do)."""
+    with tempfile.TemporaryDirectory(prefix="bench-annotation-model-") as tmp:
+        z = scratch_home(home, Path(tmp))
+        t = time.perf_counter()
+        o2 = new_model.run_annotation_model(z, "round-2")
+        print(f"round-2 (fresh): {time.perf_counter() - t:.1f} s, {o2.epochs} epochs")
+        timed: dict[str, float] = {}
+        for label in ("warm", "fresh"):
+            if label == "fresh":
+                z.round_model_file("round-2").unlink()  # no parent: from scratch
+            t, c = time.perf_counter(), time.process_time()
+            o3 = new_model.run_annotation_model(z, "round-3")
+            timed[label] = time.process_time() - c
+            print(
+                f"round-3 {label}: {time.perf_counter() - t:.1f} s wall, {timed[label]:.1f} s CPU, "
+                f"{o3.epochs} epochs, {o3.new_slices} new slices, val Dice {o3.val_dice}; "
+                f"{o3.warm_start}"
+            )
+        print(f"round-3: warm start {timed['fresh'] / max(timed['warm'], 1e-9):.1f}x less CPU")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--home", type=Path, required=True, help="a home with volumes/ (and labels/)")
     ap.add_argument("--rounds", default="1,2", help="which rounds to time, e.g. 1 or 1,2")
     ap.add_argument("--baseline", default=BASELINE, help="git revision of the old code, or none")
+    ap.add_argument("--incremental", action="store_true", help="round 3: warm vs fresh")
     args = ap.parse_args()
 
     # import costs out of every timing below
@@ -105,6 +130,9 @@ def main() -> None:
 
     del monai, torch
 
+    if args.incremental:
+        incremental(args.home)
+        return
     paths: list[tuple[str, Any]] = [("new", new_model)]
     if args.baseline != "none":
         paths.insert(0, ("old", baseline(args.baseline)))

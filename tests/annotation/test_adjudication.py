@@ -3,6 +3,8 @@ samples go to adjudication; adjudicated slices win (pure functions on hand-made 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,12 +14,15 @@ from annotation.adjudication import (
     adjudication_decisions,
     adjudication_tasks,
     round_kappa,
+    run_consensus,
     sample_consensus,
     sample_label,
 )
 from annotation.agreement import cohen_kappa, fleiss_kappa_from_ratings
 from annotation.render import AXIAL_RAS, LEGACY_AXIAL, pixel_to_voxel, volume_mask_slice
 from annotation.rle import rle_to_mask
+from medcurate.config import Zones
+from medcurate.io import sha256_file
 
 SHAPE = (8, 6, 4)  # volume (i, j, k); PNG slices are 6 x 8
 
@@ -174,3 +179,94 @@ def test_latest_reviewer_decision_counts() -> None:
     assert list(out) == ["S1"] and list(out["S1"]) == [2]
     choice, mask = out["S1"][2]
     assert choice == "abnormal" and mask.all()
+
+
+# --------------------------------------------------------------------------- incremental consensus
+
+
+def _consensus_home(root: Path, samples: int = 3) -> Zones:
+    """A home with volumes and one exported round: three annotators per slice, two slices per
+    sample, masks that mostly agree (no adjudication needed, no Label Studio)."""
+    import nibabel as nib
+
+    z = Zones(root)
+    z.volumes.mkdir(parents=True)
+    rdir = z.round_dir("round-1")
+    rdir.mkdir(parents=True)
+    vols, slices, rows = [], [], []
+    for n in range(samples):
+        sid = f"S{n}"
+        nib.save(
+            nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4)), z.volume_file(f"{sid}.nii.gz")
+        )
+        vols.append({"sample_id": sid, "nifti_path": f"{sid}.nii.gz",
+                     "nifti_sha256": sha256_file(z.volume_file(f"{sid}.nii.gz"))})  # fmt: skip
+        for k in (1, 2):
+            slices.append({"round": "round-1", "task_key": f"{sid}:k{k:04d}", "sample_id": sid,
+                           "slice_k": k, "shape": np.array(SHAPE), "nifti_path": f"{sid}.nii.gz",
+                           "image_relpath": f"round-1/images/{sid}_k{k}.png"})  # fmt: skip
+        for a in ("ann-a", "ann-b", "ann-c"):
+            m = _map([(2, 2, 1), (2, 3, 1), (3, 2, 1)] + ([(4, 4, 2)] if a != "ann-c" else []))
+            mp = f"round-1/masks/{sid}/{a}.nii.gz"
+            (z.annotation / mp).parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(m, np.eye(4)), z.annotation / mp)
+            for k in (1, 2):
+                rows.append({"round": "round-1", "task_key": f"{sid}:k{k:04d}", "sample_id": sid,
+                             "slice_k": k, "annotator": a, "choice": "abnormal", "has_mask": True,
+                             "mask_voxels": 3, "mask_path": mp, "lead_time": 1.0,
+                             "created_at": "2026-01-01", "updated_at": "2026-01-01",
+                             "was_cancelled": False})  # fmt: skip
+    pd.DataFrame(vols).to_parquet(z.volumes_table)
+    pd.DataFrame(slices).to_parquet(z.round_slices("round-1"))
+    pd.DataFrame(rows).to_parquet(z.round_annotations("round-1"))
+    return z
+
+
+def _outputs(z: Zones) -> dict[str, bytes]:
+    files = [z.labels_table, *sorted(z.label_masks.glob("*.nii.gz"))]
+    return {p.relative_to(z.labels).as_posix(): p.read_bytes() for p in files}
+
+
+def test_consensus_reuses_unchanged_samples_with_the_same_bytes(tmp_path: Path) -> None:
+    """A rerun with the same inputs recomputes nothing and writes what a run from scratch
+    writes; a changed annotation (or a deleted mask file) is recomputed, the others are not."""
+    import nibabel as nib
+
+    z = _consensus_home(tmp_path / "a")
+    first = run_consensus(z, Thresholds(method="majority"), None, b"")
+    assert first.recomputed == 3 and first.reused == 0 and first.samples == 3
+    assert first.metadata()["recomputed"] == 3
+    scratch = _outputs(z)
+    assert set(scratch) == {"labels.parquet", "masks/S0.nii.gz", "masks/S1.nii.gz",
+                            "masks/S2.nii.gz"}  # fmt: skip
+
+    again = run_consensus(z, Thresholds(method="majority"), None, b"")
+    assert again.recomputed == 0 and again.reused == 3
+    assert _outputs(z) == scratch
+    assert again.rounds == first.rounds and again.labels == first.labels
+
+    # other thresholds are other inputs: everything is recomputed
+    assert run_consensus(z, Thresholds(method="staple"), None, b"").recomputed == 3
+    assert run_consensus(z, Thresholds(method="majority"), None, b"").recomputed == 3
+    assert _outputs(z) == scratch
+
+    # a consensus mask removed by hand is written again, and only that sample is redone
+    (z.label_masks / "S1.nii.gz").unlink()
+    fixed = run_consensus(z, Thresholds(method="majority"), None, b"")
+    assert fixed.recomputed == 1 and _outputs(z) == scratch
+
+    # annotator ann-c now draws S2's second-slice voxel too: S2 alone is recomputed
+    mp = z.annotation / "round-1/masks/S2/ann-c.nii.gz"
+    m = _map([(2, 2, 1), (2, 3, 1), (3, 2, 1), (4, 4, 2), (5, 5, 2)])
+    nib.save(nib.Nifti1Image(m, np.eye(4)), mp)
+    changed = run_consensus(z, Thresholds(method="majority"), None, b"")
+    assert changed.recomputed == 1 and changed.reused == 2
+    out = _outputs(z)
+    assert out["masks/S0.nii.gz"] == scratch["masks/S0.nii.gz"]
+    assert out["labels.parquet"] != scratch["labels.parquet"]  # S2's agreement went up
+
+    # ...and the result is byte for byte a fresh home's with the same inputs
+    fresh = _consensus_home(tmp_path / "b")
+    nib.save(nib.Nifti1Image(m, np.eye(4)), fresh.annotation / "round-1/masks/S2/ann-c.nii.gz")
+    assert run_consensus(fresh, Thresholds(method="majority"), None, b"").recomputed == 3
+    assert _outputs(fresh) == out

@@ -33,6 +33,7 @@ from annotation.model import (
     save_model,
     to_mask,
     train,
+    warm_epochs,
 )
 from annotation.rounds import round_number
 from medcurate.config import Zones
@@ -273,6 +274,100 @@ def test_training_is_sized_to_its_slices() -> None:
     assert planned_epochs(TINY, 33) == TINY.epochs  # the tests' configs run all their epochs
 
 
+def test_a_warm_start_is_sized_to_the_new_slices() -> None:
+    cfg = ModelConfig()
+    full = planned_epochs(cfg, 160)  # 30 epochs for a fresh model on 160 slices
+    assert warm_epochs(cfg, 160, 80, 0.1) == -(-full // 2)  # half the slices new: half the epochs
+    assert warm_epochs(cfg, 160, 0, 0.1) == -(-full // 10)  # nothing new: the floor
+    assert warm_epochs(cfg, 160, 1, 0.0) == 1  # at least one epoch
+    assert warm_epochs(cfg, 160, 160, 0.1) == full  # all new: never more than a fresh model
+
+
+def _add_labels(ldir: Path, tmp_path: Path, ids: list[int], source_round: str) -> None:
+    """Append labels (even ids abnormal, with their true masks) from ``source_round``."""
+    old = pd.read_parquet(ldir / "labels.parquet")
+    labs = []
+    for i in ids:
+        sid = f"s{i:03d}"
+        mp = None
+        if i % 2 == 0:
+            mp = f"masks/{sid}.nii.gz"
+            (ldir / mp).write_bytes((tmp_path / f"truth-{sid}.nii.gz").read_bytes())
+        labs.append(dict(sample_id=sid, label="abnormal" if mp else "normal", mask_path=mp,
+                         source_round=source_round, agreement=1.0))  # fmt: skip
+    pd.concat([old, pd.DataFrame(labs)]).to_parquet(ldir / "labels.parquet")
+
+
+@pytest.mark.slow
+def test_a_later_round_warm_starts_from_the_last_model(tmp_path: Path) -> None:
+    """Round 3 starts from round 2's weights when round 2's labels are all still there with the
+    same content, for epochs sized to the new slices; a changed label or config starts fresh."""
+    import torch
+
+    _vdir, ldir = _home(tmp_path, n=8)
+    _round_1_labels(tmp_path, ldir, 4)
+    z = Zones(tmp_path)
+    cfg = dataclasses.replace(QUICK_NO_FLOOR, epochs=4)
+    o2 = run_annotation_model(z, "round-2", config=cfg)
+    assert o2.warm_start_from == "none" and o2.warm_start == "fresh: no earlier model"
+    assert o2.epochs == 4 and o2.new_slices is not None and o2.new_slices > 0
+    _add_labels(ldir, tmp_path, [4, 5], "round-2")
+
+    o3 = run_annotation_model(z, "round-3", config=cfg)
+    assert o3.warm_start_from == o2.model_version
+    assert o3.warm_start == f"warm: from {o2.model_version}"
+    assert o3.metadata()["warm_start_from"] == o2.model_version  # the asset's metadata
+    assert o3.epochs is not None and 1 <= o3.epochs < o2.epochs  # a third of the slices are new
+    saved = torch.load(z.round_model_file("round-3"), weights_only=True)
+    assert saved["extra"]["parent"] == o2.model_version
+    assert sorted(saved["extra"]["train_labels"]) == [f"s{i:03d}" for i in range(6)]
+    assert json.loads(z.round_model_outcome("round-3").read_text())["warm_start_from"] == (
+        o2.model_version
+    )
+    # the parent is part of the version; the same inputs give the same bytes
+    fresh_version = model_version(cfg, [f"s{i:03d}" for i in range(6)])
+    assert o3.model_version != fresh_version
+    first = z.round_model_file("round-3").read_bytes()
+    assert run_annotation_model(z, "round-3", config=cfg).model_version == o3.model_version
+    assert z.round_model_file("round-3").read_bytes() == first
+
+    # another config: fresh, the full length
+    other = dataclasses.replace(cfg, seed=1)
+    o3b = run_annotation_model(z, "round-3", config=other)
+    assert o3b.warm_start_from == "none" and "another config" in o3b.warm_start
+    assert o3b.epochs == 4
+
+    # a round-1 label changed (s000's mask now empty: normal): its old mask must not linger
+    labels = pd.read_parquet(ldir / "labels.parquet")
+    labels.loc[labels["sample_id"] == "s000", ["label", "mask_path"]] = ["normal", None]
+    labels.to_parquet(ldir / "labels.parquet")
+    o3c = run_annotation_model(z, "round-3", config=cfg)
+    assert o3c.warm_start_from == "none"
+    assert o3c.warm_start.startswith("fresh: 1 of") and "removed or changed" in o3c.warm_start
+    assert o3c.model_version == model_version(cfg, [f"s{i:03d}" for i in range(6)])
+
+
+@pytest.mark.slow
+def test_a_patient_the_parent_trained_on_is_never_held_out(tmp_path: Path) -> None:
+    """The held-out fifth is ranked by a hash of the pseudonym, so adding patients can move a
+    patient round 2 trained on into round 3's held-out set (here p3). Warm-started, p3 stays
+    in training and only the new p6 is held out: no held-out Dice of a patient the weights saw."""
+    _vdir, ldir = _home(tmp_path, n=8)
+    _round_1_labels(tmp_path, ldir, 6)  # three abnormal patients: too few to hold any out
+    z = Zones(tmp_path)
+    cfg = dataclasses.replace(QUICK_NO_FLOOR, epochs=4)
+    o2 = run_annotation_model(z, "round-2", config=cfg)
+    assert o2.val_size == 0 and o2.train_size == 6
+    _add_labels(ldir, tmp_path, [6, 7], "round-2")
+    o3 = run_annotation_model(z, "round-3", config=cfg)
+    assert o3.warm_start_from == o2.model_version
+    assert o3.val_size == 1 and o3.train_size == 7  # p6 held out; p3 (trained on) kept
+    # without the parent, the plain split holds out p3 and p6
+    z.round_model_file("round-2").unlink()
+    fresh = run_annotation_model(z, "round-3", config=cfg)
+    assert fresh.warm_start_from == "none" and fresh.val_size == 2 and fresh.train_size == 6
+
+
 def test_volumes_are_read_ahead_in_order(tmp_path: Path) -> None:
     from annotation.model import _read_ahead
 
@@ -285,6 +380,32 @@ def test_volumes_are_read_ahead_in_order(tmp_path: Path) -> None:
     assert len(got) == 3 and list(_read_ahead([])) == []
     for (vol, aff), (want, _) in zip(got, [_volume(i) for i in range(3)], strict=True):
         assert np.array_equal(vol, want) and aff[2, 2] == 2.0
+
+
+def test_training_examples_are_read_when_iterated(tmp_path: Path) -> None:
+    """The round's training set is a sequence whose volumes are read as train() walks it (two
+    at a time), with the same arrays an eager read gives, in order."""
+    from annotation.model import _Item, _LazyExamples
+
+    aff = np.diag([1.5, 1.5, 2.0, 1.0])
+    items = []
+    for i in range(3):
+        v, m = _volume(i, lesion=i != 1)
+        nib.save(nib.Nifti1Image(v, aff), tmp_path / f"v{i}.nii.gz")
+        mask_file = None
+        if i != 1:
+            mask_file = tmp_path / f"m{i}.nii.gz"
+            nib.save(nib.Nifti1Image(m, aff), mask_file)
+        items.append(_Item(f"p{i}", f"s{i}", "CT", tmp_path / f"v{i}.nii.gz", mask_file))
+    lazy = _LazyExamples(items)
+    assert len(lazy) == 3 and len(lazy[1:]) == 2 and lazy[1].mask is None
+    got = list(lazy)
+    for i, ex in enumerate(got):
+        v, m = _volume(i, lesion=i != 1)
+        assert np.array_equal(ex.volume, v) and ex.modality == "CT"
+        assert (ex.mask is None) == (i == 1)
+        assert ex.mask is None or np.array_equal(ex.mask, m)
+    assert list(_LazyExamples([])) == []
 
 
 def test_shrinkage_without_validation_says_the_prior() -> None:

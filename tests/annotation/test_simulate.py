@@ -288,3 +288,48 @@ def test_simulate_round_submits_each_plan_as_its_own_user(tmp_path) -> None:  # 
         plan, _ = plan_annotations(i, i, _tasks(), truths, NOISE_LEVELS["moderate"], 3)
         mine = sorted((t, r, lt) for u, t, r, lt in log if u == i)  # type: ignore[misc]
         assert mine == sorted((s.task_id, s.result, s.lead_time) for s in plan)  # type: ignore[misc]
+
+
+def test_sim_users_reuse_their_stored_tokens(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Signing in hashes the password on the server (about a second each): a stored token that
+    still works is used instead; one the server refuses means signing in again."""
+    import requests
+
+    from annotation import simulate
+
+    known: dict[str, dict[str, object]] = {}  # token -> the user the server says it is
+    signups: list[str] = []
+
+    class Client:
+        def __init__(self, url: str, token: str, timeout: float = 60.0) -> None:
+            self.url, self.token, self.timeout = url, token, timeout
+
+        def whoami(self) -> dict[str, object]:
+            if self.token not in known:
+                raise requests.HTTPError("401")
+            return known[self.token]
+
+    class Admin:
+        url, timeout = "http://ls.invalid", 5.0
+
+        def signup(self, email: str, password: str) -> Client:
+            signups.append(email)
+            token = f"tok-{len(signups)}"
+            known[token] = {"id": len(signups), "email": email}
+            return Client(self.url, token)
+
+    monkeypatch.setattr(simulate, "LabelStudioClient", Client)
+    secrets_file = tmp_path / "restricted" / "sim.json"
+    first = simulate.sim_users(Admin(), 2, secrets_file)  # type: ignore[arg-type]
+    assert len(signups) == 2 and [u.uid for u in first] == [None, None]
+    again = simulate.sim_users(Admin(), 2, secrets_file)  # type: ignore[arg-type]
+    assert len(signups) == 2  # no new sign-in
+    assert [u.uid for u in again] == [1, 2] and [u.email for u in again] == [
+        simulate.sim_email(1),
+        simulate.sim_email(2),
+    ]
+    assert (secrets_file.stat().st_mode & 0o777) == 0o600
+    known.pop("tok-1")  # the server forgot a token (a new database)
+    third = simulate.sim_users(Admin(), 2, secrets_file)  # type: ignore[arg-type]
+    assert signups == [simulate.sim_email(1), simulate.sim_email(2), simulate.sim_email(1)]
+    assert third[0].client.token == "tok-3" and third[1].uid == 2

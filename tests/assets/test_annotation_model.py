@@ -55,7 +55,7 @@ def test_annotation_model_rounds(zones_tmp: Zones) -> None:
     z = zones_tmp
     _write_home(z)
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("round", ["round-1", "round-2"])
+    instance.add_dynamic_partitions("round", ["round-1", "round-2", "round-3"])
 
     r1 = _materialize(z, instance, "round-1")
     assert r1.success
@@ -87,6 +87,9 @@ def test_annotation_model_rounds(zones_tmp: Zones) -> None:
     # one abnormal patient: nothing to validate on, so the default floor withholds the masks
     assert str(md["pre_annotations"]).startswith("withheld: no validation")
     assert md["predictions"] == 0 and md["min_validation_dice"] == 0.5
+    # the first trained model has no parent; the metadata says so and why
+    assert md["warm_start_from"] == "none" and md["warm_start"] == "fresh: no earlier model"
+    assert int(md["epochs"]) >= 1
     out2 = z.round_model("round-2")
     assert (out2 / "model.pt").exists() and (out2 / "scores.parquet").exists()
     assert not (out2 / "pred").exists()
@@ -97,3 +100,10 @@ def test_annotation_model_rounds(zones_tmp: Zones) -> None:
     assert mat3.metadata["pre_annotations"].value.startswith("offered")
     assert mat3.metadata["model_version"].value == md["model_version"]
     assert sorted(p.name for p in (out2 / "pred").iterdir()) == ["smp2.nii.gz", "smp3.nii.gz"]
+
+    # round 3 on the same labels: warm-started from round 2's model, the parent in its metadata
+    r4 = _materialize(z, instance, "round-3", min_validation_dice=0.0)
+    assert r4.success
+    (mat4,) = r4.asset_materializations_for_node("annotation_model")
+    assert mat4.metadata["warm_start_from"].value == md["model_version"]
+    assert mat4.metadata["model_version"].value != md["model_version"]
