@@ -1,10 +1,12 @@
 """Seconds per model-training stage (gan_model, synthetic_samples, baseline_evaluation,
 augmentation_report) on a generated blob-CT home, the old settings beside the new ones in the
-same process, and the cost of a second batch (10% more train samples) to the GAN.
+same process, and the cost of a second batch (10% more train samples) to the GAN and to the
+evaluation and augmentation report (their models from scratch vs warm-started from the first
+release's, :mod:`medcurate.evaluate.lineage`).
 
 Old: the GAN's 25 epochs without a step budget, the encoder's 6 epochs, no stage cache (every
 stage reads its volumes again and the augmentation report trains all its classifiers). New: the
-small preset as the demo runs it (a 200-iteration GAN budget, 3 encoder epochs, patches and
+small preset as the demo runs it (a 600-iteration GAN budget, channels_last, patches and
 slices and the evaluation's classifier cached for the next stage). Nothing is asserted; the
 ratios are what to compare across machines.
 
@@ -24,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medcurate import datasets
@@ -35,7 +38,7 @@ from medcurate.augment.run import (
 )
 from medcurate.augment.utility import compare
 from medcurate.config import Zones
-from medcurate.evaluate.baseline import evaluate
+from medcurate.evaluate.baseline import SplitData, evaluate, load_splits
 from medcurate.evaluate.config import preset
 from medcurate.store.run import ReleaseSettings, release_store, run_release
 from tests.medcurate.augment.test_run import _home
@@ -110,6 +113,41 @@ def main() -> None:
                 (z.gan_models / "latest.json").unlink()
             _, second = _timed(f"{name} second", run_gan_model, z, cfg)
             print(f"  {name}: second / first {second / first:.2f}")
+        second_release(Zones(Path(tmp) / "new"), Path(tmp))
+
+
+def _without_last_real(d: SplitData, share: float) -> SplitData:
+    """Train without its last ``share`` of real samples (the release before a new batch)."""
+    real = ~d.rows["synthetic"].astype(bool).to_numpy()
+    drop = np.zeros(len(real), bool)
+    drop[np.flatnonzero(real)[-max(1, round(share * real.sum())) :]] = True
+    keep = ~drop
+    index = np.cumsum(keep) - 1
+    sub = d.slices.subset(keep[d.slices.sample])
+    sub = replace(sub, sample=index[sub.sample])
+    return SplitData(d.rows.loc[keep].reset_index(drop=True), sub, d.excluded)
+
+
+def second_release(z: Zones, tmp: Path) -> None:
+    """baseline_evaluation and augmentation_report on a release with 10% more real train
+    samples than the one before: from scratch (old) vs warm-started (new)."""
+    ds = datasets.load("blobs", "latest", root=str(z.releases), cache_dir=z.home / "pulled")
+    cfg = preset("small")
+    data = load_splits(ds, cfg.size)
+    before = {**data, "train": _without_last_real(data["train"], 0.1)}
+    print("second release (10% more real train samples), evaluation + report:")
+    totals = {}
+    for name in ("old", "new"):
+        cache = tmp / f"release2-{name}"
+        evaluate(ds, cfg, splits=before, cache=cache)
+        compare(ds, cfg, seeds=(0, 1), splits=before, cache=cache)
+        if name == "old":  # no line records: every model from scratch, as before
+            for f in cache.glob("lineage-*.json"):
+                f.unlink()
+        _, a = _timed(f"{name} evaluation", evaluate, ds, cfg, splits=data, cache=cache)
+        _, b = _timed(f"{name} report", compare, ds, cfg, seeds=(0, 1), splits=data, cache=cache)
+        totals[name] = a + b
+    print(f"  second release new / old: {totals['new'] / totals['old']:.2f}")
 
 
 if __name__ == "__main__":

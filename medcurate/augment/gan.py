@@ -31,6 +31,7 @@ from monai.networks.nets import Discriminator, Generator
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from medcurate.evaluate.fastcpu import memory_format
 from medcurate.torchrun import deterministic
 
 LOSSES = ("hinge", "wgan-gp")
@@ -65,6 +66,9 @@ class GanConfig:
     #: > 0: stop after this many iterations (generator updates) even within an epoch; sizes a
     #: run to a time budget rather than to the data (an epoch grows with the train split)
     max_steps: int = 0
+    #: NHWC tensors and weights (see :mod:`medcurate.evaluate.fastcpu`): 40 vs 53 ms per
+    #: iteration of the small preset on one core
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -266,7 +270,8 @@ def train_gan(
     labels = np.asarray(labels).astype(np.int64)
     _check_inputs(images, labels, cfg)
     rng = np.random.default_rng(cfg.seed)
-    x_all = torch.from_numpy(images).to(device)
+    fmt = memory_format(cfg.channels_last)
+    x_all = torch.from_numpy(images).to(device).contiguous(memory_format=fmt)
     y_all = torch.from_numpy(labels).to(device)
     n = images.shape[0]
     steps = n // cfg.batch_size
@@ -279,9 +284,11 @@ def train_gan(
                 raise ValueError("a warm start needs a generator of the same architecture")
             gen.load_state_dict(init.generator.state_dict())
             disc.load_state_dict(init.discriminator.state_dict())
-        gen, disc = gen.to(device), disc.to(device)
-        opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=cfg.betas)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+        gen = gen.to(device, memory_format=fmt)  # type: ignore[call-overload]
+        disc = disc.to(device, memory_format=fmt)  # type: ignore[call-overload]
+        # foreach: one multi-tensor update per step instead of a Python loop over parameters
+        opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=cfg.betas, foreach=True)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=cfg.betas, foreach=True)
         gen.train()
         disc.train()
         done = 0
@@ -406,6 +413,10 @@ def load_checkpoint(path: str | Path) -> tuple[TrainedGan, dict[str, Any]]:
     gen, disc = build_networks(cfg)
     gen.load_state_dict(payload["generator"])
     disc.load_state_dict(payload["discriminator"])
+    # the layout it trained in: the same weights give the same samples, bit for bit
+    fmt = memory_format(cfg.channels_last)
+    gen = gen.to(memory_format=fmt)  # type: ignore[call-overload]
+    disc = disc.to(memory_format=fmt)  # type: ignore[call-overload]
     gen.eval()
     disc.eval()
     trained = TrainedGan(

@@ -347,6 +347,8 @@ def compare(
                     "threshold": ev.threshold,
                     "n_train_real": len(arms[arm].rows) - synth,
                     "n_train_synthetic": synth,
+                    "epochs": len(ev.classifier.history),
+                    "warm_start_from": ev.classifier.parent or "none",
                 }
             )
             cols = ["attribute", "group", "n", "n_pos", "n_neg", *METRICS]

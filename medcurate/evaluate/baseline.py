@@ -9,11 +9,12 @@ files; :mod:`medcurate.evaluate.run` does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from medcurate.evaluate import classifier as clf
 from medcurate.evaluate import segmenter as seg
 from medcurate.evaluate.cohort import (
     SliceSet,
+    concat_slices,
     load_slices,
     sample_scores,
     save_slices,
@@ -116,33 +118,92 @@ def load_split(ds: Any, split: str, size: int) -> SplitData:
 
 #: bump when the slices made from the same files change (cohort's reading or scaling)
 SLICES_FORMAT = 1
+_CONTENT = ("image_sha256", "mask_sha256", "label")
+
+
+def sample_keys(rows: pd.DataFrame, size: int) -> list[str] | None:
+    """A key per row naming its slices by content: the image's and mask's sha256, the label (it
+    decides the slice labels of a sample without a mask), the size and :data:`SLICES_FORMAT`.
+    The same sample in two versions has one key; a relabelled or re-masked one a new key. None
+    when the rows lack the content columns (splits built by hand)."""
+    if rows.empty:
+        return []
+    if not set(_CONTENT) <= set(rows.columns):
+        return None
+    keys = []
+    for rec in rows[list(_CONTENT)].itertuples(index=False):
+        parts = ["" if pd.isna(v) else str(v) for v in rec]
+        raw = json.dumps([*parts, size, SLICES_FORMAT])
+        keys.append(hashlib.sha256(raw.encode()).hexdigest()[:32])
+    return keys
+
+
+def real_train_keys(rows: pd.DataFrame, size: int) -> list[str] | None:
+    """:func:`sample_keys` of the real (not synthetic) rows: what a model line compares
+    (:mod:`medcurate.evaluate.lineage`)."""
+    keys = sample_keys(rows, size)
+    if keys is None:
+        return None
+    return [k for k, syn in zip(keys, _synthetic(rows), strict=True) if not syn]
+
+
+def _synthetic(rows: pd.DataFrame) -> np.ndarray:
+    if "synthetic" not in rows:
+        return np.zeros(len(rows), bool)
+    return rows["synthetic"].astype("boolean").fillna(False).to_numpy(dtype=bool)
 
 
 def load_splits(
     ds: Any, size: int, splits: Sequence[str] = SPLITS, cache: str | Path | None = None
 ) -> dict[str, SplitData]:
-    """:func:`load_split` for each of ``splits``; with ``cache`` (a folder) the slices are kept
-    there per version, size and splits, so the next stage on the same version (the augmentation
-    report after the evaluation) does not read and resize every volume again. A version's files
-    never change, so its id and signature name its slices."""
+    """:func:`load_split` for each of ``splits``; with ``cache`` (a folder) each sample's slices
+    are kept there under its content key (:func:`sample_keys`), so the next stage on the same
+    version (the augmentation report after the evaluation) reads no volume, and the next version
+    reads only the samples it adds or changes. The slices of a sample do not depend on the other
+    samples, so cached and fresh slices are the same arrays."""
     rows = {s: _labelled(ds.split(s), s) for s in splits}
-    path = None
-    if cache is not None:
-        key = json.dumps([ds.id, ds.signature, size, list(splits), SLICES_FORMAT])
-        name = hashlib.sha256(key.encode()).hexdigest()[:24]
-        path = Path(cache) / f"slices-{name}.npz"
-        if path.is_file():
-            try:
-                sets = load_slices(path)
-                return {s: SplitData(rows[s][0], sets[s], rows[s][1]) for s in splits}
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache file: read the volumes again
-    data = {s: load_split(ds, s, size) for s in splits}
-    if path is not None:
-        for old in path.parent.glob("slices-*.npz"):  # one version's slices at a time
-            old.unlink()
-        save_slices({s: d.slices for s, d in data.items()}, path)
-    return data
+    keys = {s: sample_keys(rows[s][0], size) for s in splits}
+    if cache is None or any(k is None for k in keys.values()):
+        return {s: load_split(ds, s, size) for s in splits}
+    folder = Path(cache) / "slices"
+    parts: dict[str, SliceSet] = {}
+    for k in {k for ks in keys.values() for k in ks or []}:
+        path = folder / f"{k}.npz"
+        # a damaged cache file: the volume is read again
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if path.is_file():
+                parts[k] = load_slices(path)["s"]
+    missing = sorted({k for ks in keys.values() for k in ks or []} - set(parts))
+    if missing:
+        by_key: dict[str, dict[str, Any]] = {}
+        for s in splits:
+            ids = set(rows[s][0]["sample_id"])
+            for d, k in zip(_items(ds, s, rows[s][0], ids), keys[s] or [], strict=True):
+                by_key.setdefault(k, d)
+        fresh = slices_from_volumes([by_key[k] for k in missing], size=size)
+        for i, k in enumerate(missing):
+            one = fresh.subset(fresh.sample == i)
+            one = replace(one, sample=np.zeros(len(one), np.int64))
+            save_slices({"s": one}, folder / f"{k}.npz")
+            parts[k] = one
+    return {
+        s: SplitData(rows[s][0], _assemble([parts[k] for k in keys[s] or []], size), rows[s][1])
+        for s in splits
+    }
+
+
+def _items(ds: Any, split: str, rows: pd.DataFrame, ids: set[str]) -> list[dict[str, Any]]:
+    by_id = {d["sample_id"]: d for d in ds.data_dicts(split) if d["sample_id"] in ids}
+    return [by_id[s] for s in rows["sample_id"]]
+
+
+def _assemble(per_sample: list[SliceSet], size: int) -> SliceSet:
+    """Per-sample slice sets in row order, ``sample`` renumbered to the row."""
+    if not per_sample:
+        return slices_from_volumes([], size=size)
+    out = concat_slices(per_sample)
+    out.sample = np.repeat(np.arange(len(per_sample), dtype=np.int64), [len(p) for p in per_sample])
+    return out
 
 
 def _need_both_classes(data: SplitData, split: str) -> None:
@@ -184,7 +245,11 @@ def evaluate(
     timings = {"load_s": time.perf_counter() - t0}
 
     t = time.perf_counter()
-    trained, cached = clf.train_or_load(train_slices, cfg.classifier, val.slices, cache)
+    keys = real_train_keys(train.rows, cfg.size)
+    role = "real+synthetic" if _synthetic(train.rows).any() else "real"
+    trained, cached = clf.train_or_load(
+        train_slices, cfg.classifier, val.slices, cache, train_samples=keys, role=role
+    )
     timings["classifier_train_s"] = time.perf_counter() - t
     timings["classifier_epoch_s"] = (
         float(np.mean([h["seconds"] for h in trained.history])) if not cached else 0.0
@@ -237,9 +302,13 @@ def evaluate(
     lesions: dict[str, float] = {}
     if cfg.segmentation:
         t = time.perf_counter()
-        segmenter = seg.train_segmenter(train_slices, cfg.segmenter)
+        segmenter, seg_cached = seg.train_or_load(
+            train_slices, cfg.segmenter, cache, train_samples=keys, role=role
+        )
         timings["segmenter_train_s"] = time.perf_counter() - t
-        timings["segmenter_epoch_s"] = float(np.mean([h["seconds"] for h in segmenter.history]))
+        timings["segmenter_epoch_s"] = (
+            float(np.mean([h["seconds"] for h in segmenter.history])) if not seg_cached else 0.0
+        )
         prob = seg.predict_masks(segmenter.model, test.slices)
         th = cfg.segmenter.lesion_threshold
         by_row = seg.dice_per_sample(test.slices, prob, th)

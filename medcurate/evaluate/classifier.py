@@ -15,13 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medcurate.evaluate import lineage
 from medcurate.evaluate.cohort import SliceSet
+from medcurate.evaluate.fastcpu import is_channels_last, memory_format
 from medcurate.torchrun import deterministic, load_model_file, save_model_file, untimed
 
 ARCH = "resnet2d-basic-1111"
@@ -46,6 +49,10 @@ class ClassifierConfig:
     threads: int = 1
     widths: tuple[int, ...] = (8, 16, 32, 64)
     augment: bool = True  # random flips and a small gain jitter, seeded
+    #: NHWC (see medcurate.evaluate.fastcpu): ~1.25x faster per step, but its rounding trained
+    #: classifiers whose Grad-CAM missed the lesions (share in mask 0.3-0.8x the lesion's area
+    #: over seeds 0-2 vs 1.7x NCHW on tests/medcurate/evaluate/test_explain.py's blobs)
+    channels_last: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -65,6 +72,8 @@ class TrainedClassifier:
     model: Any  # the torch module, in eval mode
     cfg: ClassifierConfig
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch
+    parent: str = ""  # the model a warm start began from ("" from scratch)
+    model_id: str = ""  # its id in the stage cache ("" when trained without one)
 
 
 def build_classifier(cfg: ClassifierConfig) -> Any:
@@ -109,10 +118,16 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def train_classifier(
-    train: SliceSet, cfg: ClassifierConfig | None = None, validation: SliceSet | None = None
+    train: SliceSet,
+    cfg: ClassifierConfig | None = None,
+    validation: SliceSet | None = None,
+    init: TrainedClassifier | None = None,
+    epochs: int | None = None,
 ) -> TrainedClassifier:
-    """Train a fresh classifier on the known slices of ``train``; with ``validation``, its
-    slice-level AUC (known slices) is recorded after each epoch."""
+    """Train a classifier on the known slices of ``train``; with ``validation``, its
+    slice-level AUC (known slices) is recorded after each epoch. ``init`` starts from an earlier
+    classifier's weights (fresh optimizer), ``epochs`` overrides the config's (a warm start's
+    share of them)."""
     import torch
 
     cfg = cfg or ClassifierConfig()
@@ -131,11 +146,17 @@ def train_classifier(
     rng = np.random.default_rng(cfg.seed)
     val = validation.known() if validation is not None else None
     history: list[dict[str, float]] = []
+    fmt = memory_format(cfg.channels_last)
     with deterministic(cfg.seed, cfg.threads):
         net = build_classifier(cfg)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if init is not None:
+            net.load_state_dict(init.model.state_dict())
+        net = net.to(memory_format=fmt)
+        opt = torch.optim.AdamW(
+            net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
+        )
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pos_weight]))
-        for _ in range(cfg.epochs):
+        for _ in range(cfg.epochs if epochs is None else epochs):
             t0 = time.perf_counter()
             net.train()
             order = rng.permutation(len(y))
@@ -148,6 +169,7 @@ def train_classifier(
                 if cfg.augment:
                     xb = _augment(xb, rng)
                 xt = torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32))
+                xt = xt.contiguous(memory_format=fmt)
                 yt = torch.from_numpy(y[idx])[:, None]
                 opt.zero_grad()
                 loss = loss_fn(net(xt), yt)
@@ -161,7 +183,7 @@ def train_classifier(
             row["seconds"] = round(time.perf_counter() - t0, 3)
             history.append(row)
         net.eval()
-    return TrainedClassifier(net, cfg, history)
+    return TrainedClassifier(net, cfg, history, init.model_id if init is not None else "")
 
 
 def _predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -169,10 +191,12 @@ def _predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
 
     model.eval()
     out = []
-    with torch.no_grad():
+    fmt = memory_format(is_channels_last(model))
+    with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             xb = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
-            out.append(torch.sigmoid(model(xb.float()))[:, 0].numpy())
+            xb = xb.float().contiguous(memory_format=fmt)
+            out.append(torch.sigmoid(model(xb))[:, 0].numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
@@ -187,6 +211,8 @@ def save_model(trained: TrainedClassifier, path: str | Path) -> Path:
     payload = {
         "config": trained.cfg.to_dict(),
         "history": untimed(trained.history),
+        "parent": trained.parent,
+        "model_id": trained.model_id,
         "state_dict": trained.model.state_dict(),
     }
     return save_model_file(path, ARCH, payload)
@@ -199,8 +225,11 @@ def load_model(path: str | Path) -> TrainedClassifier:
     cfg = ClassifierConfig.from_dict(payload["config"])
     net = build_classifier(cfg)
     net.load_state_dict(payload["state_dict"])
+    net = net.to(memory_format=memory_format(cfg.channels_last))
     net.eval()
-    return TrainedClassifier(net, cfg, list(payload.get("history", [])))
+    history = list(payload.get("history", []))
+    parent, mid = str(payload.get("parent", "")), str(payload.get("model_id", ""))
+    return TrainedClassifier(net, cfg, history, parent, mid)
 
 
 def training_key(train: SliceSet, cfg: ClassifierConfig, validation: SliceSet | None = None) -> str:
@@ -222,19 +251,40 @@ def train_or_load(
     cfg: ClassifierConfig,
     validation: SliceSet | None = None,
     cache: str | Path | None = None,
+    train_samples: Sequence[str] | None = None,
+    role: str = "train",
 ) -> tuple[TrainedClassifier, bool]:
     """:func:`train_classifier`, or the classifier an earlier stage trained on the very same
-    slices and config, from ``cache`` (a folder; ``None``: always train). The baseline evaluation
-    and the augmentation report's real+synthetic arm of its seed train the same classifier; the
-    second reads it. Returns the classifier and whether it came from the cache."""
+    slices and config, from ``cache`` (a folder; ``None``: always train from scratch). The
+    baseline evaluation and the augmentation report's real+synthetic arm of its seed train the
+    same classifier; the second reads it.
+
+    With ``train_samples`` (content keys of the real train samples), the classifier is one of a
+    line (``role`` and config, see :mod:`medcurate.evaluate.lineage`): when the line's last
+    classifier saw a subset of them, this one starts from it for a share of the epochs. Returns
+    the classifier and whether it came from the cache."""
     if cache is None:
         return train_classifier(train, cfg, validation=validation), False
-    path = Path(cache) / f"classifier-{training_key(train, cfg, validation)}.pt"
+    key = training_key(train, cfg, validation)
+    line = lineage.line_name(ARCH, role, cfg.to_dict())
+    samples = list(train_samples) if train_samples is not None else None
+    if samples is None:
+        chosen = lineage.Plan(key, cfg.epochs)
+    else:
+        chosen = lineage.plan(cache, line, key, samples, cfg.epochs, "classifier")
+    path = Path(cache) / f"classifier-{chosen.model_id}.pt"
     if path.is_file():
         try:
-            return load_model(path), True
+            found = load_model(path)
+            if samples is not None:
+                lineage.record(cache, line, key, samples, chosen)
+            return found, True
         except (ValueError, RuntimeError, OSError, KeyError):
             pass  # a damaged or older file: train again and replace it
-    trained = train_classifier(train, cfg, validation=validation)
+    init = load_model(chosen.parent_file) if chosen.parent_file is not None else None
+    trained = train_classifier(train, cfg, validation, init=init, epochs=chosen.epochs)
+    trained.model_id = chosen.model_id
     save_model(trained, path)
+    if samples is not None:
+        lineage.record(cache, line, key, samples, chosen)
     return trained, False

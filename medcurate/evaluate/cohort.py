@@ -152,6 +152,11 @@ def slices_from_volumes(
         parts = [_item_slices(i, item, size) for i, item in enumerate(items)]
     if not parts:
         return _empty(size)
+    return concat_slices(parts)
+
+
+def concat_slices(parts: Sequence[SliceSet]) -> SliceSet:
+    """The slice sets one after the other (``sample`` as they are)."""
     return SliceSet(*(np.concatenate(a) for a in zip(*(_fields(p) for p in parts), strict=True)))
 
 

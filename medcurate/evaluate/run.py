@@ -75,6 +75,8 @@ class EvaluationResult:
             "specificity_95ci": fmt(m["specificity"]),
             "saliency_share_in_mask": _value(ev.saliency.get("share_in_mask", math.nan)),
             "classifier_seconds_per_epoch": round(ev.timings["classifier_epoch_s"], 2),
+            "classifier_epochs": len(ev.classifier.history),
+            "classifier_warm_start_from": ev.classifier.parent or "none",
             "seconds": round(ev.timings["total_s"], 1),
             "subgroup_gaps_flagged": len(ev.flags),
             "report": PathValue.of(self.folder / "evaluation.md"),
@@ -85,6 +87,9 @@ class EvaluationResult:
         }
         if ev.dice:
             md["dice_95ci"] = fmt(ev.dice["dice"])
+        if ev.segmenter is not None:
+            md["segmenter_epochs"] = len(ev.segmenter.history)
+            md["segmenter_warm_start_from"] = ev.segmenter.parent or "none"
         return md
 
     def summary_line(self) -> str:
@@ -160,7 +165,7 @@ def write_report(
             "classifier",
             ref,
             version_id,
-            {**ev.config.classifier.to_dict(), "size": ev.config.size},
+            {**ev.config.classifier.to_dict(), "size": ev.config.size, **_lineage(ev.classifier)},
             _clean(clf_metrics),
         ),
         "metrics.json": json.dumps(_clean(_metrics_doc(ev, version_id)), sort_keys=True, indent=2)
@@ -174,7 +179,7 @@ def write_report(
             "segmentation",
             ref,
             version_id,
-            ev.config.segmenter.to_dict(),
+            {**ev.config.segmenter.to_dict(), **_lineage(ev.segmenter)},
             _clean({"dice": _estimate_dict(ev.dice["dice"]), **ev.lesions}),
         )
     for name, text in texts.items():
@@ -185,6 +190,11 @@ def write_report(
         for f in sorted(folder.iterdir())
         if f.is_file() and f.name not in keep and not f.name.startswith(".")
     }
+
+
+def _lineage(trained: Any) -> dict[str, Any]:
+    """What the model card says of a warm start: the parent model and the epochs trained."""
+    return {"warm_start_from": trained.parent or "none", "epochs_trained": len(trained.history)}
 
 
 def _estimate_dict(e: Any) -> dict[str, Any]:

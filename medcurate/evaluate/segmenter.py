@@ -15,7 +15,10 @@ are imported inside functions: importing this module costs nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from medcurate.evaluate import lineage
 from medcurate.evaluate.cohort import UNKNOWN, SliceSet
+from medcurate.evaluate.fastcpu import is_channels_last, memory_format
 from medcurate.torchrun import deterministic, load_model_file, save_model_file, untimed
 
 ARCH = "unet2d-segmenter"
@@ -44,6 +49,7 @@ class SegmenterConfig:
     strides: tuple[int, ...] = (2, 2)
     lesion_threshold: float = 0.5
     min_lesion_voxels: int = 3
+    channels_last: bool = True  # NHWC (see medcurate.evaluate.fastcpu): faster convs, own rounding
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -65,6 +71,8 @@ class TrainedSegmenter:
     model: Any  # the torch module, in eval mode
     cfg: SegmenterConfig
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, seconds
+    parent: str = ""  # the model a warm start began from ("" from scratch)
+    model_id: str = ""  # its id in the stage cache ("" when trained without one)
 
 
 @dataclass
@@ -120,8 +128,14 @@ def _epoch_order(lesion: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(np.concatenate([np.arange(len(lesion)), extra]))
 
 
-def train_segmenter(train: SliceSet, cfg: SegmenterConfig | None = None) -> TrainedSegmenter:
-    """Train a fresh UNet on the known slices of ``train`` with DiceCE loss (sigmoid output)."""
+def train_segmenter(
+    train: SliceSet,
+    cfg: SegmenterConfig | None = None,
+    init: TrainedSegmenter | None = None,
+    epochs: int | None = None,
+) -> TrainedSegmenter:
+    """Train a UNet on the known slices of ``train`` with DiceCE loss (sigmoid output); ``init``
+    starts from an earlier UNet's weights (fresh optimizer), ``epochs`` overrides the config's."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -137,16 +151,21 @@ def train_segmenter(train: SliceSet, cfg: SegmenterConfig | None = None) -> Trai
     masks, _, _ = _pad_to((known.masks > 0).astype(np.float32), div)
     lesion = np.asarray((known.masks > 0).reshape(len(known), -1).any(axis=1))
     rng = np.random.default_rng(cfg.seed)
-    result = TrainedSegmenter(model=None, cfg=cfg)
+    result = TrainedSegmenter(model=None, cfg=cfg, parent=init.model_id if init else "")
+    fmt = memory_format(cfg.channels_last)
     with deterministic(cfg.seed, cfg.threads):
         net = build_unet(cfg)
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        if init is not None:
+            net.load_state_dict(init.model.state_dict())
+        net = net.to(memory_format=fmt)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, foreach=True)
         # batch=True: Dice over the whole batch, so batches of lesion-free slices do not get a
         # Dice loss of 1 whatever the network does
         loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4)
-        x_all, y_all = torch.from_numpy(images), torch.from_numpy(masks)
+        x_all = torch.from_numpy(images).contiguous(memory_format=fmt)
+        y_all = torch.from_numpy(masks).contiguous(memory_format=fmt)
         net.train()
-        for epoch in range(cfg.epochs):
+        for epoch in range(cfg.epochs if epochs is None else epochs):
             start = time.perf_counter()
             order = _epoch_order(lesion, rng)
             total, steps = 0.0, 0
@@ -186,10 +205,11 @@ def predict_masks(
         return out
     strides = getattr(model, "strides", cfg.strides)
     images, h, w = _pad_to(slices.images, int(np.prod(strides)))
-    with deterministic(cfg.seed, cfg.threads), torch.no_grad():
+    fmt = memory_format(is_channels_last(model))
+    with deterministic(cfg.seed, cfg.threads), torch.inference_mode():
         model.eval()
         for b in range(0, n, batch_size):
-            xb = torch.from_numpy(images[b : b + batch_size])
+            xb = torch.from_numpy(images[b : b + batch_size]).contiguous(memory_format=fmt)
             out[b : b + batch_size] = torch.sigmoid(model(xb))[:, 0, :h, :w].numpy()
     return out
 
@@ -276,6 +296,8 @@ def save_model(trained: TrainedSegmenter, path: str | Path) -> Path:
     payload = {
         "config": trained.cfg.to_dict(),
         "history": untimed(trained.history),
+        "parent": trained.parent,
+        "model_id": trained.model_id,
         "state_dict": trained.model.state_dict(),
     }
     return save_model_file(path, ARCH, payload)
@@ -288,5 +310,55 @@ def load_model(path: str | Path) -> TrainedSegmenter:
     cfg = SegmenterConfig.from_dict(payload["config"])
     net = build_unet(cfg)
     net.load_state_dict(payload["state_dict"])
+    net = net.to(memory_format=memory_format(cfg.channels_last))
     net.eval()
-    return TrainedSegmenter(model=net, cfg=cfg, history=list(payload.get("history", [])))
+    history = list(payload.get("history", []))
+    parent, mid = str(payload.get("parent", "")), str(payload.get("model_id", ""))
+    return TrainedSegmenter(net, cfg, history, parent, mid)
+
+
+def training_key(train: SliceSet, cfg: SegmenterConfig) -> str:
+    """The config and the bytes of the known train slices: one key, one set of weights."""
+    known = train.known()
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    for a in (known.images, known.masks):
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def train_or_load(
+    train: SliceSet,
+    cfg: SegmenterConfig,
+    cache: str | Path | None = None,
+    train_samples: Sequence[str] | None = None,
+    role: str = "train",
+) -> tuple[TrainedSegmenter, bool]:
+    """:func:`train_segmenter`, or the UNet trained before on the same slices and config, from
+    ``cache``; with ``train_samples`` (real train samples' content keys) a warm start from the
+    line's last UNet when it saw a subset of them (:mod:`medcurate.evaluate.lineage`)."""
+    if cache is None:
+        return train_segmenter(train, cfg), False
+    key = training_key(train, cfg)
+    line = lineage.line_name(ARCH, role, cfg.to_dict())
+    samples = list(train_samples) if train_samples is not None else None
+    if samples is None:
+        chosen = lineage.Plan(key, cfg.epochs)
+    else:
+        chosen = lineage.plan(cache, line, key, samples, cfg.epochs, "segmenter")
+    path = Path(cache) / f"segmenter-{chosen.model_id}.pt"
+    if path.is_file():
+        try:
+            found = load_model(path)
+            if samples is not None:
+                lineage.record(cache, line, key, samples, chosen)
+            return found, True
+        except (ValueError, RuntimeError, OSError, KeyError):
+            pass  # a damaged or older file: train again and replace it
+    init = load_model(chosen.parent_file) if chosen.parent_file is not None else None
+    trained = train_segmenter(train, cfg, init=init, epochs=chosen.epochs)
+    trained.model_id = chosen.model_id
+    save_model(trained, path)
+    if samples is not None:
+        lineage.record(cache, line, key, samples, chosen)
+    return trained, False

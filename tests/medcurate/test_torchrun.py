@@ -33,3 +33,12 @@ def test_block_does_not_import_the_compiler() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_nan_fill_is_off_inside_the_block_and_back_after() -> None:
+    import torch.utils.deterministic as td
+
+    assert td.fill_uninitialized_memory is True  # type: ignore[attr-defined]
+    with deterministic(0, 1):
+        assert td.fill_uninitialized_memory is False  # type: ignore[attr-defined]
+    assert td.fill_uninitialized_memory is True  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -268,3 +269,26 @@ def test_label_noise_as_synthetic_samples_never_helps(real_splits: dict[str, Spl
     assert res.verdict in (HURT, NO_BENEFIT), res.statement()
     overall = res.overall("auc")
     assert not (overall["low"] > 0), res.statement()
+
+
+def test_both_arms_warm_start_from_the_previous_release(
+    real_splits: dict[str, SplitData], tmp_path: Path
+) -> None:
+    """The previous release lacked 4 real train samples and had another generator's samples:
+    each arm of each seed starts from its own line's last classifier (the synthetic samples do
+    not count in the subset test) for a share of the epochs."""
+    train = real_splits["train"]
+    keep = np.ones(len(train.rows), bool)
+    keep[-4:] = False
+    index = np.cumsum(keep) - 1
+    sub = train.slices.subset(keep[train.slices.sample])
+    sub = replace(sub, sample=index[sub.sample])
+    earlier = SplitData(train.rows.loc[keep].reset_index(drop=True), sub, train.excluded)
+    before = {**real_splits, "train": _with_synthetic(earlier, 24, seed=6)}
+    now = {**real_splits, "train": _with_synthetic(train, 24, seed=5)}
+    first = compare(None, CFG, seeds=(0,), splits=before, cache=tmp_path)
+    assert (first.runs["warm_start_from"] == "none").all()
+    second = compare(None, CFG, seeds=(0,), splits=now, cache=tmp_path)
+    assert (second.runs["warm_start_from"] != "none").all()
+    assert (second.runs["epochs"] < CFG.classifier.epochs).all()
+    assert second.runs["warm_start_from"].nunique() == 2  # one line per arm

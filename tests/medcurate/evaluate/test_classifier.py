@@ -156,3 +156,30 @@ def test_train_or_load_reads_what_the_same_slices_and_config_trained(tmp_path: P
     assert not train_or_load(train, cfg, None, tmp_path)[1]
     assert training_key(train, cfg, val) != training_key(train, cfg, None)
     assert len(list(tmp_path.glob("classifier-*.pt"))) == 4
+
+
+def test_a_grown_train_split_warm_starts_from_the_last_classifier(tmp_path: Path) -> None:
+    """v1 trains from scratch; v2 (v1's samples and more) starts from v1's weights for a share
+    of the epochs and records it as parent; the same history in a fresh cache gives the same
+    weights; a v1 sample gone from train forces scratch."""
+    cfg = ClassifierConfig(size=SIZE, epochs=4)
+    v1, v2 = blob_slices(24, SIZE, seed=0), blob_slices(32, SIZE, seed=0)
+    keys1, keys2 = [f"k{i}" for i in range(24)], [f"k{i}" for i in range(32)]
+    val = blob_slices(8, SIZE, seed=1)
+    runs = []
+    for cache in (tmp_path / "a", tmp_path / "b"):
+        first, _ = train_or_load(v1, cfg, val, cache, train_samples=keys1)
+        second, hit = train_or_load(v2, cfg, val, cache, train_samples=keys2)
+        runs.append((first, second))
+        assert first.parent == "" and len(first.history) == 4
+        assert not hit and second.parent == first.model_id and len(second.history) == 1
+        assert load_model(cache / f"classifier-{second.model_id}.pt").parent == first.model_id
+        # a rerun of v2 reuses v2's classifier, it does not warm-start from it
+        again, hit = train_or_load(v2, cfg, val, cache, train_samples=keys2)
+        assert hit and again.model_id == second.model_id
+    (_, a), (_, b) = runs
+    assert np.array_equal(predict(a.model, val), predict(b.model, val))
+    # sample k3 left train (moved to validation): from scratch
+    moved = [k for k in keys2 if k != "k3"] + ["k99"]
+    scratch, _ = train_or_load(blob_slices(32, SIZE, seed=3), cfg, val, tmp_path / "a", moved)
+    assert scratch.parent == "" and len(scratch.history) == 4

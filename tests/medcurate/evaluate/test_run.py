@@ -12,11 +12,11 @@ import pytest
 from medcurate import datasets
 from medcurate.config import Zones
 from medcurate.evaluate import EvaluationError
-from medcurate.evaluate.baseline import evaluate, load_split, load_splits
+from medcurate.evaluate.baseline import SplitData, evaluate, load_split, load_splits
 from medcurate.evaluate.classifier import ClassifierConfig
 from medcurate.evaluate.cohort import SliceSet
 from medcurate.evaluate.config import EvaluationConfig
-from medcurate.evaluate.run import EvaluateSettings, run_evaluation
+from medcurate.evaluate.run import EvaluateSettings, run_evaluation, write_report
 from medcurate.evaluate.segmenter import SegmenterConfig
 from medcurate.store.objects import ObjectStore
 from medcurate.store.publish import resolve
@@ -132,9 +132,11 @@ def test_cache_keeps_slices_and_classifier_for_the_next_stage(
     cfg = replace(CFG, segmentation=False)
     cache = tmp_path / "stage-cache"
     first = evaluate(ds, cfg, cache=cache)
-    assert len(list(cache.glob("slices-*.npz"))) == 1
     assert len(list(cache.glob("classifier-*.pt"))) == 1
     loaded = load_splits(ds, cfg.size, cache=cache)
+    # one slice file per sample, named by its content
+    labelled = sum(len(d.rows) for d in loaded.values())
+    assert len(list((cache / "slices").glob("*.npz"))) == labelled
     fresh = {s: load_split(ds, s, cfg.size) for s in ("train", "validation", "test")}
     for s, d in fresh.items():
         assert np.array_equal(loaded[s].slices.images, d.slices.images)
@@ -143,3 +145,57 @@ def test_cache_keeps_slices_and_classifier_for_the_next_stage(
     assert second.timings["classifier_epoch_s"] == 0.0  # read, not trained
     assert second.test_scores.equals(first.test_scores) and second.threshold == first.threshold
     assert second.cases == [] and second.saliency == {} and first.saliency
+
+
+def _without(d: SplitData, drop: np.ndarray) -> SplitData:
+    """The split without the rows in ``drop`` (an earlier release that lacked them)."""
+    keep = ~drop
+    new_index = np.cumsum(keep) - 1
+    sub = d.slices.subset(keep[d.slices.sample])
+    sub = replace(sub, sample=new_index[sub.sample])
+    return SplitData(d.rows.loc[keep].reset_index(drop=True), sub, d.excluded)
+
+
+def test_next_release_warm_starts_and_its_cards_name_the_parent(
+    blob_store: ObjectStore, tmp_path: Path
+) -> None:
+    """An earlier release without 4 train samples trained both models from scratch; this one
+    starts from them (parent in the model cards, fewer epochs), a rerun reuses them, the same
+    history in another cache gives the same scores, and a train sample moved to test starts over."""
+    ds = datasets.load("blobs", "v1", root=blob_store.url, cache_dir=tmp_path / "c")
+    cache = tmp_path / "stage-cache"
+    data = load_splits(ds, CFG.size, cache=cache)
+    drop = np.zeros(len(data["train"].rows), bool)
+    drop[-4:] = True
+    earlier = {**data, "train": _without(data["train"], drop)}
+    results = []
+    for c in (cache, tmp_path / "other-cache"):
+        old = evaluate(ds, CFG, splits=earlier, cache=c, explain_saliency=False)
+        new = evaluate(ds, CFG, splits=data, cache=c, explain_saliency=False)
+        assert old.classifier.parent == "" and old.segmenter is not None
+        assert old.segmenter.parent == ""
+        assert new.classifier.parent == old.classifier.model_id
+        assert new.segmenter is not None and new.segmenter.parent == old.segmenter.model_id
+        assert len(new.classifier.history) < CFG.classifier.epochs
+        results.append(new)
+    assert results[0].test_scores.equals(results[1].test_scores)
+    rerun = evaluate(ds, CFG, splits=data, cache=cache, explain_saliency=False)
+    assert rerun.classifier.model_id == results[0].classifier.model_id
+    assert rerun.timings["classifier_epoch_s"] == 0.0
+    folder = tmp_path / "report"
+    files = write_report(results[0], folder, "blobs@v1", ds.id, ds.signature)
+    card = files["classifier.model-card.md"].decode()
+    assert f'"warm_start_from": "{old.classifier.model_id}"' in card
+    assert (
+        f'"warm_start_from": "{old.segmenter.model_id}"'
+        in files["segmenter.model-card.md"].decode()
+    )
+    # a sample of the earlier train split now in test: both models from scratch
+    moved = dict(data)
+    gone = np.zeros(len(data["train"].rows), bool)
+    gone[0] = True
+    moved["train"] = _without(data["train"], gone)
+    scratch = evaluate(ds, replace(CFG, seed=0), splits=moved, cache=cache, explain_saliency=False)
+    assert scratch.classifier.parent == "" and scratch.segmenter is not None
+    assert scratch.segmenter.parent == ""
+    assert len(scratch.classifier.history) == CFG.classifier.epochs

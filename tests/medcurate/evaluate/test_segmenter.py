@@ -18,6 +18,7 @@ from medcurate.evaluate.segmenter import (
     load_model,
     predict_masks,
     save_model,
+    train_or_load,
     train_segmenter,
     volume_stacks,
 )
@@ -266,3 +267,23 @@ def test_config_round_trips_through_a_dict():
     d = cfg.to_dict()
     assert d["channels"] == [4, 8] and d["epochs"] == 3
     assert SegmenterConfig.from_dict(d) == cfg
+
+
+def test_a_grown_train_split_warm_starts_from_the_last_unet(cohort, tmp_path):
+    """The line's last UNet saw samples 0-9; with 0-13 it starts from it (parent recorded, a
+    share of the epochs), the same training again is read from the cache, and a sample gone
+    from train forces a start from scratch."""
+    train, test = cohort
+    cfg = SegmenterConfig(epochs=4, lr=1e-2, threads=1)
+    keys = [f"s{i}" for i in range(14)]
+    first, _ = train_or_load(train.subset(train.sample < 10), cfg, tmp_path, keys[:10])
+    second, hit = train_or_load(train, cfg, tmp_path, keys)
+    assert not hit and first.parent == "" and len(first.history) == 4
+    assert second.parent == first.model_id and len(second.history) == 2  # ceil(4 * 4/14)
+    assert load_model(tmp_path / f"segmenter-{second.model_id}.pt").parent == first.model_id
+    again, hit = train_or_load(train, cfg, tmp_path, keys)
+    assert hit and np.array_equal(
+        predict_masks(again.model, test), predict_masks(second.model, test)
+    )
+    gone, _ = train_or_load(train.subset(train.sample > 0), cfg, tmp_path, [*keys[1:], "new"])
+    assert gone.parent == "" and len(gone.history) == 4
