@@ -24,6 +24,9 @@ from medcurate.store.run import (
     run_release,
     run_splits,
 )
+from quality.runner import config_for
+from quality.suites.splits import DEFAULT_EVALUATION_SPLITS as EVALUATION
+from quality.suites.splits import DEFAULT_POSITIVE_CLASSES as POSITIVE
 
 
 class SplitsConfig(dg.Config):
@@ -39,9 +42,20 @@ class SplitsConfig(dg.Config):
     holdout_sites: list[str] = []  # noqa: RUF012 (dagster Config fields are pydantic)
 
     def split_config(self) -> SplitConfig:
+        """The split settings, with the evaluation splits' positive floor taken from the splits
+        suite of quality.yaml: the assignment meets what the blocking check will ask of it."""
         ratios = (self.train, self.validation, self.test)
         holdout = tuple(self.holdout_sites)
-        return SplitConfig(ratios=ratios, folds=self.folds, seed=self.seed, holdout_sites=holdout)
+        q = config_for("splits")
+        return SplitConfig(
+            ratios=ratios,
+            folds=self.folds,
+            seed=self.seed,
+            holdout_sites=holdout,
+            evaluation_splits=tuple(str(s) for s in q.get("evaluation_splits", EVALUATION)),
+            positive_classes=tuple(str(c) for c in q.get("positive_classes", POSITIVE)),
+            min_positives=int(q.get("min_positives", 1)),
+        )
 
 
 class ReleaseConfig(dg.Config):

@@ -22,6 +22,7 @@ wall time as a share of the first run's (goal < 25%).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import resource
@@ -114,18 +115,74 @@ def tree_rss(pid: int, proc: Path = Path("/proc")) -> int:
     return sum(rss.get(p, 0) for p in tree)
 
 
+PROC_SELF = Path("/proc/self")
+
+
+def self_rss(proc_self: Path = PROC_SELF) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process in bytes, from /proc/self/status (0, 0 where unreadable)."""
+    values = {"VmRSS": 0, "VmHWM": 0}
+    try:
+        for line in (proc_self / "status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in values:
+                values[key] = int(rest.split()[0]) * 1024  # "  123456 kB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return values["VmRSS"], values["VmHWM"]
+
+
+def reset_hwm(proc_self: Path = PROC_SELF) -> bool:
+    """Reset this process's VmHWM to its current RSS (``echo 5 > /proc/self/clear_refs``), so the
+    next reading is the peak since now. False where the kernel does not allow it. Note: this also
+    resets the high-water mark that getrusage's ru_maxrss reports for this process."""
+    try:
+        (proc_self / "clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class MemSample:
+    """One sampling interval (epoch seconds): this process's peak RSS inside it (VmHWM since the
+    previous reset, so short spikes between samples are not missed), its RSS at the end, and the
+    RSS of its descendants at the end (Label Studio, workers; sampled)."""
+
+    start: float
+    end: float
+    peak: int
+    rss: int
+    children: int
+
+
 class PeakRss:
-    """Samples :func:`tree_rss` of this process every ``interval`` s in a thread; ``peak``."""
+    """Samples memory every ``interval`` s in a thread: :class:`MemSample` per interval in
+    ``samples``; ``peak`` is the process tree's largest (this process's peak + its children)."""
 
     def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
         self.peak = 0
+        self.samples: list[MemSample] = []
+        self.resets = reset_hwm()
+        self._last = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
+    def sample(self) -> MemSample:
+        now = time.time()
+        rss, hwm = self_rss()
+        # without a reset VmHWM is the whole life's high-water mark: the current RSS says more
+        peak = max(hwm, rss) if self.resets and reset_hwm() else rss
+        children = max(0, tree_rss(os.getpid()) - rss)
+        s = MemSample(self._last, now, peak, rss, children)
+        self._last = now
+        self.samples.append(s)
+        self.peak = max(self.peak, peak + children)
+        return s
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(os.getpid()))
+            self.sample()
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRss:
@@ -135,6 +192,92 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self.sample()
+
+    def self_peak(self) -> int:
+        return max((s.peak for s in self.samples), default=0)
+
+
+def reclaimable() -> tuple[int, int, int]:
+    """This process's RSS now, after ``gc.collect()``, and after glibc's ``malloc_trim(0)``: what
+    a long-lived process (the bench, the Dagster daemon) keeps between steps, split into live
+    objects (left after both), garbage, and freed memory the allocator has not handed back."""
+    import ctypes
+    import gc
+
+    before = self_rss()[0]
+    gc.collect()
+    after_gc = self_rss()[0]
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return before, after_gc, self_rss()[0]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A step (Dagster step stats) or a phase outside Dagster, in epoch seconds."""
+
+    label: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class WindowMemory:
+    """Memory of one window: this process's RSS just before it, its peak inside it, and the
+    largest RSS of its children inside it (bytes)."""
+
+    window: Window
+    before: int
+    peak: int
+    children: int
+
+    @property
+    def growth(self) -> int:
+        return max(0, self.peak - self.before)
+
+
+def window_memory(windows: Sequence[Window], samples: Sequence[MemSample]) -> list[WindowMemory]:
+    """Each window's memory from the samples whose interval overlaps it (an interval across a
+    boundary counts for both sides: a peak is never lost, at worst shared with a neighbour).
+    ``before`` is the RSS at the end of the last interval ending at or before the window's start
+    (the first overlapping interval's end where there is none)."""
+    out = []
+    for w in windows:
+        inside = [s for s in samples if s.start < w.end and s.end > w.start]
+        earlier = [s for s in samples if s.end <= w.start]
+        before = earlier[-1].rss if earlier else (inside[0].rss if inside else 0)
+        peak = max((s.peak for s in inside), default=0)
+        children = max((s.children for s in inside), default=0)
+        out.append(WindowMemory(w, before, peak, children))
+    return out
+
+
+def phase_windows(phases: Sequence[Any], steps: Mapping[str, Sequence[Any]]) -> list[Window]:
+    """Windows in order: each Dagster run's steps (``steps[run_id]``: step stats with
+    ``step_key, start_time, end_time``) as ``<phase> / <step>``, each phase outside Dagster as
+    itself (from ``started_at`` and ``seconds``)."""
+    out = []
+    for p in phases:
+        if p.run_id is None:
+            out.append(Window(p.name, p.started_at, p.started_at + p.seconds))
+            continue
+        for s in steps.get(p.run_id, ()):
+            if s.start_time is not None and s.end_time is not None:
+                out.append(Window(f"{p.name} / {s.step_key}", s.start_time, s.end_time))
+    return out
+
+
+def memory_table(rows: Sequence[WindowMemory]) -> list[str]:
+    """The per-step memory lines (MiB): before, peak, growth inside the step, children's peak."""
+    mib = 1024**2
+    lines = [f"    {'step':58s} {'before':>7s} {'peak':>7s} {'+grow':>7s} {'child':>7s}  (MiB)"]
+    for r in rows:
+        lines.append(
+            f"    {r.window.label[:58]:58s} {r.before / mib:7.0f} {r.peak / mib:7.0f} "
+            f"{r.growth / mib:7.0f} {r.children / mib:7.0f}"
+        )
+    return lines
 
 
 def maxrss_bytes() -> tuple[int, int]:
@@ -179,7 +322,17 @@ def run_figures(instance: Any, phases: Sequence[Any]) -> list[RunFigures]:
     return out
 
 
-def report_part(title: str, phases: Sequence[Any], runs: Sequence[RunFigures], wall: float) -> None:
+def step_stats(instance: Any, phases: Sequence[Any]) -> dict[str, Sequence[Any]]:
+    return {p.run_id: instance.get_run_step_stats(p.run_id) for p in phases if p.run_id}
+
+
+def report_part(
+    title: str,
+    phases: Sequence[Any],
+    runs: Sequence[RunFigures],
+    wall: float,
+    memory: Sequence[WindowMemory] = (),
+) -> None:
     print(f"\n--- {title}: {wall:.1f} s wall")
     by_id = {r.label: r for r in runs}
     for p in phases:
@@ -194,6 +347,10 @@ def report_part(title: str, phases: Sequence[Any], runs: Sequence[RunFigures], w
     dagster = sum(r.wall for r in runs)
     print(f"  dagster runs {dagster:.1f} s, outside dagster {outside:.1f} s")
     print(f"  dagster overhead: {verdict(overhead_share(runs, wall), OVERHEAD_GOAL)}")
+    if memory:
+        print("  memory per step: this process's RSS before the step, its peak inside it (VmHWM,")
+        print("  reset every sample), the growth, and the peak RSS of its children (sampled)")
+        print("\n".join(memory_table(memory)))
 
 
 def measure(patients: int, seed: int, rounds: int) -> dict[str, float]:
@@ -246,6 +403,8 @@ def measure(patients: int, seed: int, rounds: int) -> dict[str, float]:
                 second = chain.lap()
                 runs1 = run_figures(instance, first.phases)
                 runs2 = run_figures(instance, second.phases)
+                windows1 = phase_windows(first.phases, step_stats(instance, first.phases))
+                windows2 = phase_windows(second.phases, step_stats(instance, second.phases))
                 releases = sorted(
                     f"{d.name}@{p.name}"
                     for d in z.releases.glob("*")
@@ -255,10 +414,13 @@ def measure(patients: int, seed: int, rounds: int) -> dict[str, float]:
                 )  # releases/<dataset>/v<N>
             finally:
                 ls.stop(z.home)
-    self_rss, child_rss = maxrss_bytes()
+    self_max, child_rss = maxrss_bytes()
+    held, after_gc, after_trim = reclaimable()
     gib = 1024**3
-    report_part(f"{patients} patients to a release", first.phases, runs1, first.wall())
-    report_part(f"+{extra} patients to a new release", second.phases, runs2, second.wall())
+    mem1 = window_memory(windows1, peak.samples)
+    mem2 = window_memory(windows2, peak.samples)
+    report_part(f"{patients} patients to a release", first.phases, runs1, first.wall(), mem1)
+    report_part(f"+{extra} patients to a new release", second.phases, runs2, second.wall(), mem2)
     total = first.wall() + second.wall()
     share = incremental_share(second.wall(), first.wall())
     print(f"\n=== {patients} patients: summary")
@@ -268,9 +430,17 @@ def measure(patients: int, seed: int, rounds: int) -> dict[str, float]:
     print(f"  dagster overhead (both parts): {verdict(both, OVERHEAD_GOAL)}")
     print(f"  incremental cost: {verdict(share, INCREMENTAL_GOAL)}")
     print(
-        f"  peak memory: process tree {peak.peak / gib:.2f} GiB (sampled); getrusage maxrss "
-        f"self {self_rss / gib:.2f} GiB, largest child {child_rss / gib:.2f} GiB"
+        f"  peak memory: this process {peak.self_peak() / gib:.2f} GiB (VmHWM per sample), "
+        f"process tree {peak.peak / gib:.2f} GiB; getrusage maxrss self {self_max / gib:.2f} GiB"
+        f"{' (since the last VmHWM reset)' if peak.resets else ''}, largest child "
+        f"{child_rss / gib:.2f} GiB"
     )
+    print(
+        f"  held at the end (Label Studio stopped): RSS {held / gib:.2f} GiB, after gc.collect "
+        f"{after_gc / gib:.2f} GiB, after malloc_trim {after_trim / gib:.2f} GiB"
+    )
+    top = sorted(mem1 + mem2, key=lambda m: -m.peak)[:5]
+    print("  largest step peaks: " + ", ".join(f"{m.window.label} {m.peak / gib:.2f}" for m in top))
     print(f"  releases: {', '.join(releases) or 'none found'}")
     return {"first": first.wall(), "second": second.wall(), "share": share}
 

@@ -68,6 +68,14 @@ class SplitConfig:
     #: How much each attribute's balance counts (default 1). The label weighs most: a split
     #: without abnormal cases is worse than one a little off on age.
     weights: tuple[tuple[str, float], ...] = (("label", 8.0),)
+    #: Evaluation splits that must each hold ``min_positives`` positive samples per class of
+    #: ``positive_classes`` (a sample with that label and, where the table has ``mask_path``,
+    #: a mask), as the blocking ``evaluation_splits_have_positives`` check of quality/ asks.
+    #: Stratification balances shares, not this floor: with a few positive patients an unlucky
+    #: order (the pseudonyms change with the salt) can leave one split without any.
+    evaluation_splits: tuple[str, ...] = ("validation", "test")
+    positive_classes: tuple[str, ...] = ("abnormal",)
+    min_positives: int = 1
 
     def __post_init__(self) -> None:
         if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or sum(self.ratios) <= 0:
@@ -278,6 +286,7 @@ def assign_splits(
         _place(
             internal, cols, new, split_of, list(SPLITS), ratios, config.seed, dict(config.weights)
         )
+        _ensure_positives(internal, set(new), split_of, config)
     # folds inside train: earlier train patients keep their fold, new ones fill the deficits
     real_patients = set(real["patient"])
     if config.folds >= 2:
@@ -314,6 +323,77 @@ def assign_splits(
     ]
     out["fold"] = out["fold"].astype("int64")
     return out
+
+
+def _positive_counts(df: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """Patients x classes: positive samples per patient (label in the class and, where the
+    table has ``mask_path``, a mask: a segmentation model is evaluated on masks)."""
+    label = df["label"].astype(object) if "label" in df.columns else pd.Series(None, df.index)
+    has_mask = pd.Series(True, index=df.index)
+    if "mask_path" in df.columns:
+        has_mask = df["mask_path"].map(
+            lambda v: v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v) != ""
+        )
+    cols = {c: (label.eq(c) & has_mask.astype(bool)).astype(int) for c in classes}
+    counts = pd.DataFrame(cols, index=df.index).groupby(df["patient"]).sum()
+    return counts.reindex(columns=list(classes), fill_value=0)
+
+
+def _ensure_positives(
+    internal: pd.DataFrame, new: set[str], split_of: dict[str, str], config: SplitConfig
+) -> None:
+    """Swap patients so each evaluation split holds ``min_positives`` positives per class.
+
+    Only ``new`` patients move (earlier ones keep their split across versions): a new patient
+    with positives of the missing class trades places with a new patient of the short split who
+    has no positive of any class. The donor comes from train first (while train keeps a positive
+    of each class the patient has: a segmenter trains on them), else from an evaluation split
+    that keeps its own floor. The pair closest in sample count is taken, so the split ratios
+    hardly change; ties go to the smallest pseudonyms, so the result is deterministic and
+    independent of row order. Where no such pair exists the assignment stays and the quality
+    check names the shortfall.
+    """
+    classes = list(config.positive_classes)
+    evaluation = [s for s in config.evaluation_splits if s in SPLITS]
+    if not classes or not evaluation or config.min_positives < 1 or internal.empty:
+        return
+    table = _positive_counts(internal, classes)
+    pos: dict[str, dict[str, int]] = {
+        str(p): {str(c): int(v) for c, v in row.items()} for p, row in table.iterrows()
+    }
+    sizes = {str(p): int(v) for p, v in internal.groupby("patient").size().items()}
+    need = config.min_positives
+
+    def held(split: str, cls: str) -> int:
+        return sum(pos[p][cls] for p, s in split_of.items() if s == split and p in pos)
+
+    negatives_of = [p for p in sorted(new) if p in pos and not any(pos[p].values())]
+    for split in evaluation:
+        for cls in classes:
+            while held(split, cls) < need:
+                negatives = [p for p in negatives_of if split_of.get(p) == split]
+                donors = []
+                for d in sorted(new):
+                    frm = split_of.get(d)
+                    if d not in pos or pos[d][cls] == 0 or frm == split:
+                        continue
+                    if frm not in (TRAIN, *evaluation):
+                        continue
+                    # the donor split keeps what it needs: an evaluation split its floor, train
+                    # at least one positive of each class it had (a segmenter trains on them)
+                    floor = need if frm in evaluation else 1
+                    if any(held(frm, c) - pos[d][c] < floor for c in classes if pos[d][c]):
+                        continue
+                    donors.append(d)
+                pairs = [
+                    (0 if split_of[d] == TRAIN else 1, abs(sizes[d] - sizes[n]), n, d)
+                    for d in donors
+                    for n in negatives
+                ]
+                if not pairs:
+                    break
+                _, _, n, d = min(pairs)
+                split_of[n], split_of[d] = split_of[d], split
 
 
 def _place(

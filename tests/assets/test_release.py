@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from assets.release import (
+    SplitsConfig,
     curated_samples,
     dataset_release,
     dataset_splits,
@@ -174,3 +175,15 @@ def test_splits_and_release_with_unknown_store_protocol_fail_in_one_line(
     with dg.build_asset_context(asset_config=bad) as ctx, pytest.raises(dg.Failure) as err:
         dataset_release(ctx, home=home)
     assert "protocol 'nosuchproto'" in str(err.value)
+
+
+def test_split_config_takes_the_positive_floor_from_the_splits_suite() -> None:
+    """The assignment aims at what the blocking evaluation_splits_have_positives check asks."""
+    from quality.runner import config_for
+
+    q = config_for("splits")
+    cfg = SplitsConfig(seed=3).split_config()
+    assert cfg.seed == 3
+    assert list(cfg.evaluation_splits) == list(q.get("evaluation_splits"))
+    assert list(cfg.positive_classes) == list(q.get("positive_classes"))
+    assert cfg.min_positives == int(q.get("min_positives"))

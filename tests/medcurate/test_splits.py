@@ -314,3 +314,134 @@ def test_balance_plot_has_a_panel_row_per_three_attributes(tmp_path: Path) -> No
 
     (w2, h2), (w5, h5) = size(2), size(5)  # one row, three rows
     assert w2 == w5 and h5 > 2 * h2
+
+
+def demo_like(salt: int) -> pd.DataFrame:
+    """The demo's shape: 12 patients, 4 with findings (2 abnormal samples, one with a mask);
+    the pseudonyms, and so the stratifier's order, change with the salt."""
+    rng = np.random.default_rng(salt)
+    rows = []
+    for i in range(12):
+        patient = f"p{rng.bytes(4).hex()}"
+        abnormal = i in (1, 4, 7, 10)
+        for j in range(2 if abnormal else 1 + i % 3):
+            rows.append(
+                {
+                    "sample_id": f"s{i:02d}{j}",
+                    "patient": patient,
+                    "label": "abnormal" if abnormal else "normal",
+                    "mask_path": f"m{i:02d}{j}.nii.gz" if abnormal and j == 0 else None,
+                    "sex": "MF"[(i * 7) % 2],
+                    "age_years": 20 + (i * 13) % 70,
+                    "site": f"s{i % 4}",
+                    "modality": "CT",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def short_of_positives(assigned: pd.DataFrame) -> list[str]:
+    """Evaluation splits without an abnormal sample that has a mask (the quality check's rule)."""
+    positive = (assigned["label"] == "abnormal") & assigned["mask_path"].notna()
+    return [s for s in ("validation", "test") if not (positive & (assigned["split"] == s)).any()]
+
+
+def test_every_evaluation_split_gets_a_positive_with_a_mask_whatever_the_salt() -> None:
+    """With ``min_positives=0`` (the old behaviour) some salts leave validation or test without
+    a masked positive and the blocking check stops the release; the swap fixes every one."""
+    old_failures = 0
+    for salt in range(60):
+        samples = demo_like(salt)
+        old_failures += bool(
+            short_of_positives(assign_splits(samples, SplitConfig(min_positives=0)))
+        )
+        assigned = assign_splits(samples)
+        assert short_of_positives(assigned) == [], salt
+        assert leaking_patients(assigned) == []
+        counts = assigned.loc[~assigned["split"].eq("train")].groupby("split")["patient"].nunique()
+        assert counts.get("validation", 0) >= 1 and counts.get("test", 0) >= 1, salt
+    assert old_failures >= 3  # the case that used to fail is in the sample
+
+
+def test_positives_swap_is_a_swap_of_one_positive_for_one_negative() -> None:
+    """Only the two patients of the swap change split; the patient counts per split stay."""
+    salt = next(
+        s
+        for s in range(60)
+        if short_of_positives(assign_splits(demo_like(s), SplitConfig(min_positives=0)))
+    )
+    samples = demo_like(salt)
+    before = (
+        assign_splits(samples, SplitConfig(min_positives=0)).groupby("patient")["split"].first()
+    )
+    after = assign_splits(samples).groupby("patient")["split"].first()
+    moved = sorted(before.index[before != after])
+    assert len(moved) == 2
+    assert before.value_counts().sort_index().equals(after.value_counts().sort_index())
+    positive = samples.loc[samples["mask_path"].notna(), "patient"]
+    assert sum(p in set(positive) for p in moved) == 1
+
+
+def test_positives_swap_is_deterministic_and_independent_of_row_order() -> None:
+    for salt in range(20):
+        samples = demo_like(salt)
+        a = assign_splits(samples, SplitConfig(seed=2))
+        b = assign_splits(samples.sample(frac=1.0, random_state=salt), SplitConfig(seed=2))
+        ja = a.set_index("sample_id")[["split", "fold"]].sort_index()
+        jb = b.set_index("sample_id")[["split", "fold"]].sort_index()
+        assert ja.equals(jb)
+        assert a.equals(assign_splits(samples, SplitConfig(seed=2)))
+
+
+def test_positives_swap_never_moves_a_patient_of_the_previous_release() -> None:
+    """The previous release's validation has no positive and a new batch that the stratifier
+    alone would leave so (strata without the label make that common): a new positive patient is
+    swapped in for a new negative one, and every earlier patient keeps split and fold."""
+    config = SplitConfig(strata=("sex", "age_band", "site"))
+    old = demo_like(3)
+    previous = assign_splits(old, SplitConfig(strata=config.strata, min_positives=0))
+    positive_patients = set(old.loc[old["mask_path"].notna(), "patient"])
+    val = previous["split"].eq("validation") & previous["patient"].isin(positive_patients)
+    previous.loc[val, ["split", "fold"]] = ["train", 0]
+    assert "validation" in short_of_positives(previous)
+
+    def with_batch(salt: int) -> pd.DataFrame:
+        new = demo_like(salt).assign(
+            sample_id=lambda d: "n" + d["sample_id"], patient=lambda d: "n" + d["patient"]
+        )
+        return pd.concat([old, new], ignore_index=True)
+
+    plain = SplitConfig(strata=config.strata, min_positives=0)
+    unlucky = [
+        s
+        for s in range(1000, 1010)
+        if short_of_positives(assign_splits(with_batch(s), plain, previous=previous))
+    ]
+    assert len(unlucky) >= 2  # the case that used to fail
+    kept = previous.set_index("sample_id")[["split", "fold"]]
+    for salt in unlucky:
+        both = with_batch(salt)
+        assigned = assign_splits(both, config, previous=previous)
+        assert assigned.set_index("sample_id").loc[kept.index, ["split", "fold"]].equals(kept)
+        assert short_of_positives(assigned) == [], salt
+        assert leaking_patients(assigned) == []
+        assert set(assigned.loc[assigned["split"] != "train", "fold"]) == {NO_FOLD}
+        assert (assigned.loc[assigned["split"] == "train", "fold"] >= 0).all()
+    # without new positives nothing can be done: the old patients still do not move
+    negatives = with_batch(unlucky[0]).loc[
+        lambda d: d["label"].eq("normal") | ~d["sample_id"].str.startswith("n")
+    ]
+    again = assign_splits(negatives, config, previous=previous)
+    assert again.set_index("sample_id").loc[kept.index, ["split", "fold"]].equals(kept)
+    assert "validation" in short_of_positives(again)
+
+
+def test_positives_without_a_mask_do_not_count() -> None:
+    """An abnormal sample without a mask cannot evaluate a segmentation model: the swap brings a
+    patient whose abnormal sample has one."""
+    for salt in range(30):
+        samples = demo_like(salt)
+        assigned = assign_splits(samples)
+        for split in ("validation", "test"):
+            part = assigned.loc[assigned["split"].eq(split) & assigned["label"].eq("abnormal")]
+            assert part["mask_path"].notna().any(), (salt, split)

@@ -1,8 +1,10 @@
-"""The demo's clock: each phase timed once, in order, with its Dagster run; the pipeline line."""
+"""The demo's clock: each phase timed once, in order, with its Dagster run; the pipeline line;
+memory handed back after each in-process step."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +39,49 @@ def test_phase_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("  [inbox drop: 0.0 s]")
     assert pipeline_line(183.24) == "pipeline part: 183.2 s"
     assert Phase("x", 1.0).run_id is None
+
+
+def test_in_process_jobs_release_memory_after_each_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The named job keeps its name; a job with the hook calls release_memory once per step."""
+    import dagster as dg
+
+    from pipelines import demo
+
+    job = demo.in_process_job("consensus")
+    assert job.name == "consensus"
+    assert demo.release_memory_hook in job.hook_defs
+
+    calls: list[int] = []
+    monkeypatch.setattr(demo, "release_memory", lambda: calls.append(1))
+
+    @dg.op
+    def one() -> int:
+        return 1
+
+    @dg.op
+    def two(x: int) -> int:
+        return x + 1
+
+    @dg.job(hooks={demo.release_memory_hook})
+    def tiny() -> None:
+        two(one())
+
+    assert tiny.execute_in_process().success
+    assert len(calls) == 2
+
+
+def test_release_memory_returns_freed_memory() -> None:
+    """Small chunks freed on the heap stay in the process until trimmed."""
+    from pipelines.demo import release_memory
+
+    def rss() -> int:
+        status = Path("/proc/self/status").read_text().splitlines()
+        return next(int(x.split()[1]) for x in status if x.startswith("VmRSS")) * 1024
+
+    release_memory()
+    base = rss()
+    chunks = [bytearray(64 * 1024) for _ in range(3200)]  # 200 MiB below the mmap threshold
+    chunks[-1][0] = 1
+    del chunks[:-1]  # the last one pins the heap top: only trimming returns the rest
+    release_memory()
+    assert rss() - base < 100 * 1024 * 1024
