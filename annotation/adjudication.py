@@ -16,7 +16,7 @@ Whatever the reviewer submits for a slice replaces the consensus of that slice.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,6 +258,46 @@ def adjudication_decisions(
 # --------------------------------------------------------------------------- a round from disk
 
 
+class RoundMaps(Mapping[tuple[str, str], NDArray[np.uint8]]):
+    """The annotators' 3D maps of a round, keyed by (sample, annotator), read from disk when
+    asked for. Only the last sample's maps are kept (callers go sample by sample), so a round's
+    worth of full-size maps is never in memory at once (issue 16)."""
+
+    def __init__(self, z: Zones, rows: pd.DataFrame, only: set[str] | None = None) -> None:
+        with_mask = rows.dropna(subset=["mask_path"]).drop_duplicates(["sample_id", "annotator"])
+        if only is not None:
+            with_mask = with_mask[with_mask["sample_id"].astype(str).isin(only)]
+        self.z = z
+        self.paths = {
+            (str(r["sample_id"]), str(r["annotator"])): str(r["mask_path"])
+            for r in with_mask.to_dict("records")
+        }
+        self._sid: str | None = None
+        self._cache: dict[tuple[str, str], NDArray[np.uint8]] = {}
+
+    def __getitem__(self, key: tuple[str, str]) -> NDArray[np.uint8]:
+        if key not in self._cache:
+            path = self.paths[key]
+            if key[0] != self._sid:
+                self._sid, self._cache = key[0], {}
+            label, _ = read_nifti(self.z.annotation_file(path))
+            self._cache[key] = label.astype(np.uint8)
+        return self._cache[key]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(list(self.paths))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def of_sample(self, sid: str) -> dict[str, NDArray[np.uint8]]:
+        """annotator -> map of one sample (read now; the previous sample's are dropped)."""
+        return {a: self[(s, a)] for s, a in self.paths if s == sid}
+
+    def release(self) -> None:
+        self._sid, self._cache = None, {}
+
+
 @dataclass
 class RoundConsensus:
     round: str
@@ -265,7 +305,7 @@ class RoundConsensus:
     kappa: float | None
     rows: pd.DataFrame
     slices: pd.DataFrame
-    maps: dict[tuple[str, str], NDArray[np.uint8]]
+    maps: Mapping[tuple[str, str], NDArray[np.uint8]]  # a RoundMaps: read when asked for
     references: dict[str, str]  # sample -> nifti_path (relative to the volumes root)
 
     @property
@@ -279,6 +319,54 @@ def load_round(z: Zones, round: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_parquet(z.round_annotations(round)), pd.read_parquet(z.round_slices(round))
 
 
+def round_references(slices: pd.DataFrame) -> dict[str, str]:
+    """sample -> nifti_path of its reference volume (relative to the volumes root)."""
+    return {
+        str(r["sample_id"]): str(r["nifti_path"])
+        for r in slices.drop_duplicates("sample_id").to_dict("records")
+    }
+
+
+def iter_consensus(
+    z: Zones,
+    round: str,
+    thresholds: Thresholds = Thresholds(),
+    decisions: Mapping[str, Mapping[int, tuple[str | None, NDArray[np.bool_]]]] | None = None,
+    only: set[str] | None = None,
+    loaded: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+) -> Iterator[SampleConsensus]:
+    """Consensus of a round's samples (those in ``only`` when given), one at a time in sample
+    order: a sample's annotator maps are read, its consensus computed and yielded, and its maps
+    dropped before the next sample's are read. Memory is one sample's, whatever the round."""
+    rows, slices = loaded if loaded is not None else load_round(z, round)
+    maps = RoundMaps(z, rows, only)
+    shapes = {
+        str(r["sample_id"]): tuple(int(x) for x in r["shape"])
+        for r in slices.drop_duplicates("sample_id").to_dict("records")
+    }
+    mappings = sample_mappings(slices)
+    for sid in sorted(shapes):
+        if only is not None and sid not in only:
+            continue
+        mine = rows[rows["sample_id"] == sid]
+        if mine.empty:
+            continue
+        per = maps.of_sample(sid)
+        result = sample_consensus(
+            sid,
+            mine,
+            per,
+            shapes[sid],  # type: ignore[arg-type]
+            thresholds,
+            (decisions or {}).get(sid),
+            mappings[sid],
+        )
+        del per
+        maps.release()
+        yield result
+        del result  # the caller has written it: not held while the next sample is computed
+
+
 def consensus_for_round(
     z: Zones,
     round: str,
@@ -288,44 +376,14 @@ def consensus_for_round(
     loaded: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> RoundConsensus:
     """Consensus of every sample of a round (of the samples in ``only`` when given: the others'
-    maps are not even read), from annotations.parquet and the annotator maps."""
+    maps are not even read), from annotations.parquet and the annotator maps. Every sample's
+    mask is kept in the result: :func:`run_consensus` streams :func:`iter_consensus` instead."""
     rows, slices = loaded if loaded is not None else load_round(z, round)
-    maps: dict[tuple[str, str], NDArray[np.uint8]] = {}
-    with_mask = rows.dropna(subset=["mask_path"]).drop_duplicates(["sample_id", "annotator"])
-    if only is not None:
-        with_mask = with_mask[with_mask["sample_id"].astype(str).isin(only)]
-    for r in with_mask.to_dict("records"):
-        label, _ = read_nifti(z.annotation_file(str(r["mask_path"])))
-        maps[(str(r["sample_id"]), str(r["annotator"]))] = label.astype(np.uint8)
-    shapes = {
-        str(r["sample_id"]): tuple(int(x) for x in r["shape"])
-        for r in slices.drop_duplicates("sample_id").to_dict("records")
-    }
-    refs = {
-        str(r["sample_id"]): str(r["nifti_path"])
-        for r in slices.drop_duplicates("sample_id").to_dict("records")
-    }
-    mappings = sample_mappings(slices)
-    results = []
-    for sid in sorted(shapes):
-        if only is not None and sid not in only:
-            continue
-        mine = rows[rows["sample_id"] == sid]
-        if mine.empty:
-            continue
-        per = {str(a): m for (s, a), m in maps.items() if s == sid}
-        results.append(
-            sample_consensus(
-                sid,
-                mine,
-                per,
-                shapes[sid],  # type: ignore[arg-type]
-                thresholds,
-                (decisions or {}).get(sid),
-                mappings[sid],
-            )
-        )
-    return RoundConsensus(round, results, round_kappa(rows), rows, slices, maps, refs)
+    results = list(iter_consensus(z, round, thresholds, decisions, only, (rows, slices)))
+    maps = RoundMaps(z, rows, only)
+    return RoundConsensus(
+        round, results, round_kappa(rows), rows, slices, maps, round_references(slices)
+    )
 
 
 # --------------------------------------------------------------------------- all rounds -> labels/
@@ -591,15 +649,17 @@ def run_consensus(
                 continue  # the kept mask was never written, removed or overwritten: redo it
             cached[sid] = hit
         todo = set(sids) - set(cached)
-        rc = consensus_for_round(z, r, thresholds, decisions, only=todo, loaded=(rows, slices))
-        recomputed += len(rc.samples)
-        for s in rc.samples:
+        refs = round_references(slices)
+        # one sample at a time: its maps read, its mask written, then both dropped; only the
+        # label rows stay (the maps of samples sent to adjudication are read again there)
+        for s in iter_consensus(z, r, thresholds, decisions, only=todo, loaded=(rows, slices)):
+            recomputed += 1
             mask_path, mask_sha = None, ""
             if s.mask.any():
                 target = z.label_masks / f"{s.sample_id}.nii.gz"
                 mask_path = target.relative_to(z.labels).as_posix()  # "masks/<sample_id>.nii.gz"
                 if winner[s.sample_id] == r:
-                    write_label_nifti(s.mask, z.volume_file(rc.references[s.sample_id]), target)
+                    write_label_nifti(s.mask, z.volume_file(refs[s.sample_id]), target)
                     mask_sha = sha256_file(target)
             cached[s.sample_id] = {
                 "key": keys[s.sample_id],
@@ -607,9 +667,14 @@ def run_consensus(
                 "mean_dice": s.mean_dice,  # unrounded: the round's mean is taken over these
                 "mask_sha": mask_sha,
             }
+            del s  # before the next sample is computed
         results = [cached[sid] for sid in sids]
         pending = [sid for sid in sids if cached[sid]["row"]["pending_adjudication"]]
-        sent = send_to_adjudication(client, z, rc, pending) if client and pending else 0
+        sent = 0
+        if client and pending:
+            maps = RoundMaps(z, rows, set(pending))
+            rc = RoundConsensus(r, [], round_kappa(rows), rows, slices, maps, refs)
+            sent = send_to_adjudication(client, z, rc, pending)
         per_round[r] = _round_row(rows, results, pending, sent)
         for sid in sids:
             entries[f"{r}/{sid}"] = cached[sid]

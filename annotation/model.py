@@ -241,7 +241,7 @@ class _SliceSet:
     edge replication, masks by zeros), with each lesion slice's lesion pixels listed once."""
 
     imgs: list[NDArray[np.float32]]
-    masks: list[NDArray[np.float32]]
+    masks: list[NDArray[np.uint8]]  # 0/1: a quarter of float32's memory, the same patches
     shapes: list[tuple[int, int]]
     lesion_px: list[NDArray[np.intp]]
     positives: list[int]
@@ -280,7 +280,7 @@ def _training_slices(
             if len(px):
                 out.positives.append(len(out.imgs))
             out.imgs.append(np.pad(img, half, mode="edge"))
-            out.masks.append(np.pad(mask, half))
+            out.masks.append(np.pad(mask, half).astype(np.uint8))
             out.shapes.append((int(img.shape[0]), int(img.shape[1])))
             out.lesion_px.append(px)
     return out
@@ -420,11 +420,13 @@ def predict(
     div = int(np.prod(cfg.strides))
     # every slice at once: (x', y', z) -> (z, x', y')
     small = np.ascontiguousarray(np.moveaxis(_downsample(v, cfg.zoom), 2, 0))
+    del v  # a full-size float32 copy, not needed past here (peak memory per volume)
     sx, sy = small.shape[1:]
     px, py = (-sx) % div, (-sy) % div
     small = np.pad(small, [(0, 0), (0, px), (0, py)], mode="edge")
     passes = max(1, mc_samples)
-    out = np.zeros((nz, x, y), dtype=np.float32)
+    # written in (x, y, z) order directly: no second full-size array for a transposed copy
+    out = np.zeros((x, y, nz), dtype=np.float32)
     with _Deterministic(cfg.seed, cfg.threads), torch.inference_mode():
         model = model.to(memory_format=torch.channels_last)
         model.eval()
@@ -439,10 +441,9 @@ def predict(
                 acc += torch.sigmoid(model(xb))
             prob = (acc / passes)[:, :, :sx, :sy]
             up = F.interpolate(prob, scale_factor=cfg.zoom, mode="bilinear", align_corners=False)
-            out[start : start + batch] = up[:, 0, :x, :y].numpy()
+            out[:, :, start : start + batch] = np.moveaxis(up[:, 0, :x, :y].numpy(), 0, 2)
         model.eval()
-    prob_xyz = np.ascontiguousarray(np.transpose(out, (1, 2, 0)))
-    return prob_xyz.reshape(v0.shape) if v0.ndim == 2 else prob_xyz
+    return out.reshape(v0.shape) if v0.ndim == 2 else out
 
 
 def binary_entropy(p: NDArray[np.floating]) -> NDArray[np.float32]:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,33 @@ def truth_for_volume(
     return TruthVolume(str(t["label"]), (mask != 0).astype(np.uint8).reshape(shape))
 
 
+class LazyTruths(Mapping[str, TruthVolume]):
+    """Truth per sample, carried into its volume's grid only when asked for and not kept (the
+    caller holds one sample's at a time; a cohort's worth of full-size masks never is)."""
+
+    def __init__(
+        self,
+        rows: Mapping[str, Mapping[str, Any]],
+        index: Mapping[str, Mapping[str, Any]],
+        truth: Path,
+        volume_of: Any,
+    ) -> None:
+        self.rows, self.index, self.truth, self.volume_of = dict(rows), index, truth, volume_of
+
+    def __getitem__(self, sid: str) -> TruthVolume:
+        row = self.rows[sid]
+        t = truth_for_volume(row, self.index, self.truth, self.volume_of(row))
+        if t is None:
+            raise KeyError(sid)
+        return t
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.rows))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 # --------------------------------------------------------------------------- users
 
 
@@ -367,6 +395,8 @@ def plan_annotations(
     the same seed gives the same annotations, whatever order they reach the server in.
     """
     parts = {} if parts is None else parts
+    # one sample's noisy mask at a time (task_key order groups a sample's slices; a mask drawn
+    # again is the same mask: its RNG is keyed by the sample)
     masks: dict[str, NDArray[np.bool_]] = {}
     out: list[Submission] = []
     skipped = 0
@@ -378,12 +408,13 @@ def plan_annotations(
         if done:
             skipped += 1
             continue
-        truth = truths.get(sid)
-        if truth is None:
-            continue
         if sid not in masks:
+            truth = truths.get(sid)
+            if truth is None:
+                continue
             rng = rng_for(seed, str(index), sid, "mask")
-            masks[sid] = noisy_mask(truth.mask, noise, rng, parts.get(sid))
+            masks = {sid: noisy_mask(truth.mask, noise, rng, parts.get(sid))}
+            del truth
         rng = rng_for(seed, str(index), str(task["data"]["task_key"]))
         result = slice_result(masks[sid], k, noise, rng, task_mapping(task["data"]))
         lead_time = float(np.round(rng.gamma(4.0, 5.0), 3))
@@ -446,27 +477,43 @@ def simulate_round(
     ``project``.
 
     Each submission goes through the API with its annotator's own token (keep-alive sessions).
-    The task list is read once; each sample's lesions are found once and shared by the
-    annotators; annotators' labels are drawn here while earlier ones are being submitted.
+    The task list is read once; sample by sample, its lesions are found once and shared by
+    the annotators, whose labels are drawn here while earlier ones are being submitted (at most
+    ``4 * in_flight`` submissions wait), then dropped: one sample's truth and masks are held at
+    a time, whatever the cohort. ``truths`` may load each truth when asked
+    (:class:`LazyTruths`).
     """
     level = noise_level(noise) if isinstance(noise, str) else noise
     users = sim_users(admin, annotators, secrets_file)
     ids = [u.uid if u.uid is not None else int(u.client.whoami()["id"]) for u in users]
     tasks = users[0].client.tasks(project) if users else []
-    parts = {sid: lesion_parts(t.mask) for sid, t in truths.items()}
+    by_sample: dict[str, list[Mapping[str, Any]]] = {}
+    for task in tasks:
+        by_sample.setdefault(str(task["data"]["sample_id"]), []).append(task)
     submitted = skipped = 0
+    window = 4 * max(1, in_flight)  # submissions planned ahead of the server, at most
     with ThreadPoolExecutor(max_workers=max(1, in_flight)) as pool:
-        pending = []
-        for i, (user, uid) in enumerate(zip(users, ids, strict=True), start=1):
-            plan, done = plan_annotations(i, uid, tasks, truths, level, seed, parts)
-            skipped += done
-            submitted += len(plan)
-            pending += [
-                pool.submit(user.client.submit_annotation, s.task_id, s.result, s.lead_time)
-                for s in plan
-            ]
-        for future in pending:
-            future.result()  # the first failed submission raises here
+        pending: deque[Future[Any]] = deque()
+        # sample by sample: its truth is read (``truths`` may load lazily), its annotators'
+        # masks drawn and submitted, then all of it dropped, so memory stays flat in the cohort
+        # (every draw is keyed by (seed, annotator, sample/task): the same labels in any order)
+        for sid in sorted(by_sample):
+            truth = truths.get(sid)
+            one = {sid: truth} if truth is not None else {}
+            parts = {sid: lesion_parts(truth.mask)} if truth is not None else {}
+            for i, (user, uid) in enumerate(zip(users, ids, strict=True), start=1):
+                plan, done = plan_annotations(i, uid, by_sample[sid], one, level, seed, parts)
+                skipped += done
+                submitted += len(plan)
+                for s in plan:
+                    pending.append(
+                        pool.submit(user.client.submit_annotation, s.task_id, s.result, s.lead_time)
+                    )
+                    while len(pending) > window:
+                        pending.popleft().result()  # the first failed submission raises here
+            del truth, one, parts
+        while pending:
+            pending.popleft().result()
     return SimSummary(
         annotators=annotators, submitted=submitted, skipped_existing=skipped, tasks=len(tasks)
     )
@@ -501,13 +548,9 @@ def annotate_round(
     index = truth_index(truth, deid_salt())
     volumes = pd.read_parquet(z.volumes_table)
     wanted = {str(s) for s in info["samples"]}
-    truths: dict[str, TruthVolume] = {}
     records: list[dict[str, Any]] = volumes.to_dict("records")  # type: ignore[assignment]
-    for row in records:
-        if str(row["sample_id"]) in wanted:
-            t = truth_for_volume(row, index, truth, z.volume_file(str(row["nifti_path"])))
-            if t is not None:
-                truths[str(row["sample_id"])] = t
+    rows = {str(r["sample_id"]): r for r in records if str(r["sample_id"]) in wanted}
+    truths = LazyTruths(rows, index, truth, lambda r: z.volume_file(str(r["nifti_path"])))
     admin = LabelStudioClient.connect(home=z.home)
     secrets_file = ServicePaths(z.home).sim_annotators_file
     return simulate_round(

@@ -270,3 +270,32 @@ def test_consensus_reuses_unchanged_samples_with_the_same_bytes(tmp_path: Path) 
     nib.save(nib.Nifti1Image(m, np.eye(4)), fresh.annotation / "round-1/masks/S2/ann-c.nii.gz")
     assert run_consensus(fresh, Thresholds(method="majority"), None, b"").recomputed == 3
     assert _outputs(fresh) == out
+
+
+@pytest.mark.parametrize("samples", [3, 6])
+def test_consensus_holds_one_sample_of_maps_and_masks_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samples: int
+) -> None:
+    """Issue 16: a round's consensus goes sample by sample (its annotator maps read, its mask
+    written, both dropped), so what is held does not grow with the round."""
+    import gc
+    import weakref
+
+    from annotation import adjudication
+
+    z = _consensus_home(tmp_path, samples)
+    alive: list[weakref.ref[np.ndarray]] = []
+    held: list[int] = []
+    real = adjudication.sample_consensus
+
+    def counting(sid, rows, maps, *args, **kwargs):  # type: ignore[no-untyped-def]
+        gc.collect()
+        held.append(sum(r() is not None for r in alive))  # maps and masks of earlier samples
+        out = real(sid, rows, maps, *args, **kwargs)
+        alive.extend(weakref.ref(m) for m in [*maps.values(), out.mask])
+        return out
+
+    monkeypatch.setattr(adjudication, "sample_consensus", counting)
+    res = run_consensus(z, Thresholds(method="majority"), None, b"")
+    assert res.recomputed == samples and len(held) == samples
+    assert max(held) == 0

@@ -17,6 +17,7 @@ from annotation.model import (
     ModelConfig,
     TrainExample,
     binary_entropy,
+    build_network,
     dice,
     earlier_labels,
     fit_calibration,
@@ -453,3 +454,65 @@ def test_offer_decision_and_a_floor_outside_the_version() -> None:
     floorless = dataclasses.replace(ModelConfig(), min_validation_dice=0.0)
     assert floorless.config_hash() == ModelConfig().config_hash()
     assert model_version(floorless, ["a"]) == model_version(ModelConfig(), ["a"])
+
+
+@pytest.mark.parametrize("n", [3, 6])
+def test_training_slices_hold_a_few_volumes_whatever_the_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    """Issue 16: the labelled volumes are read as the training slices are cut from them, so
+    the full-size volumes alive at once do not grow with the labels; the slice set keeps its
+    masks as 0/1 bytes (the patches cut from them are the float32 ones of before)."""
+    import gc
+    import weakref
+
+    from annotation import model
+    from annotation.model import _Item, _LazyExamples, _training_slices
+
+    aff = np.diag([1.5, 1.5, 2.0, 1.0])
+    items = []
+    for i in range(n):
+        v, m = _volume(i)
+        nib.save(nib.Nifti1Image(v, aff), tmp_path / f"v{i}.nii.gz")
+        nib.save(nib.Nifti1Image(m, aff), tmp_path / f"m{i}.nii.gz")
+        items.append(_Item(f"p{i}", f"s{i}", "CT", tmp_path / f"v{i}.nii.gz",
+                           tmp_path / f"m{i}.nii.gz"))  # fmt: skip
+    alive: list[weakref.ref[np.ndarray]] = []
+    held: list[int] = []
+    real = model._load
+
+    def counting(path: Path):  # type: ignore[no-untyped-def]
+        gc.collect()
+        held.append(sum(r() is not None for r in alive))
+        vol, aff = real(path)
+        alive.append(weakref.ref(vol))
+        return vol, aff
+
+    monkeypatch.setattr(model, "_load", counting)
+    slices = _training_slices(_LazyExamples(items), QUICK, np.random.default_rng(0))
+    assert len(held) == 2 * n  # a volume and a mask per example
+    assert max(held) <= 4  # the current example and the one read ahead (volume and mask each)
+    assert all(m.dtype == np.uint8 for m in slices.masks) and slices.positives
+    eager = list(_LazyExamples(items))  # every volume in memory: the same slices
+    ref = _training_slices(eager, QUICK, np.random.default_rng(0))
+    assert [a.tobytes() for a in ref.imgs] == [a.tobytes() for a in slices.imgs]
+    assert [a.tobytes() for a in ref.masks] == [a.tobytes() for a in slices.masks]
+
+
+def test_predict_keeps_no_second_full_size_copy() -> None:
+    """Issue 16: predict's numpy peak is the windowed input and the output (was 3.3 volumes
+    with a transposed copy of the output)."""
+    import tracemalloc
+
+    cfg = ModelConfig()
+    net = build_network(cfg)
+    vol = np.random.default_rng(0).normal(0, 100, (96, 96, 24)).astype(np.float32)
+    predict(net, vol, "CT", cfg)  # warm: lazy imports and caches are not this call's memory
+    tracemalloc.start()
+    try:
+        prob = predict(net, vol, "CT", cfg)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert prob.shape == vol.shape and prob.flags["C_CONTIGUOUS"]
+    assert peak <= 2.5 * vol.nbytes

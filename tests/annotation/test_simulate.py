@@ -333,3 +333,97 @@ def test_sim_users_reuse_their_stored_tokens(tmp_path, monkeypatch) -> None:  # 
     third = simulate.sim_users(Admin(), 2, secrets_file)  # type: ignore[arg-type]
     assert signups == [simulate.sim_email(1), simulate.sim_email(2), simulate.sim_email(1)]
     assert third[0].client.token == "tok-3" and third[1].uid == 2
+
+
+def _cohort_tasks(n: int) -> list[dict]:  # type: ignore[type-arg]
+    return [
+        {
+            "id": 100 * s + k,
+            "data": {"task_key": f"p{s:03d}:k{k:04d}", "sample_id": f"p{s:03d}", "slice_k": k},
+        }
+        for s in range(n)
+        for k in (2, 4)
+    ]
+
+
+class _CountingTruths(dict):  # type: ignore[type-arg]
+    """Truths made when asked; records how many of them were alive at once (weakly)."""
+
+    def __init__(self, n: int) -> None:
+        import weakref
+
+        super().__init__()
+        self.n, self.peak, self.made = n, 0, 0
+        self.alive: list[weakref.ref[TruthVolume]] = []
+
+    def get(self, sid, default=None):  # type: ignore[no-untyped-def]
+        import gc
+        import weakref
+
+        gc.collect()
+        self.peak = max(self.peak, sum(r() is not None for r in self.alive) + 1)
+        self.made += 1
+        t = TruthVolume("abnormal", _blobs())
+        self.alive.append(weakref.ref(t))
+        return t
+
+
+@pytest.mark.parametrize("n", [4, 8])
+def test_simulate_round_holds_one_sample_truth_at_a_time(tmp_path, n) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16: a round's truths are loaded sample by sample and dropped after its annotators'
+    labels are submitted, so the truths held at once do not grow with the cohort; and the labels
+    are those each annotator's own plan over all tasks gives."""
+    from annotation import simulate
+
+    log: list = []  # type: ignore[type-arg]
+
+    class Admin:
+        def signup(self, email: str, password: str) -> _FakeUserClient:
+            uid = int(email.split("-")[2].split("@")[0])
+            return _FakeUserClient(uid, _cohort_tasks(n), log)
+
+    truths = _CountingTruths(n)
+    summary = simulate.simulate_round(
+        Admin(),  # type: ignore[arg-type]
+        1,
+        truths,
+        3,
+        "moderate",
+        tmp_path / "sim.json",
+        seed=3,
+        in_flight=2,
+    )
+    assert summary.submitted == 3 * 2 * n
+    assert truths.made == n  # once per sample, not per annotator or task
+    assert truths.peak == 1
+    full = {f"p{s:03d}": TruthVolume("abnormal", _blobs()) for s in range(n)}
+    for i in (1, 2, 3):
+        plan, _ = plan_annotations(i, i, _cohort_tasks(n), full, NOISE_LEVELS["moderate"], 3)
+        mine = sorted((t, r, lt) for u, t, r, lt in log if u == i)  # type: ignore[misc]
+        assert mine == sorted((s.task_id, s.result, s.lead_time) for s in plan)  # type: ignore[misc]
+
+
+def test_lazy_truths_carry_each_truth_when_asked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """annotate-sim's truths: read per sample when asked (none up front); a sample the
+    generator has no truth for is missing, as it was from the eager dict."""
+    import nibabel as nib
+
+    from annotation.simulate import LazyTruths
+
+    nib.save(nib.Nifti1Image(np.zeros((5, 4, 3), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
+    m = np.zeros((5, 4, 3), np.uint8)
+    m[1, 2, 0] = 1
+    nib.save(nib.Nifti1Image(m, np.eye(4)), tmp_path / "m.nii.gz")
+    rows = {"s1": {"series_uid": "u1"}, "s2": {"series_uid": "u2"}}
+    index = {"u1": {"label": "abnormal", "mask_file": "m.nii.gz"}}
+    asked: list[str] = []
+
+    def volume_of(row):  # type: ignore[no-untyped-def]
+        asked.append(row["series_uid"])
+        return tmp_path / "v.nii.gz"
+
+    truths = LazyTruths(rows, index, tmp_path, volume_of)
+    assert asked == [] and len(truths) == 2 and list(truths) == ["s1", "s2"]
+    t = truths["s1"]
+    assert t.label == "abnormal" and np.array_equal(t.mask, m)
+    assert truths.get("s2") is None and truths.get("s3") is None
