@@ -315,10 +315,11 @@ def compare(
         raise ValueError("give at least one seed")
     if len(set(seeds)) != len(seeds):
         raise ValueError("seeds repeat; each seed is one paired run")
-    data = splits or load_splits(ds, cfg.size, SPLITS, cache=cache)
+    data = splits or load_splits(
+        ds, cfg.size, SPLITS, cache=cache, train_slices_per_sample=cfg.train_slices_per_sample
+    )
     _check(data)
     train = data["train"]
-    arms = {REAL: real_only(train), AUGMENTED: train}
     runs, subgroups, scores = [], [], []
     score: dict[str, list[np.ndarray]] = {a: [] for a in ARMS}
     threshold: dict[str, list[float]] = {a: [] for a in ARMS}
@@ -327,14 +328,16 @@ def compare(
     for seed in seeds:
         run_cfg = _seed_config(cfg, seed)
         for arm in ARMS:
+            # the real arm's copy of the train slices lives only while its run does
+            arm_train = real_only(train) if arm == REAL else train
             ev = evaluate(
                 ds,
                 run_cfg,
-                splits={**data, "train": arms[arm]},
+                splits={**data, "train": arm_train},
                 explain_saliency=False,
                 cache=cache,
             )
-            synth = int(synthetic_flags(arms[arm].rows).sum())
+            synth = int(synthetic_flags(arm_train.rows).sum())
             runs.append(
                 {
                     "seed": seed,
@@ -345,7 +348,7 @@ def compare(
                     "sensitivity": ev.metrics["sensitivity"].value,
                     "specificity": ev.metrics["specificity"].value,
                     "threshold": ev.threshold,
-                    "n_train_real": len(arms[arm].rows) - synth,
+                    "n_train_real": len(arm_train.rows) - synth,
                     "n_train_synthetic": synth,
                     "epochs": len(ev.classifier.history),
                     "warm_start_from": ev.classifier.parent or "none",

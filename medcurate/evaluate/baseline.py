@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,16 @@ from medcurate.evaluate import EvaluationError, explain
 from medcurate.evaluate import classifier as clf
 from medcurate.evaluate import segmenter as seg
 from medcurate.evaluate.cohort import (
+    READ_WORKERS,
     SliceSet,
-    concat_slices,
+    allocate,
     load_slices,
+    put,
     sample_scores,
     save_slices,
     slices_from_volumes,
     thin,
+    thin_rows,
 )
 from medcurate.evaluate.config import EvaluationConfig
 from medcurate.evaluate.metrics import (
@@ -45,6 +49,8 @@ from medcurate.evaluate.metrics import (
 from medcurate.evaluate.subgroups import fairness_gaps, flag_gaps, subgroup_table
 
 CLASSES = ("normal", "abnormal")
+#: lesion slices explained at a time (a multiple of :func:`explain.gradcam`'s batch of 64)
+EXPLAIN_CHUNK = 256
 SPLITS = ("train", "validation", "test")
 
 
@@ -154,56 +160,90 @@ def _synthetic(rows: pd.DataFrame) -> np.ndarray:
 
 
 def load_splits(
-    ds: Any, size: int, splits: Sequence[str] = SPLITS, cache: str | Path | None = None
+    ds: Any,
+    size: int,
+    splits: Sequence[str] = SPLITS,
+    cache: str | Path | None = None,
+    train_slices_per_sample: int = 0,
 ) -> dict[str, SplitData]:
     """:func:`load_split` for each of ``splits``; with ``cache`` (a folder) each sample's slices
     are kept there under its content key (:func:`sample_keys`), so the next stage on the same
     version (the augmentation report after the evaluation) reads no volume, and the next version
     reads only the samples it adds or changes. The slices of a sample do not depend on the other
-    samples, so cached and fresh slices are the same arrays."""
+    samples, so cached and fresh slices are the same arrays.
+
+    ``train_slices_per_sample`` > 0 keeps of the train split only what :func:`thin` keeps (what
+    training uses). Memory stays at the size of the result: each split is allocated from the
+    per-sample slice counts and filled one sample file at a time (no per-sample parts held, no
+    concatenation copy), and new samples are read one per thread and written to the cache."""
     rows = {s: _labelled(ds.split(s), s) for s in splits}
     keys = {s: sample_keys(rows[s][0], size) for s in splits}
+    per = {s: train_slices_per_sample if s == "train" else 0 for s in splits}
     if cache is None or any(k is None for k in keys.values()):
-        return {s: load_split(ds, s, size) for s in splits}
+        return {s: _thinned(load_split(ds, s, size), per[s]) for s in splits}
     folder = Path(cache) / "slices"
-    parts: dict[str, SliceSet] = {}
-    for k in {k for ks in keys.values() for k in ks or []}:
-        path = folder / f"{k}.npz"
+    wanted = sorted({k for ks in keys.values() for k in ks or []})
+    labels: dict[str, np.ndarray] = {}
+    for k in wanted:
         # a damaged cache file: the volume is read again
         with contextlib.suppress(OSError, ValueError, KeyError):
+            path = folder / f"{k}.npz"
             if path.is_file():
-                parts[k] = load_slices(path)["s"]
-    missing = sorted({k for ks in keys.values() for k in ks or []} - set(parts))
+                with np.load(path) as f:
+                    labels[k] = np.asarray(f["s.labels"])
+    items: dict[str, dict[str, Any]] = {}
+
+    def item(k: str) -> dict[str, Any]:
+        if not items:
+            for s in splits:
+                ids = set(rows[s][0]["sample_id"])
+                for d, key in zip(_items(ds, s, rows[s][0], ids), keys[s] or [], strict=True):
+                    items.setdefault(key, d)
+        return items[k]
+
+    def read(k: str) -> SliceSet:
+        one = slices_from_volumes([item(k)], size=size, workers=1)
+        save_slices({"s": one}, folder / f"{k}.npz")
+        return one
+
+    missing = [k for k in wanted if k not in labels]
     if missing:
-        by_key: dict[str, dict[str, Any]] = {}
-        for s in splits:
-            ids = set(rows[s][0]["sample_id"])
-            for d, k in zip(_items(ds, s, rows[s][0], ids), keys[s] or [], strict=True):
-                by_key.setdefault(k, d)
-        fresh = slices_from_volumes([by_key[k] for k in missing], size=size)
-        for i, k in enumerate(missing):
-            one = fresh.subset(fresh.sample == i)
-            one = replace(one, sample=np.zeros(len(one), np.int64))
-            save_slices({"s": one}, folder / f"{k}.npz")
-            parts[k] = one
-    return {
-        s: SplitData(rows[s][0], _assemble([parts[k] for k in keys[s] or []], size), rows[s][1])
-        for s in splits
-    }
+        item(missing[0])  # the lookup is built once, before the threads
+        with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
+            for k, lab in zip(missing, pool.map(lambda k: read(k).labels, missing), strict=True):
+                labels[k] = lab
+    out = {}
+    for s in splits:
+        ks = keys[s] or []
+        keep = [thin_rows(labels[k], per[s]) for k in ks]
+        sliced = allocate(sum(int(m.sum()) for m in keep), size)
+        start = 0
+        for i, (k, m) in enumerate(zip(ks, keep, strict=True)):
+            one = _cached(folder / f"{k}.npz", labels[k])
+            if one is None:
+                one = read(k)
+            start = put(sliced, start, one.subset(m) if not m.all() else one, sample=i)
+        out[s] = SplitData(rows[s][0], sliced, rows[s][1])
+    return out
+
+
+def _thinned(data: SplitData, per_sample: int) -> SplitData:
+    return replace(data, slices=thin(data.slices, per_sample)) if per_sample > 0 else data
+
+
+def _cached(path: Path, labels: np.ndarray) -> SliceSet | None:
+    """One sample's cached slices, or None when the file is gone or damaged (or no longer the
+    one whose labels were counted)."""
+    try:
+        one = load_slices(path)["s"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return one if np.array_equal(one.labels, labels) else None
 
 
 def _items(ds: Any, split: str, rows: pd.DataFrame, ids: set[str]) -> list[dict[str, Any]]:
     by_id = {d["sample_id"]: d for d in ds.data_dicts(split) if d["sample_id"] in ids}
     return [by_id[s] for s in rows["sample_id"]]
-
-
-def _assemble(per_sample: list[SliceSet], size: int) -> SliceSet:
-    """Per-sample slice sets in row order, ``sample`` renumbered to the row."""
-    if not per_sample:
-        return slices_from_volumes([], size=size)
-    out = concat_slices(per_sample)
-    out.sample = np.repeat(np.arange(len(per_sample), dtype=np.int64), [len(p) for p in per_sample])
-    return out
 
 
 def _need_both_classes(data: SplitData, split: str) -> None:
@@ -237,7 +277,9 @@ def evaluate(
     stage on the same version; the figures do not depend on it.
     """
     t0 = time.perf_counter()
-    data = splits or load_splits(ds, cfg.size, cache=cache)
+    data = splits or load_splits(
+        ds, cfg.size, cache=cache, train_slices_per_sample=cfg.train_slices_per_sample
+    )
     train, val, test = data["train"], data["validation"], data["test"]
     train_slices = thin(train.slices, cfg.train_slices_per_sample)
     _need_both_classes(train, "train")
@@ -309,9 +351,10 @@ def evaluate(
         timings["segmenter_epoch_s"] = (
             float(np.mean([h["seconds"] for h in segmenter.history])) if not seg_cached else 0.0
         )
-        prob = seg.predict_masks(segmenter.model, test.slices)
         th = cfg.segmenter.lesion_threshold
-        by_row = seg.dice_per_sample(test.slices, prob, th)
+        by_row, det = seg.score_volumes(
+            segmenter.model, test.slices, th, cfg.segmenter.min_lesion_voxels
+        )
         # Dice of the samples with a lesion; false positives on normal ones are counted below
         with_mask = set(test.slices.sample[test.slices.masks.reshape(len(test.slices), -1).any(1)])
         per_sample = {
@@ -320,7 +363,6 @@ def evaluate(
             if i in with_mask
         }
         dice = {"dice": _mean_ci(list(per_sample.values()), cfg.n_resamples, cfg.seed)}
-        det = seg.lesion_detection(test.slices, prob, th, cfg.segmenter.min_lesion_voxels)
         lesions = {
             "true_lesions": float(det.true_lesions),
             "detected": float(det.detected),
@@ -395,16 +437,25 @@ def _explain(
     lesion = np.flatnonzero(s.labels == 1)
     saliency = {"lesion_slices": float(len(lesion))}
     if len(lesion):
-        masks = s.masks[lesion, 0]
-        saliency["mask_area"] = float(masks.reshape(len(masks), -1).mean())
-        for name, maps in (
-            ("", explain.occlusion(model, s.images[lesion])),
-            ("gradcam_", explain.gradcam(model, s.images[lesion])),
-        ):
-            shares = [explain.saliency_share(c, m) for c, m in zip(maps, masks, strict=True)]
-            hits = [explain.pointing_hit(c, m) for c, m in zip(maps, masks, strict=True)]
-            saliency[f"{name}share_in_mask"] = float(np.nanmean(shares))
-            saliency[f"{name}pointing_hit_rate"] = float(np.mean(hits))
+        pixels = int(np.prod(s.masks.shape[1:]))
+        # the exact pixel count over the exact total: what the mean of all lesion masks gives
+        lit = int(sum(int(s.masks[i].sum(dtype=np.int64)) for i in lesion))
+        saliency["mask_area"] = float(lit / (len(lesion) * pixels))
+        shares: dict[str, list[float]] = {"": [], "gradcam_": []}
+        hits: dict[str, list[bool]] = {"": [], "gradcam_": []}
+        # in chunks (a multiple of Grad-CAM's batch, each map is scaled on its own): the maps
+        # of one chunk at a time, not of every lesion slice of the split
+        for c in range(0, len(lesion), EXPLAIN_CHUNK):
+            chunk = lesion[c : c + EXPLAIN_CHUNK]
+            images, masks = s.images[chunk], s.masks[chunk, 0]
+            for name, fn in (("", explain.occlusion), ("gradcam_", explain.gradcam)):
+                maps = fn(model, images)
+                pairs = list(zip(maps, masks, strict=True))
+                shares[name] += [explain.saliency_share(m, k) for m, k in pairs]
+                hits[name] += [explain.pointing_hit(m, k) for m, k in pairs]
+        for name in shares:
+            saliency[f"{name}share_in_mask"] = float(np.nanmean(shares[name]))
+            saliency[f"{name}pointing_hit_rate"] = float(np.mean(hits[name]))
     prob = clf.predict(model, s)
     y = test.y
     kinds = {

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from medcurate.evaluate import lineage
-from medcurate.evaluate.cohort import SliceSet
+from medcurate.evaluate.cohort import UNKNOWN, SliceSet
 from medcurate.evaluate.fastcpu import is_channels_last, memory_format
 from medcurate.torchrun import deterministic, load_model_file, save_model_file, untimed
 
@@ -131,15 +131,16 @@ def train_classifier(
     import torch
 
     cfg = cfg or ClassifierConfig()
-    known = train.known()
-    if len(known) == 0:
+    # rows of the known slices: batches are gathered from ``train`` itself (no copy of the split)
+    rows = np.flatnonzero(train.labels != UNKNOWN)
+    if len(rows) == 0:
         raise ValueError("no slices with a known label to train on")
-    if known.images.shape[-1] != cfg.size or known.images.shape[-2] != cfg.size:
+    if train.images.shape[-1] != cfg.size or train.images.shape[-2] != cfg.size:
         raise ValueError(
-            f"slices are {known.images.shape[-2]}x{known.images.shape[-1]} px, config says "
+            f"slices are {train.images.shape[-2]}x{train.images.shape[-1]} px, config says "
             f"{cfg.size}: build the slices with size={cfg.size}"
         )
-    y = known.labels.astype(np.float32)
+    y = train.labels[rows].astype(np.float32)
     n_pos = float(y.sum())
     n_neg = float(len(y) - n_pos)
     pos_weight = n_neg / n_pos if n_pos > 0 and n_neg > 0 else 1.0
@@ -165,7 +166,7 @@ def train_classifier(
                 idx = order[start : start + cfg.batch_size]
                 if len(idx) < 2:  # batch norm cannot train on a single slice
                     continue
-                xb = known.images[idx]
+                xb = train.images[rows[idx]]
                 if cfg.augment:
                     xb = _augment(xb, rng)
                 xt = torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32))
@@ -242,7 +243,7 @@ def training_key(train: SliceSet, cfg: ClassifierConfig, validation: SliceSet | 
         digest.update(b"|")
         for a in arrays:
             digest.update(f"{a.dtype.str}{a.shape}".encode())
-            digest.update(np.ascontiguousarray(a).tobytes())
+            digest.update(np.ascontiguousarray(a).data)  # the bytes, without a copy of them
     return digest.hexdigest()[:24]
 
 

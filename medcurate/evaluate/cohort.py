@@ -44,8 +44,10 @@ class SliceSet:
         )
 
     def known(self) -> SliceSet:
-        """Slices whose label is known (what slice-level training uses)."""
-        return self.subset(self.labels != UNKNOWN)
+        """Slices whose label is known (what slice-level training uses); the set itself (no copy)
+        when all are known."""
+        known = self.labels != UNKNOWN
+        return self if known.all() else self.subset(known)
 
 
 def _read(path: str) -> np.ndarray:
@@ -131,6 +133,44 @@ def _item_slices(i: int, item: Mapping[str, Any], size: int) -> SliceSet:
     )
 
 
+def allocate(n: int, size: int) -> SliceSet:
+    """An empty-valued slice set of ``n`` slices, to be filled in place with :func:`put`."""
+    return SliceSet(
+        np.empty((n, 1, size, size), np.float32),
+        np.empty((n, 1, size, size), np.uint8),
+        np.empty(n, np.int8),
+        np.empty(n, np.int64),
+        np.empty(n, np.int64),
+    )
+
+
+def put(out: SliceSet, start: int, part: SliceSet, sample: int | None = None) -> int:
+    """Copy ``part`` into ``out`` from row ``start`` (``sample`` overrides its sample index);
+    returns the row after it. Filling one preallocated set keeps the peak at the result's size,
+    where concatenating parts holds every part and the result at once."""
+    end = start + len(part)
+    for dst, src in zip(_fields(out), _fields(part), strict=True):
+        dst[start:end] = src
+    if sample is not None:
+        out.sample[start:end] = sample
+    return end
+
+
+def depth(item: Mapping[str, Any]) -> int:
+    """How many slices :func:`slices_from_volumes` makes of ``item``, from its image's header
+    alone (no voxels read): the axis that becomes z after reorientation to RAS."""
+    import nibabel as nib
+
+    img: Any = nib.load(str(item["image"]))
+    shape = tuple(int(d) for d in img.shape)
+    if len(shape) == 3:
+        ornt = nib.orientations.io_orientation(img.affine)
+        return shape[int(np.flatnonzero(ornt[:, 0] == 2)[0])]
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return 1 if len(shape) == 2 else shape[2] if len(shape) == 3 else 0
+
+
 def slices_from_volumes(
     items: Sequence[Mapping[str, Any]], size: int = 64, workers: int = READ_WORKERS
 ) -> SliceSet:
@@ -143,21 +183,48 @@ def slices_from_volumes(
 
     Volumes are read by ``workers`` threads (gzip inflation, percentiles and resizing release
     the GIL, so two threads use both cores of a small machine); the result is in item order and
-    the same whatever ``workers`` is.
+    the same whatever ``workers`` is. The result is sized from the headers first and each
+    volume's slices are written into it as it is read, so at most ``workers`` volumes' slices
+    exist besides the result (no concatenation copy).
     """
+    if not items:
+        return _empty(size)
+    counts = [_depth_or_fail(i, item) for i, item in enumerate(items)]
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+    out = allocate(int(starts[-1]), size)
+
+    def fill(i: int) -> None:
+        part = _item_slices(i, items[i], size)
+        if len(part) != counts[i]:
+            raise ValueError(f"sample {i}: {len(part)} slices read, its header says {counts[i]}")
+        put(out, int(starts[i]), part)
+
     if workers > 1 and len(items) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(lambda a: _item_slices(a[0], a[1], size), enumerate(items)))
+            list(pool.map(fill, range(len(items))))
     else:
-        parts = [_item_slices(i, item, size) for i, item in enumerate(items)]
-    if not parts:
-        return _empty(size)
-    return concat_slices(parts)
+        for i in range(len(items)):
+            fill(i)
+    return out
+
+
+def _depth_or_fail(i: int, item: Mapping[str, Any]) -> int:
+    try:
+        return depth(item)
+    except Exception as e:  # nibabel's errors carry the path: keep it out of the message
+        raise ValueError(f"sample {i}: its image could not be read ({type(e).__name__})") from None
 
 
 def concat_slices(parts: Sequence[SliceSet]) -> SliceSet:
-    """The slice sets one after the other (``sample`` as they are)."""
-    return SliceSet(*(np.concatenate(a) for a in zip(*(_fields(p) for p in parts), strict=True)))
+    """The slice sets one after the other (``sample`` as they are), filled into one set."""
+    if not parts:
+        raise ValueError("no slice sets to join")
+    n = sum(len(p) for p in parts)
+    out = SliceSet(*(np.empty((n, *a.shape[1:]), a.dtype) for a in _fields(parts[0])))
+    start = 0
+    for p in parts:
+        start = put(out, start, p)
+    return out
 
 
 def _fields(s: SliceSet) -> tuple[np.ndarray, ...]:
@@ -189,14 +256,24 @@ def thin(slices: SliceSet, per_sample: int) -> SliceSet:
     if per_sample <= 0:
         return slices
     keep = np.zeros(len(slices), bool)
-    keep[slices.labels == 1] = True
     for s in np.unique(slices.sample):
-        rest = np.flatnonzero((slices.sample == s) & (slices.labels != 1))
-        if len(rest) <= per_sample:
-            keep[rest] = True
-        else:
-            keep[rest[np.linspace(0, len(rest) - 1, per_sample).round().astype(int)]] = True
-    return slices.subset(keep)
+        on = np.flatnonzero(slices.sample == s)
+        keep[on] = thin_rows(slices.labels[on], per_sample)
+    return slices if keep.all() else slices.subset(keep)
+
+
+def thin_rows(labels: np.ndarray, per_sample: int) -> np.ndarray:
+    """Which of one sample's slices (its ``labels`` in slice order) :func:`thin` keeps; a sample
+    is thinned alone, so its slices can be thinned before the others are read."""
+    keep = np.asarray(labels) == 1
+    if per_sample <= 0:
+        return np.ones(len(keep), bool)
+    rest = np.flatnonzero(~keep)
+    if len(rest) <= per_sample:
+        keep[rest] = True
+    else:
+        keep[rest[np.linspace(0, len(rest) - 1, per_sample).round().astype(int)]] = True
+    return keep
 
 
 def save_slices(sets: Mapping[str, SliceSet], path: Any) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,16 +140,16 @@ def train_segmenter(
     from monai.losses import DiceCELoss
 
     cfg = cfg or SegmenterConfig()
-    known = train.known()
-    if len(known) == 0:
+    # rows of the known slices: batches are gathered from ``train`` itself, so no padded or
+    # float copy of the whole split is made (the same values per batch as before)
+    rows = np.flatnonzero(train.labels != UNKNOWN)
+    if len(rows) == 0:
         raise ValueError(
             "no slices with a known label to train the segmenter on: it needs samples with a "
             "lesion mask or labelled normal"
         )
     div = int(np.prod(cfg.strides))
-    images, _, _ = _pad_to(known.images, div)
-    masks, _, _ = _pad_to((known.masks > 0).astype(np.float32), div)
-    lesion = np.asarray((known.masks > 0).reshape(len(known), -1).any(axis=1))
+    lesion = np.asarray(train.masks.reshape(len(train), -1).any(axis=1))[rows]
     rng = np.random.default_rng(cfg.seed)
     result = TrainedSegmenter(model=None, cfg=cfg, parent=init.model_id if init else "")
     fmt = memory_format(cfg.channels_last)
@@ -162,17 +162,20 @@ def train_segmenter(
         # batch=True: Dice over the whole batch, so batches of lesion-free slices do not get a
         # Dice loss of 1 whatever the network does
         loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4)
-        x_all = torch.from_numpy(images).contiguous(memory_format=fmt)
-        y_all = torch.from_numpy(masks).contiguous(memory_format=fmt)
         net.train()
         for epoch in range(cfg.epochs if epochs is None else epochs):
             start = time.perf_counter()
             order = _epoch_order(lesion, rng)
             total, steps = 0.0, 0
             for b in range(0, len(order), cfg.batch_size):
-                idx = torch.from_numpy(order[b : b + cfg.batch_size])
+                pick = rows[order[b : b + cfg.batch_size]]
+                xb = _pad_to(train.images[pick], div)[0]
+                yb = _pad_to((train.masks[pick] > 0).astype(np.float32), div)[0]
                 opt.zero_grad()
-                loss = loss_fn(net(x_all[idx]), y_all[idx])
+                loss = loss_fn(
+                    net(torch.from_numpy(xb).contiguous(memory_format=fmt)),
+                    torch.from_numpy(yb).contiguous(memory_format=fmt),
+                )
                 loss.backward()
                 opt.step()
                 total += float(loss.detach())
@@ -194,24 +197,68 @@ def predict_masks(
     model: Any, slices: SliceSet, batch_size: int = 64, cfg: SegmenterConfig | None = None
 ) -> np.ndarray:
     """Lesion probability per pixel, (N, S, S) float32. Slices are edge-padded to the network's
-    total stride and cropped back; ``cfg`` gives the seed and thread count (default config's)."""
+    total stride and cropped back; ``cfg`` gives the seed and thread count (default config's).
+    To score a split without holding this array, use :func:`score_volumes`."""
+    h, w = slices.images.shape[-2:]
+    out = np.zeros((len(slices), h, w), dtype=np.float32)
+    for start, prob in _predict_batches(model, slices, batch_size, cfg):
+        out[start : start + len(prob)] = prob
+    return out
+
+
+def _predict_batches(
+    model: Any, slices: SliceSet, batch_size: int, cfg: SegmenterConfig | None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, probabilities) per batch of ``batch_size`` slices in row order; each batch is
+    padded on its own (the same values a padded copy of all the images would give)."""
     import torch
 
     cfg = cfg or SegmenterConfig()
     n = len(slices)
-    h, w = slices.images.shape[-2:]
-    out = np.zeros((n, h, w), dtype=np.float32)
     if n == 0:
-        return out
-    strides = getattr(model, "strides", cfg.strides)
-    images, h, w = _pad_to(slices.images, int(np.prod(strides)))
+        return
+    div = int(np.prod(getattr(model, "strides", cfg.strides)))
     fmt = memory_format(is_channels_last(model))
     with deterministic(cfg.seed, cfg.threads), torch.inference_mode():
         model.eval()
         for b in range(0, n, batch_size):
-            xb = torch.from_numpy(images[b : b + batch_size]).contiguous(memory_format=fmt)
-            out[b : b + batch_size] = torch.sigmoid(model(xb))[:, 0, :h, :w].numpy()
-    return out
+            images, h, w = _pad_to(slices.images[b : b + batch_size], div)
+            xb = torch.from_numpy(images).contiguous(memory_format=fmt)
+            yield b, torch.sigmoid(model(xb))[:, 0, :h, :w].numpy().astype(np.float32, copy=False)
+
+
+def score_volumes(
+    model: Any,
+    slices: SliceSet,
+    threshold: float,
+    min_voxels: int,
+    batch_size: int = 64,
+    cfg: SegmenterConfig | None = None,
+) -> tuple[dict[int, float], LesionDetection]:
+    """:func:`dice_per_sample` and :func:`lesion_detection` of the model's predictions, scored
+    batch by batch: a sample's thresholded stack is kept only until its last slice is predicted,
+    so memory does not grow with the split (no (N, S, S) probability array)."""
+    keep = slices.labels != UNKNOWN
+    last: dict[int, int] = {int(s): int(r) for r, s in enumerate(slices.sample) if keep[r]}
+    pending: dict[int, list[tuple[int, np.ndarray]]] = {}
+    dice: dict[int, float] = {}
+    det = LesionDetection()
+    for start, prob in _predict_batches(model, slices, batch_size, cfg):
+        for j, p in enumerate(prob):
+            r = start + j
+            if not keep[r]:
+                continue
+            s = int(slices.sample[r])
+            pending.setdefault(s, []).append((r, p >= threshold))
+            if last[s] == r:
+                rows = pending.pop(s)
+                order = np.argsort([slices.position[i] for i, _ in rows], kind="stable")
+                t = np.stack([slices.masks[rows[k][0], 0] > 0 for k in order], axis=-1)
+                pred = np.stack([rows[k][1] for k in order], axis=-1)
+                dice[s] = _dice(t, pred)
+                _add_detection(det, s, t, pred, min_voxels)
+    det.per_sample = dict(sorted(det.per_sample.items()))
+    return dict(sorted(dice.items())), det
 
 
 def volume_stacks(slices: SliceSet, values: np.ndarray) -> dict[int, np.ndarray]:
@@ -248,12 +295,12 @@ def dice_per_sample(slices: SliceSet, prob: np.ndarray, threshold: float) -> dic
     sub = slices.subset(keep)
     truth = volume_stacks(sub, sub.masks > 0)
     pred = volume_stacks(sub, np.asarray(prob)[keep] >= threshold)
-    out: dict[int, float] = {}
-    for s, t in truth.items():
-        p = pred[s]
-        total = int(t.sum()) + int(p.sum())
-        out[s] = float("nan") if total == 0 else 2.0 * int((t & p).sum()) / total
-    return out
+    return {s: _dice(t, pred[s]) for s, t in truth.items()}
+
+
+def _dice(t: np.ndarray, p: np.ndarray) -> float:
+    total = int(t.sum()) + int(p.sum())
+    return float("nan") if total == 0 else 2.0 * int((t & p).sum()) / total
 
 
 def lesion_detection(
@@ -269,26 +316,33 @@ def lesion_detection(
     pred = volume_stacks(sub, np.asarray(prob)[keep] >= threshold)
     result = LesionDetection()
     for s, t in truth.items():
-        t_lab, n_true = ndi.label(t, structure=CONNECTIVITY)
-        p_lab, n_pred = ndi.label(pred[s], structure=CONNECTIVITY)
-        sizes = np.bincount(p_lab.ravel(), minlength=n_pred + 1)
-        big = sizes >= min_voxels
-        big[0] = False
-        p_lab = np.where(big[p_lab], p_lab, 0)
-        both = (t_lab > 0) & (p_lab > 0)
-        detected = len(np.unique(t_lab[both]))
-        kept = int(big.sum())
-        false_pos = kept - len(np.unique(p_lab[both]))
-        result.per_sample[s] = {
-            "true_lesions": int(n_true),
-            "detected": int(detected),
-            "false_positive_components": int(false_pos),
-        }
-        result.samples += 1
-        result.true_lesions += int(n_true)
-        result.detected += int(detected)
-        result.false_positive_components += int(false_pos)
+        _add_detection(result, s, t, pred[s], min_voxels)
     return result
+
+
+def _add_detection(
+    result: LesionDetection, s: int, t: np.ndarray, pred: np.ndarray, min_voxels: int
+) -> None:
+    """Count one sample's true, detected and false positive lesions into ``result``."""
+    t_lab, n_true = ndi.label(t, structure=CONNECTIVITY)
+    p_lab, n_pred = ndi.label(pred, structure=CONNECTIVITY)
+    sizes = np.bincount(p_lab.ravel(), minlength=n_pred + 1)
+    big = sizes >= min_voxels
+    big[0] = False
+    p_lab = np.where(big[p_lab], p_lab, 0)
+    both = (t_lab > 0) & (p_lab > 0)
+    detected = len(np.unique(t_lab[both]))
+    kept = int(big.sum())
+    false_pos = kept - len(np.unique(p_lab[both]))
+    result.per_sample[s] = {
+        "true_lesions": int(n_true),
+        "detected": int(detected),
+        "false_positive_components": int(false_pos),
+    }
+    result.samples += 1
+    result.true_lesions += int(n_true)
+    result.detected += int(detected)
+    result.false_positive_components += int(false_pos)
 
 
 def save_model(trained: TrainedSegmenter, path: str | Path) -> Path:
@@ -323,7 +377,7 @@ def training_key(train: SliceSet, cfg: SegmenterConfig) -> str:
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     for a in (known.images, known.masks):
         digest.update(f"{a.dtype.str}{a.shape}".encode())
-        digest.update(np.ascontiguousarray(a).tobytes())
+        digest.update(np.ascontiguousarray(a).data)  # the bytes, without a copy of them
     return digest.hexdigest()[:24]
 
 

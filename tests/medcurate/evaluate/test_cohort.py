@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import nibabel as nib
@@ -10,11 +11,16 @@ import pytest
 
 from medcurate.evaluate.cohort import (
     UNKNOWN,
+    SliceSet,
     _fields,
+    concat_slices,
+    depth,
     load_slices,
     sample_scores,
     save_slices,
     slices_from_volumes,
+    thin,
+    thin_rows,
 )
 from tests.evaluate_helpers import AFFINE, blob_volumes
 
@@ -147,3 +153,77 @@ def test_threads_read_the_same_slices_and_the_cache_round_trips(tmp_path: Path) 
     assert sorted(back) == ["test", "train"] and len(back["test"]) == 6
     for a, b in zip(_fields(back["train"]), _fields(one), strict=True):
         assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def _peak(f) -> int:  # type: ignore[no-untyped-def]
+    tracemalloc.start()
+    try:
+        f()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _nbytes(s: SliceSet) -> int:
+    return sum(a.nbytes for a in _fields(s))
+
+
+def test_slices_are_filled_in_place_so_memory_is_the_result_not_twice_it(tmp_path: Path) -> None:
+    """Issue 16: the slices were per-volume parts joined by np.concatenate, which held every
+    part and the result at once (twice the result at its peak). Now the result is sized from
+    the headers and filled as volumes are read: the peak is the result plus a volume or two,
+    for N volumes as for 2N."""
+    items = blob_volumes(tmp_path, 16, size=(24, 24, 10), seed=2)
+    for n in (8, 16):
+        result = _nbytes(slices_from_volumes(items[:n], size=48))
+        peak = _peak(lambda n=n: slices_from_volumes(items[:n], size=48))
+        # one volume's slices are 1/n of the result; two threads hold two at most, plus temps
+        assert peak < result * (1 + 4 / n) + 2**20, (n, peak, result)
+        assert peak < 1.75 * result, (n, peak, result)
+
+
+def test_depth_reads_the_slice_count_from_the_header(tmp_path: Path) -> None:
+    v = np.zeros((6, 5, 4), np.float32)
+    ras = _save(tmp_path / "ras.nii.gz", v)
+    # a volume stored with z first: as_closest_canonical makes its 6 rows the slices
+    lps = tmp_path / "zfirst.nii.gz"
+    nib.save(
+        nib.Nifti1Image(v, np.array([[0, 0, 2, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]])),
+        lps,
+    )
+    flat = _save(tmp_path / "flat.nii.gz", np.zeros((7, 7), np.float32))
+    for path in (ras, str(lps), flat):
+        item = {"image": path, "class": "normal"}
+        assert depth(item) == len(slices_from_volumes([item], size=4))
+    assert [depth({"image": p}) for p in (ras, str(lps), flat)] == [4, 6, 1]
+
+
+def test_concat_keeps_parts_in_order() -> None:
+    a = SliceSet(
+        np.ones((2, 1, 3, 3), np.float32),
+        np.zeros((2, 1, 3, 3), np.uint8),
+        np.array([0, 1], np.int8),
+        np.zeros(2, np.int64),
+        np.arange(2, dtype=np.int64),
+    )
+    b = a.subset(np.array([1]))
+    both = concat_slices([a, b])
+    for got, x, y in zip(_fields(both), _fields(a), _fields(b), strict=True):
+        assert np.array_equal(got, np.concatenate([x, y])) and got.dtype == x.dtype
+
+
+def test_thin_rows_is_thin_one_sample_at_a_time() -> None:
+    rng = np.random.default_rng(4)
+    labels = rng.choice(np.array([0, 1, UNKNOWN], np.int8), size=60, p=[0.6, 0.2, 0.2])
+    sample = np.repeat(np.arange(4), 15)
+    s = SliceSet(
+        rng.random((60, 1, 2, 2)).astype(np.float32),
+        np.zeros((60, 1, 2, 2), np.uint8),
+        labels,
+        sample,
+        np.tile(np.arange(15), 4),
+    )
+    for per in (0, 3, 20):
+        keep = np.concatenate([thin_rows(labels[sample == k], per) for k in range(4)])
+        assert np.array_equal(thin(s, per).position, s.position[keep])
+    assert thin(s, 20) is s  # nothing to drop: no copy

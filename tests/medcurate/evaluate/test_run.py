@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from medcurate.config import Zones
 from medcurate.evaluate import EvaluationError
 from medcurate.evaluate.baseline import SplitData, evaluate, load_split, load_splits
 from medcurate.evaluate.classifier import ClassifierConfig
-from medcurate.evaluate.cohort import SliceSet
+from medcurate.evaluate.cohort import SliceSet, _fields, thin
 from medcurate.evaluate.config import EvaluationConfig
 from medcurate.evaluate.run import EvaluateSettings, run_evaluation, write_report
 from medcurate.evaluate.segmenter import SegmenterConfig
@@ -199,3 +200,37 @@ def test_next_release_warm_starts_and_its_cards_name_the_parent(
     assert scratch.classifier.parent == "" and scratch.segmenter is not None
     assert scratch.segmenter.parent == ""
     assert len(scratch.classifier.history) == CFG.classifier.epochs
+
+
+def test_splits_load_at_the_size_of_the_result_and_train_can_come_thinned(
+    blob_store: ObjectStore, tmp_path: Path
+) -> None:
+    """Issue 16: loading held the per-sample parts, the freshly read slices and the joined
+    splits at once (3x the result on a first load, 2x from the cache). Each split is now
+    allocated from the per-sample counts and filled one sample file at a time."""
+    ds = datasets.load("blobs", "v1", root=blob_store.url, cache_dir=tmp_path / "c")
+    size = 64  # slices large enough that the arrays, not the tables, are the peak
+    # what is not the slices is done before measuring: the files pulled, torch imported
+    for split in ("train", "validation", "test"):
+        ds.data_dicts(split)
+    import torch.nn.functional  # noqa: F401
+
+    for run in ("fresh", "cached"):
+        tracemalloc.start()
+        try:
+            data = load_splits(ds, size, cache=tmp_path / "stage-cache")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        result = sum(a.nbytes for d in data.values() for a in _fields(d.slices))
+        assert peak < 1.2 * result + 2**20, (run, peak, result)
+    thinned = load_splits(ds, size, cache=tmp_path / "stage-cache", train_slices_per_sample=2)
+    want = thin(data["train"].slices, 2)
+    assert 0 < len(thinned["train"].slices) < len(data["train"].slices)
+    for got, w in zip(_fields(thinned["train"].slices), _fields(want), strict=True):
+        assert np.array_equal(got, w) and got.dtype == w.dtype
+    for s in ("validation", "test"):
+        assert np.array_equal(thinned[s].slices.images, data[s].slices.images)
+    # without a cache the same thinning is applied to the freshly read split
+    plain = load_splits(ds, size, train_slices_per_sample=2)
+    assert np.array_equal(plain["train"].slices.position, want.position)

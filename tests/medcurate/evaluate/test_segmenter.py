@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+import tracemalloc
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from medcurate.evaluate.segmenter import (
     load_model,
     predict_masks,
     save_model,
+    score_volumes,
     train_or_load,
     train_segmenter,
     volume_stacks,
@@ -287,3 +289,45 @@ def test_a_grown_train_split_warm_starts_from_the_last_unet(cohort, tmp_path):
     )
     gone, _ = train_or_load(train.subset(train.sample > 0), cfg, tmp_path, [*keys[1:], "new"])
     assert gone.parent == "" and len(gone.history) == 4
+
+
+def _scoring_net(size: int = 30):  # type: ignore[no-untyped-def]
+    """An untrained UNet whose output at a low threshold marks some voxels: enough to count."""
+    with deterministic(0, 1):
+        return build_unet(SegmenterConfig())
+
+
+def test_score_volumes_is_dice_and_detection_of_predict_masks():
+    """Batch-by-batch scoring gives exactly what the full probability array gives: slices in
+    shuffled order, a sample of unknown truth, sizes the strides do not divide, odd batches."""
+    cs = blob_cohort(samples=6, depth=5, size=30, seed=3)
+    unknown = np.isin(cs.sample, [2])
+    cs = replace(cs, labels=np.where(unknown, UNKNOWN, cs.labels).astype(np.int8))
+    cs = cs.subset(np.random.default_rng(1).permutation(len(cs)))
+    net = _scoring_net()
+    prob = predict_masks(net, cs, batch_size=7)
+    th = float(np.quantile(prob, 0.9))  # about a tenth of the voxels predicted
+    dice, det = score_volumes(net, cs, th, 2, batch_size=7)
+    want = dice_per_sample(cs, prob, th)
+    assert dice.keys() == want.keys() == {0, 1, 3, 4, 5}
+    for k, v in want.items():
+        assert (math.isnan(v) and math.isnan(dice[k])) or dice[k] == v
+    assert det == lesion_detection(cs, prob, th, 2) and det.false_positive_components > 0
+
+
+def test_scoring_memory_does_not_grow_with_the_split():
+    """Issue 16: scoring held an (N, S, S) probability array and a padded copy of the images.
+    Now one batch and the stacks of the samples not yet finished are held: the traced peak for
+    2N samples is about the peak for N."""
+    net = _scoring_net()
+    peaks = []
+    for n in (8, 16):
+        cs = blob_cohort(samples=n, depth=8, size=30, seed=4)
+        tracemalloc.start()
+        try:
+            score_volumes(net, cs, 0.5, 3, batch_size=16)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    # the old way's probability array alone was as large as the images (2N: 460 KB)
+    assert peaks[1] < 1.3 * peaks[0] + 2**16, peaks
