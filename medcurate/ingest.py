@@ -28,11 +28,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import multiprocessing as mp
 import os
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,6 +49,7 @@ from medcurate.dicomwalk import DEFAULT_MAX_DEPTH
 from medcurate.io import atomic_write_bytes, atomic_write_parquet, clean_litter, sha256_text
 from medcurate.locks import exclusive
 from medcurate.perms import private_dir
+from medcurate.pools import pool_map
 from medcurate.validate import Validation, unreadable_message, validate_file
 
 OK, QUARANTINED, DUPLICATE = "ok", "quarantined", "duplicate"
@@ -445,17 +444,7 @@ def _validate_rows(rows: list[dict[str, Any]], max_depth: int, workers: int) -> 
     if workers <= 1:
         results: list[Validation] = [_validate_one(t) for t in tasks]
     else:
-        chunk = max(1, min(16, len(tasks) // (workers * 4)))
-        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        pool = ctx.Pool(workers, initializer=_init_validator)
-        try:
-            results = list(pool.imap(_validate_one, tasks, chunksize=chunk))
-            pool.close()  # workers leave on their own: no SIGTERM on the way out
-        except BaseException:
-            pool.terminate()
-            raise
-        finally:
-            pool.join()
+        results = pool_map(_validate_one, tasks, workers, initializer=_init_validator)
     for row, v in zip(pending, results, strict=True):
         _with_validation(row, v)
 

@@ -29,10 +29,8 @@ import csv
 import io
 import json
 import logging
-import multiprocessing as mp
 import os
 import signal
-import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -68,6 +66,7 @@ from medcurate.io import (
     sha256_bytes,
 )
 from medcurate.perms import private_dir
+from medcurate.pools import pool_map
 
 MANIFEST_COLUMNS = [
     "path",
@@ -546,20 +545,8 @@ def _run(
     if workers <= 1 or len(tasks) < 2:
         _init_worker(salt, policy, str(dst), owner)
         return [_process(t) for t in tasks]
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    ctx = mp.get_context(method)
-    chunk = max(1, min(16, len(tasks) // (workers * 4) or 1))
     initargs = (salt, policy, str(dst), owner)
-    pool = ctx.Pool(workers, initializer=_init_worker, initargs=initargs)
-    try:
-        outcomes = list(pool.imap_unordered(_process, tasks, chunksize=chunk))
-        pool.close()  # workers leave on their own: no SIGTERM on the way out
-    except BaseException:
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
-    return outcomes
+    return pool_map(_process, tasks, workers, _init_worker, initargs, ordered=False)
 
 
 def _require_salt(salt: bytes) -> None:
