@@ -266,26 +266,14 @@ def train_or_load(
     the classifier and whether it came from the cache."""
     if cache is None:
         return train_classifier(train, cfg, validation=validation), False
-    key = training_key(train, cfg, validation)
-    line = lineage.line_name(ARCH, role, cfg.to_dict())
-    samples = list(train_samples) if train_samples is not None else None
-    if samples is None:
-        chosen = lineage.Plan(key, cfg.epochs)
-    else:
-        chosen = lineage.plan(cache, line, key, samples, cfg.epochs, "classifier")
-    path = Path(cache) / f"classifier-{chosen.model_id}.pt"
-    if path.is_file():
-        try:
-            found = load_model(path)
-            if samples is not None:
-                lineage.record(cache, line, key, samples, chosen)
-            return found, True
-        except (ValueError, RuntimeError, OSError, KeyError):
-            pass  # a damaged or older file: train again and replace it
-    init = load_model(chosen.parent_file) if chosen.parent_file is not None else None
-    trained = train_classifier(train, cfg, validation, init=init, epochs=chosen.epochs)
-    trained.model_id = chosen.model_id
-    save_model(trained, path)
-    if samples is not None:
-        lineage.record(cache, line, key, samples, chosen)
-    return trained, False
+    return lineage.train_or_load(
+        cache,
+        "classifier",
+        lineage.line_name(ARCH, role, cfg.to_dict()),
+        training_key(train, cfg, validation),
+        train_samples,
+        cfg.epochs,
+        load_model,
+        lambda init, epochs: train_classifier(train, cfg, validation, init=init, epochs=epochs),
+        save_model,
+    )

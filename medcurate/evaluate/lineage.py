@@ -24,12 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from medcurate.io import atomic_write_bytes
+
+M = TypeVar("M")
 
 #: a warm start trains at least this share of a from-scratch run's epochs
 MIN_SHARE = 0.1
@@ -109,3 +111,42 @@ def record(
     }
     data = (json.dumps(rec, sort_keys=True, indent=2) + "\n").encode()
     atomic_write_bytes(_record_path(Path(cache), line), data)
+
+
+def train_or_load(
+    cache: str | Path,
+    prefix: str,
+    line: str,
+    key: str,
+    train_samples: Sequence[str] | None,
+    epochs: int,
+    load: Callable[[Path], M],
+    train: Callable[[M | None, int], M],
+    save: Callable[[M, Path], object],
+) -> tuple[M, bool]:
+    """The model of training ``key`` from ``cache`` (``<prefix>-<model id>.pt``), else
+    ``train(init, epochs)``, warm from the line's last model when :func:`plan` allows (with
+    ``train_samples``; without them always from scratch); saves it and records the line. The
+    classifier's and the UNet's ``train_or_load`` both go through here. Returns the model and
+    whether it came from the cache."""
+    samples = list(train_samples) if train_samples is not None else None
+    if samples is None:
+        chosen = Plan(key, epochs)
+    else:
+        chosen = plan(cache, line, key, samples, epochs, prefix)
+    path = Path(cache) / f"{prefix}-{chosen.model_id}.pt"
+    if path.is_file():
+        try:
+            found = load(path)
+            if samples is not None:
+                record(cache, line, key, samples, chosen)
+            return found, True
+        except (ValueError, RuntimeError, OSError, KeyError):
+            pass  # a damaged or older file: train again and replace it
+    init = load(chosen.parent_file) if chosen.parent_file is not None else None
+    trained = train(init, chosen.epochs)
+    trained.model_id = chosen.model_id  # type: ignore[attr-defined]
+    save(trained, path)
+    if samples is not None:
+        record(cache, line, key, samples, chosen)
+    return trained, False
