@@ -50,19 +50,31 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class Background:
     """One normal train slice: ``image`` in the volume's own units, ``(lo, hi)`` mapping them to
     [0, 1] (:func:`medcurate.augment.patches.intensity_window`), the volume's affine, and the
-    row's fields a synthetic sample inherits."""
+    row's fields a synthetic sample inherits. With ``image=None`` the slice is read from
+    ``source`` when it is used: a cohort's candidate slices are many (four per normal train
+    volume), the pasted ones at most the synthetic samples wanted, so memory stays flat."""
 
     sample_id: str
     slice_index: int
-    image: np.ndarray
+    image: np.ndarray | None
     affine: np.ndarray
     lo: float = 0.0
     hi: float = 1.0
     meta: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
 
-    def unit(self) -> np.ndarray:
+    def pixels(self) -> np.ndarray:
+        """The slice in the volume's own units (read from ``source`` when not held)."""
+        if self.image is not None:
+            return self.image
+        if self.source is None:
+            raise ValueError(f"background {self.sample_id} slice {self.slice_index} has no pixels")
+        raw, _ = read_nifti(self.source)
+        return np.asarray(as_3d(raw)[:, :, self.slice_index], dtype=np.float32)
+
+    def unit(self, pixels: np.ndarray | None = None) -> np.ndarray:
         """The slice on the [0, 1] scale of the patches."""
-        return to_unit(self.image, self.lo, self.hi)
+        return to_unit(self.pixels() if pixels is None else pixels, self.lo, self.hi)
 
 
 class Synthesized(NamedTuple):
@@ -93,12 +105,14 @@ def background_slices(
             continue
         picks = np.unique(np.linspace(0, ok.size - 1, min(per_sample, ok.size)).round().astype(int))
         meta = {c: rec.get(c) for c in INHERITED}
+        source = Path(volumes_root) / str(rec["nifti_path"])
         for z in ok[picks]:
             out.append(
                 Background(
                     sample_id=str(rec["sample_id"]),
                     slice_index=int(z),
-                    image=np.asarray(raw[:, :, z], dtype=np.float32),
+                    image=None,  # read again when pasted into (see Background)
+                    source=source,
                     affine=np.asarray(affine, dtype=np.float64),
                     lo=lo,
                     hi=hi,
@@ -229,9 +243,10 @@ def write_synthetic(
             skipped += 1
             continue
         bg = backgrounds[int(order[k % len(backgrounds)])]
-        centre = choose_centre(bg.unit(), patch.shape[1], np.random.default_rng([seed, k]))
+        pixels = bg.pixels()
+        centre = choose_centre(bg.unit(pixels), patch.shape[1], np.random.default_rng([seed, k]))
         lesion = np.stack([bg.lo + patch[0].astype(np.float64) * (bg.hi - bg.lo), patch[1]])
-        image, mask = paste(bg.image, lesion, centre, feather)
+        image, mask = paste(pixels, lesion, centre, feather)
         sid = f"syn-{generator_id}-{k:04d}"
         affine = slice_affine(bg.affine, bg.slice_index)
         img_rel, mask_rel = f"samples/{sid}.nii.gz", f"masks/{sid}.nii.gz"

@@ -95,7 +95,7 @@ def test_choose_centre_lands_in_soft_tissue_and_is_deterministic():
 def test_background_slices_take_normal_train_rows_only(tree, backgrounds):
     splits, vols, _ = tree
     assert {b.sample_id for b in backgrounds} == {"N1", "N2", "N3"}
-    assert all(b.image.shape == (48, 48) for b in backgrounds) and len(backgrounds) == 9
+    assert all(b.pixels().shape == (48, 48) for b in backgrounds) and len(backgrounds) == 9
     assert backgrounds[0].meta["site"] == "site-0" and backgrounds[0].meta["modality"] == "CT"
     for sid, why in (("V2", "train split"), ("A1", "abnormal")):
         with pytest.raises(ValueError, match=why):
@@ -126,7 +126,7 @@ def test_write_synthetic_rows_files_and_manifest(tree, backgrounds, tmp_path):
         assert np.allclose(affine[:3, 3], (AFFINE @ [0, 0, bg.slice_index, 1])[:3])
         assert np.allclose(mask_affine, affine)
         outside = mask[:, :, 0] == 0
-        assert np.array_equal(image[:, :, 0][outside], bg.image[outside])
+        assert np.array_equal(image[:, :, 0][outside], bg.pixels()[outside])
         assert mask.sum() > 0 and set(np.unique(mask)) == {0.0, 1.0}
         src = tree[0].set_index("sample_id").loc[bg.sample_id]
         for c in ("site", "sex", "age_years", "modality", "transform_config_hash"):
@@ -168,3 +168,12 @@ def test_write_synthetic_refuses_unsafe_ids_and_no_backgrounds(backgrounds, tmp_
         write_synthetic(lesion_patch()[None], backgrounds, tmp_path, "../x", seed=0)
     with pytest.raises(ValueError, match="background"):
         write_synthetic(lesion_patch()[None], [], tmp_path, "g", seed=0)
+
+
+def test_backgrounds_hold_no_pixels_until_pasted(backgrounds):
+    """Candidate slices are read again when used: none is held, so memory stays flat in the
+    number of normal train volumes; the pixels read are the volume's own slice."""
+    assert all(b.image is None and b.source is not None for b in backgrounds)
+    b = backgrounds[0]
+    raw, _ = read_nifti(b.source)
+    assert np.array_equal(b.pixels(), np.asarray(raw[:, :, b.slice_index], dtype=np.float32))
