@@ -386,6 +386,8 @@ def test_validating_in_workers_gives_the_same_catalog(tmp_path: Path) -> None:
         assert res.received == res.catalogued + res.quarantined + res.duplicates
         assert res.duplicates == 1
         df = ing.read_catalog(z, batch).drop(columns=["path", "batch"])
+        # a duplicate's message names the first copy by its batch, whose name holds the time
+        df["message"] = df["message"].str.replace(batch, "BATCH", regex=False)
         tables.append(df)
         assert ing.check_ingest(z, batch) == []
     pd.testing.assert_frame_equal(tables[0], tables[1])
