@@ -57,12 +57,12 @@ test-unit: setup
 test-integration: setup
 	$(BIN)/pytest -q -m integration
 
-demo: setup labelstudio ocr
+demo: setup labelstudio ocr pacs-tools
 	$(BIN)/python -m pipelines.demo
 
 # Dagster (127.0.0.1:3000), Label Studio (:8080, started unless running) and the figures server
 # (:3001, the plots in Dagster's metadata) together; Ctrl-C stops them (see medcurate/services/ui.py)
-ui: setup labelstudio
+ui: setup labelstudio pacs-tools
 	@$(BIN)/medcurate ui
 
 .PHONY: labelstudio
@@ -75,7 +75,10 @@ labelstudio: setup  # the annotation server in its own venv + a pre-migrated dat
 # the demo needs only tesseract: without it, images that must be OCR-read are quarantined
 OCR_TOOLS := /usr/bin/tesseract:tesseract-ocr \
   /usr/share/tesseract-ocr/5/tessdata/eng.traineddata:tesseract-ocr-eng
-DEBIAN_TOOLS := /usr/bin/chromium:chromium /usr/bin/dciodvfy:dicom3tools $(OCR_TOOLS)
+# the PACS that the tests, the demo and `make ui` start (medcurate pacs): Orthanc + DICOMweb
+PACS_TOOLS := /usr/sbin/Orthanc:orthanc \
+  /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
+DEBIAN_TOOLS := /usr/bin/chromium:chromium /usr/bin/dciodvfy:dicom3tools $(OCR_TOOLS) $(PACS_TOOLS)
 define apt_install
 	@missing=; for t in $(1); do test -e "$${t%%:*}" || missing="$$missing $${t##*:}"; done; \
 	test -z "$$missing" || { \
@@ -87,11 +90,13 @@ define apt_install
 	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || { \
 	    echo "make $@: apt-get could not install$$missing" >&2; exit 1; }; }
 endef
-.PHONY: tools ocr browser screenshots
+.PHONY: tools ocr browser screenshots pacs-tools
 tools:
 	$(call apt_install,$(DEBIAN_TOOLS))
 ocr:
 	$(call apt_install,$(OCR_TOOLS))
+pacs-tools:
+	$(call apt_install,$(PACS_TOOLS))
 browser: tools
 
 # the README's pictures (docs/img/*.png), taken by the browser tests

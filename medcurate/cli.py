@@ -14,6 +14,7 @@ import typer
 
 from medcurate.config import ConfigError, deid_salt, medcurate_home, zones
 from medcurate.home import init_home as _init_home
+from medcurate.pacs.cli import pacs_app
 from medcurate.perms import PermissionsError
 from medcurate.services import labelstudio as ls
 from medcurate.store.cli import datasets_app
@@ -153,6 +154,8 @@ def evaluate(
 
 
 app.add_typer(datasets_app, name="datasets", help="List, show, pull and diff dataset versions.")
+
+app.add_typer(pacs_app, name="pacs")
 
 labelstudio_app = typer.Typer(no_args_is_help=True, help="Run the local Label Studio server.")
 app.add_typer(labelstudio_app, name="labelstudio")

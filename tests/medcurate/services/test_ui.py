@@ -15,6 +15,7 @@ import pytest
 
 from medcurate.config import Zones
 from medcurate.services import labelstudio as ls
+from medcurate.services import orthanc
 from medcurate.services.ui import dagster_env, login_lines, wait_for
 
 BIN = Path(sys.executable).parent
@@ -80,6 +81,10 @@ def test_ui_starts_everything_and_ctrl_c_stops_everything(zones_tmp: Zones) -> N
     assert dagster in text and labelstudio in text and creds.username in text
     assert creds.password not in text
     assert "dagster: stopped" in text and "label studio: stopped" in text
+    for name in orthanc.SERVERS:  # both PACS were started for this home, and stopped
+        assert f"PACS ({name}) http://127.0.0.1:" in text and f"PACS ({name}): stopped" in text
+        assert not orthanc.status(zones_tmp.home, name).running
+    assert orthanc.credentials(zones_tmp.home, orthanc.CLINICAL, env={})[1] not in text
     match = re.search(r"pid (\d+)", text)
     assert match, text
     with pytest.raises(ProcessLookupError):  # dagster dev, its webserver and daemon are gone
