@@ -13,6 +13,8 @@ import dagster as dg
 
 from annotation.client import LabelStudioClient
 from medcurate.config import Zones, deid_salt, medcurate_home
+from medcurate.pacs.client import PacsClient
+from medcurate.services import orthanc
 from medcurate.services.labelstudio import connection
 
 
@@ -49,3 +51,27 @@ class LabelStudioResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def client(self) -> LabelStudioClient:
         """The one Label Studio client (:class:`annotation.client.LabelStudioClient`)."""
         return LabelStudioClient(*self.connection())
+
+
+class PacsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """A PACS over DICOMweb, as a client. ``server`` names the managed Orthanc of MEDCURATE_HOME
+    (``medcurate pacs start --server clinical|research``); with ``url`` set, that PACS instead,
+    its user and password read at use time from the environment variables named by
+    ``username_env`` / ``password_env`` (never stored in run config)."""
+
+    server: str = "clinical"
+    url: str = ""
+    username_env: str = ""
+    password_env: str = ""
+
+    def client(self, home: MedcurateHome) -> PacsClient | None:
+        """The client, or None when the managed server of this home is not running."""
+        if self.url:
+            env = os.environ
+            user = env.get(self.username_env) if self.username_env else None
+            password = env.get(self.password_env) if self.password_env else None
+            return PacsClient(self.url, user, password, name=self.server)
+        z = home.zones()
+        if not orthanc.status(z.home, self.server).running:
+            return None
+        return PacsClient.from_server(orthanc.start(z.home, self.server))

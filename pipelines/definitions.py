@@ -11,9 +11,10 @@ from assets import deid as deid_assets
 from assets import evaluate as evaluate_assets
 from assets import ingest
 from assets import normalize as normalize_assets
+from assets import pacs as pacs_assets
 from assets import quality as quality_assets
 from assets import release as release_assets
-from assets.resources import DeidSecrets, LabelStudioResource, MedcurateHome
+from assets.resources import DeidSecrets, LabelStudioResource, MedcurateHome, PacsResource
 from pipelines.jobs import ALL_JOBS
 from pipelines.sensors import inbox_sensor, round_sensor
 
@@ -27,6 +28,7 @@ ASSET_MODULES = [
     quality_assets,
     evaluate_assets,
     augment_assets,
+    pacs_assets,
 ]
 
 all_assets = dg.load_assets_from_modules(ASSET_MODULES)
@@ -41,5 +43,7 @@ defs = dg.Definitions(
         "home": MedcurateHome(),
         "secrets": DeidSecrets(),
         "labelstudio": LabelStudioResource(),
+        "pacs": PacsResource(server="clinical"),
+        "research_pacs": PacsResource(server="research"),
     },
 )
