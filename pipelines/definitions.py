@@ -16,7 +16,7 @@ from assets import quality as quality_assets
 from assets import release as release_assets
 from assets.resources import DeidSecrets, LabelStudioResource, MedcurateHome, PacsResource
 from pipelines.jobs import ALL_JOBS
-from pipelines.sensors import inbox_sensor, round_sensor
+from pipelines.sensors import inbox_sensor, pacs_sensor, round_sensor
 
 ASSET_MODULES = [
     ingest,
@@ -38,7 +38,7 @@ defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
     jobs=ALL_JOBS,
-    sensors=[inbox_sensor, round_sensor],
+    sensors=[inbox_sensor, pacs_sensor, round_sensor],
     resources={
         "home": MedcurateHome(),
         "secrets": DeidSecrets(),

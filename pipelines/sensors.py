@@ -1,5 +1,6 @@
-"""Sensors: the inbox watcher that turns files dropped together into one batch partition, and the
-round watcher that notices a finished annotation round."""
+"""Sensors: the inbox watcher that turns files dropped together into one batch partition, the PACS
+watcher that pulls studies that became stable in the clinical PACS into one, and the round watcher
+that notices a finished annotation round."""
 
 import dagster as dg
 
@@ -12,7 +13,9 @@ from assets.annotation import (
 )
 from assets.ingest import claim_inbox, pending_batches
 from assets.partitions import batch_partitions, round_partitions
-from assets.resources import LabelStudioResource, MedcurateHome
+from assets.resources import LabelStudioResource, MedcurateHome, PacsResource
+from medcurate.pacs.client import PacsError
+from medcurate.pacs.retrieve import pull_changes
 from pipelines.jobs import consensus_job, ingest_batch_job, round_export_job
 
 INBOX_MIN_AGE_S = 10.0  # a file untouched this long is taken as fully written
@@ -64,6 +67,42 @@ def _run_key(instance: dg.DagsterInstance, batch: str) -> str | None:
     if failed > MAX_RESUMES:
         return None
     return batch if failed == 0 else f"{batch}-resume-{failed}"
+
+
+@dg.sensor(
+    name="pacs_sensor",
+    minimum_interval_seconds=30,
+    jobs=[ingest_batch_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Pulls the studies that became stable in the clinical PACS since its cursor "
+    "(Orthanc's change feed, StableStudy) over WADO-RS into one batch and requests its run; a "
+    "study that fails stays before the cursor and is tried again at the next tick.",
+)
+def pacs_sensor(
+    context: dg.SensorEvaluationContext, home: MedcurateHome, pacs: PacsResource
+) -> dg.SensorResult:
+    z = home.zones()
+    try:
+        client = pacs.client(home)
+        if client is None:
+            return dg.SensorResult(skip_reason="the clinical PACS is not running")
+        result = pull_changes(z, client)
+    except PacsError as exc:  # names no study by its UID; the cursor did not move
+        return dg.SensorResult(skip_reason=f"PACS: {exc} (asked again at the next tick)")
+    for problem in result.problems:
+        context.log.warning(problem)
+    if result.batch is None:
+        failed = f"; failed: {', '.join(result.failed)}" if result.failed else ""
+        return dg.SensorResult(skip_reason=f"no new stable study{failed}")
+    context.log.info(result.summary_line())
+    run_key = _run_key(context.instance, result.batch)
+    requests = [] if run_key is None else [
+        dg.RunRequest(run_key=run_key, partition_key=result.batch, job_name=ingest_batch_job.name)
+    ]  # fmt: skip
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[batch_partitions.build_add_request([result.batch])],
+    )
 
 
 # --------------------------------------------------------------------------- annotation rounds

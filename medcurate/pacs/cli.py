@@ -1,4 +1,5 @@
-"""``medcurate pacs start|stop|status``: the managed Orthanc servers (clinical and research).
+"""``medcurate pacs start|stop|status``: the managed Orthanc servers (clinical and research);
+``medcurate pacs store|pull``: DICOM into the PACS, and studies from it into a batch.
 
 The password is never printed: the user reads it from the environment they set, or from the
 0600 credentials file whose path is printed.
@@ -6,9 +7,14 @@ The password is never printed: the user reads it from the environment they set, 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
 
 from medcurate.config import ConfigError, medcurate_home
+from medcurate.pacs.client import PacsClient, PacsError
+from medcurate.pacs.retrieve import pull
 from medcurate.services import orthanc
 
 pacs_app = typer.Typer(no_args_is_help=True, help="Run the local PACS servers (Orthanc).")
@@ -59,3 +65,70 @@ def pacs_status(server: str = _SERVER) -> None:
     st = orthanc.status(medcurate_home(), _name(server))
     print(st.line())
     raise typer.Exit(0 if st.healthy or not st.running else 1)
+
+
+_URL = typer.Option(
+    "",
+    "--url",
+    help="a PACS's REST root (its DICOMweb at URL/dicom-web), user and password from "
+    "MEDCURATE_PACS_USER / MEDCURATE_PACS_PASSWORD; default: the managed clinical server",
+)
+
+
+def _client(url: str) -> PacsClient:
+    """The PACS to talk to: ``url`` with credentials from the environment, else the managed
+    clinical Orthanc of MEDCURATE_HOME (which must be running)."""
+    if url:
+        env = os.environ
+        return PacsClient(url, env.get("MEDCURATE_PACS_USER"), env.get("MEDCURATE_PACS_PASSWORD"))
+    home = medcurate_home()
+    if not orthanc.status(home, orthanc.CLINICAL).running:
+        print("medcurate: error: the clinical PACS is not running: `medcurate pacs start`")
+        raise typer.Exit(2)
+    return PacsClient.from_server(orthanc.start(home, orthanc.CLINICAL))
+
+
+@pacs_app.command("store")
+def pacs_store(
+    folder: Path = typer.Argument(..., help="a folder of DICOM files (*.dcm, recursively)"),
+    url: str = _URL,
+) -> None:
+    """Send DICOM files to the PACS, as a modality would (to try the PACS path out)."""
+    try:
+        n = _client(url).store_tree(folder)
+    except PacsError as exc:
+        print(f"medcurate: error: {exc}")
+        raise typer.Exit(2) from None
+    print(f"stored {n} files in the PACS")
+
+
+@pacs_app.command("pull")
+def pacs_pull(
+    study: str | None = typer.Option(None, "--study", help="one StudyInstanceUID"),
+    since: str | None = typer.Option(None, "--since", help="studies dated YYYYMMDD or later"),
+    accessions: Path | None = typer.Option(
+        None, "--accessions", help="a CSV with an AccessionNumber column, or one per line"
+    ),
+    url: str = _URL,
+) -> None:
+    """Retrieve studies over WADO-RS into one claimed batch (restricted/raw/<batch>/).
+
+    The inbox sensor of `make ui` ingests the batch (ingest_batch), or `medcurate ingest` without
+    Dagster. A re-run after a failure resumes: nothing retrieved twice, nothing lost."""
+    from medcurate.config import zones
+
+    z = zones().ensure()
+    try:
+        result = pull(z, _client(url), study=study, since=since, accessions=accessions)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except PacsError as exc:
+        print(f"medcurate: error: {exc}")
+        raise typer.Exit(2) from None
+    print(result.summary_line())
+    for problem in result.problems:
+        print(f"  FAILED {problem}")
+    if result.batch:
+        how = "`make ui` ingests it (ingest_batch), or `medcurate ingest`"
+        print(f"batch {result.batch} claimed: {how}")
+    raise typer.Exit(1 if result.failed else 0)
