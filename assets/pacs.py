@@ -11,7 +11,14 @@ import dagster as dg
 from assets.resources import MedcurateHome, PacsResource
 from assets.stage import checked, materialized
 from medcurate.pacs.client import PacsError
+from medcurate.pacs.retrieve import pull_changes
 from medcurate.pacs.seg import run_label_segs
+from medcurate.services.orthanc import CLINICAL, start_all, status, stop_all
+
+# pull_changes: what pacs_sensor runs; the managed servers: what make demo starts and stops
+__all__ = [
+    "CLINICAL", "PacsError", "label_segs", "pull_changes", "start_all", "status", "stop_all",
+]  # fmt: skip
 
 
 @dg.asset(

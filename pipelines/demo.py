@@ -40,7 +40,8 @@ import dagster as dg
 import pyarrow.parquet as pq
 import typer
 
-from assets.ingest import claim_inbox, drop_into_inbox
+from assets import pacs as pacs_assets
+from assets.ingest import claim_inbox, drop_into_inbox, pending_batches
 from assets.partitions import batch_partitions, round_partitions
 from assets.resources import DeidSecrets
 from medcurate import cli
@@ -135,12 +136,14 @@ def pipeline_line(seconds: float) -> str:
 def run_demo(patients: int = 12, seed: int = 7, rounds: int = 2) -> int:
     z = prepare_home()
     started = start_labelstudio(z.home)
+    pacs = pacs_assets.start_all(z.home)  # clinical: studies in; research: SEG back
     try:
         return _run(z, patients, seed, rounds)
     finally:
         if started:
             ls.stop(z.home)
             print("label studio: stopped")
+        pacs_assets.stop_all(pacs)
 
 
 def prepare_home() -> Zones:
@@ -181,11 +184,9 @@ def synth_cli(patients: int, seed: int, truth: Path) -> Callable[[Path], None]:
 def _run(z: Zones, patients: int, seed: int, rounds: int) -> int:
     truth = z.demo_truth / f"seed-{seed}"
     chain = Chain(z, dg.DagsterInstance.get())
-    ok = (
-        chain.ingest(synth_cli(patients, seed, truth))
-        and chain.label(truth, rounds)
-        and chain.release()
-    )
+    from_pacs = pacs_assets.status(z.home, pacs_assets.CLINICAL).running
+    ingest = chain.ingest_from_pacs if from_pacs else chain.ingest
+    ok = ingest(synth_cli(patients, seed, truth)) and chain.label(truth, rounds) and chain.release()
     if not ok:
         return 1
     print(pipeline_line(chain.clock.wall()))
@@ -219,6 +220,28 @@ class Chain:
             print("nothing claimed from the inbox", file=sys.stderr)
             return False
         print(f"claimed batch {batch}")
+        self.run.instance.add_dynamic_partitions(batch_partitions.name, [batch])  # type: ignore[arg-type]
+        return self.run("batch", "ingest_batch", batch)
+
+    def ingest_from_pacs(self, make_studies: Callable[[Path], None]) -> bool:
+        """Studies made, stored into the clinical PACS (what its modalities do:
+        ``medcurate pacs store``), pulled from it over DICOMweb into one claimed batch
+        (``medcurate pacs pull``; the pacs_sensor does the same from the PACS's change feed)
+        and run through the batch's job (``ingest_batch``)."""
+        with tempfile.TemporaryDirectory(dir=self.z.restricted) as staging:
+            drop = Path(staging) / "drop"
+            with self.clock.phase("synth"):
+                make_studies(drop)
+            with self.clock.phase("pacs store"):
+                medcurate("pacs", "store", drop)
+        before = set(pending_batches(self.z))
+        with self.clock.phase("pacs pull"):
+            medcurate("pacs", "pull", "--since", "19000101")  # every study the PACS holds
+        new = sorted(set(pending_batches(self.z)) - before)
+        if len(new) != 1:
+            print(f"pacs pull claimed {len(new)} batches, expected one", file=sys.stderr)
+            return False
+        (batch,) = new
         self.run.instance.add_dynamic_partitions(batch_partitions.name, [batch])  # type: ignore[arg-type]
         return self.run("batch", "ingest_batch", batch)
 

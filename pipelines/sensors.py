@@ -12,10 +12,9 @@ from assets.annotation import (
     progress_summary,
 )
 from assets.ingest import claim_inbox, pending_batches
+from assets.pacs import PacsError, pull_changes
 from assets.partitions import batch_partitions, round_partitions
 from assets.resources import LabelStudioResource, MedcurateHome, PacsResource
-from medcurate.pacs.client import PacsError
-from medcurate.pacs.retrieve import pull_changes
 from pipelines.jobs import consensus_job, ingest_batch_job, round_export_job
 
 INBOX_MIN_AGE_S = 10.0  # a file untouched this long is taken as fully written

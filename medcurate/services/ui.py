@@ -140,7 +140,7 @@ def run_ui(settings: UiSettings, say: Callable[[str], None] = print) -> int:
                 port = ls.free_port()
             ls_url = ls.start(home=home, port=port).url
             started_ls = True
-        pacs = start_pacs(home, say)
+        pacs = orthanc.start_all(home, say)
         try:
             figs = figures.start(home, settings.figures_port)
         except OSError:
@@ -186,32 +186,9 @@ def run_ui(settings: UiSettings, say: Callable[[str], None] = print) -> int:
         if started_ls:
             ls.stop(home)
             say("label studio: stopped")
-        for server in pacs:
-            server.stop()
-            say(f"PACS ({server.name}): stopped")
+        orthanc.stop_all(pacs, say)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def start_pacs(home: Path, say: Callable[[str], None]) -> list[orthanc.OrthancServer]:
-    """The clinical and the research Orthanc of this home, those not running already (returned:
-    the ones to stop afterwards). A PACS that cannot start is said and left out: the inbox,
-    Label Studio and Dagster work without it."""
-    started = []
-    for name in orthanc.SERVERS:
-        state = orthanc.status(home, name)
-        if state.running:
-            say(f"PACS ({name}): already running at {state.url} (left running afterwards)")
-            continue
-        try:
-            server = orthanc.start(home, name)
-        except orthanc.OrthancError as exc:
-            say(f"PACS ({name}): not started: {exc}")
-            continue
-        started.append(server)
-        creds = orthanc.ServicePaths(home, name).credentials_file
-        say(f"PACS ({name}) {server.url}   (user {server.username}; password in {creds})")
-    return started
 
 
 def wait_for(url: str, timeout: float) -> bool:
