@@ -150,17 +150,41 @@ def _frame_grid(inst: InstanceInfo, kind: str) -> tuple[np.ndarray, np.ndarray, 
     )
 
 
+def _slab(instances: Sequence[InstanceInfo], kind: str) -> tuple[np.ndarray, float]:
+    """(unit normal of the frames in RAS, spacing between neighbouring frames along it in mm);
+    spacing 0 for one frame or a projection."""
+    if kind == KIND_PROJECTION or len(instances) < 2:
+        return np.array([0.0, 0.0, 1.0]), 0.0
+    _, along_row, down_col = _frame_grid(instances[0], kind)
+    normal = np.cross(along_row, down_col)
+    normal /= np.linalg.norm(normal)
+    depths = np.sort([float(_frame_grid(i, kind)[0] @ normal) for i in instances])
+    steps = np.diff(depths)
+    steps = steps[steps > 1e-3]
+    return normal, float(np.median(steps)) if steps.size else 0.0
+
+
 def mask_on_frames(
     mask: np.ndarray, affine: np.ndarray, instances: Sequence[InstanceInfo], kind: str = ""
 ) -> np.ndarray:
-    """The mask (indexed like its NIfTI, RAS ``affine``) sampled at every pixel centre of every
-    frame, nearest voxel, background outside: bool ``(frames, rows, columns)``."""
+    """The mask (indexed like its NIfTI, RAS ``affine``) on every pixel of every frame, background
+    outside: bool ``(frames, rows, columns)``.
+
+    In plane, the nearest voxel to the pixel centre. Across the plane, a frame stands for the slab
+    between it and its neighbours: when the mask's grid is finer than the frame spacing (a
+    volume resampled to 1 mm from 2.5 mm slices, labelled on a few of its own slices), a pixel is
+    foreground when the mask is anywhere in its slab, sampled at the mask's own step; nearest
+    voxel at the centre alone would miss a label drawn between two source frames."""
     inv = np.linalg.inv(np.asarray(affine, float))
     lin, off = inv[:3, :3], inv[:3, 3]
     shape = np.asarray(mask.shape[:3])
     fg = np.asarray(mask) != 0
     if fg.ndim == 2:
         fg = fg[:, :, None]
+    normal, spacing = _slab(instances, kind)
+    across = lin @ (normal * spacing)  # one frame spacing, in mask voxels
+    n_samples = max(1, int(np.ceil(np.abs(across).max() - 1e-6)))
+    offsets = [((k + 0.5) / n_samples - 0.5) * across for k in range(n_samples)]
     out = []
     for inst in instances:
         if not inst.rows or not inst.cols:
@@ -168,12 +192,13 @@ def mask_on_frames(
         o, along_row, down_col = _frame_grid(inst, kind)
         r = np.arange(inst.rows, dtype=float)[:, None, None]
         c = np.arange(inst.cols, dtype=float)[None, :, None]
-        idx = (o @ lin.T + off) + c * (along_row @ lin.T) + r * (down_col @ lin.T)
-        ijk = np.floor(idx + 0.5).astype(np.int64)
-        inside = np.all((ijk >= 0) & (ijk < shape), axis=-1)
+        centre = (o @ lin.T + off) + c * (along_row @ lin.T) + r * (down_col @ lin.T)
         plane = np.zeros((inst.rows, inst.cols), dtype=bool)
-        hit = ijk[inside]
-        plane[inside] = fg[hit[:, 0], hit[:, 1], hit[:, 2]]
+        for shift in offsets:
+            ijk = np.floor(centre + shift + 0.5).astype(np.int64)
+            inside = np.all((ijk >= 0) & (ijk < shape), axis=-1)
+            hit = ijk[inside]
+            plane[inside] |= fg[hit[:, 0], hit[:, 1], hit[:, 2]]
         out.append(plane)
     return np.stack(out)
 

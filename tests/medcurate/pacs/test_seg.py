@@ -437,3 +437,29 @@ def test_segs_are_stored_in_the_research_pacs(
     back = client.retrieve_instance(*uids)
     assert back.PatientID == vol["patient"]
     assert run_label_segs(z, client).stored == 0  # stored once, not again
+
+
+def test_a_label_drawn_between_two_source_frames_reaches_them() -> None:
+    """Axial frames 3 mm apart; the mask (1 mm grid) labelled on one slice 1 mm above a frame
+    and 2 mm below the next: nearest voxel at the pixel centres sees nothing, the frames' slabs
+    do. The slab of the nearer frame only."""
+    from medcurate.normalize.assembly import InstanceInfo
+
+    frames = [
+        InstanceInfo(
+            path=f"{z}.dcm", sop_uid=f"1.2.{n}", series_uid="1.2", rows=8, cols=8,
+            pixel_spacing=(1.0, 1.0), iop=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), ipp=(0.0, 0.0, z),
+        )
+        for n, z in enumerate((0.0, 3.0, 6.0))
+    ]  # fmt: skip
+    # voxel (i, j, k) -> RAS (-i, -j, k) = LPS (i, j, k): column i, row j, z = k mm
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    mask = np.zeros((8, 8, 7), dtype=np.uint8)
+    mask[:, :, 4] = 1  # z = 4 mm: 1 mm from the frame at 3 mm, 2 mm from the one at 6 mm
+    got = mask_on_frames(mask, affine, frames)
+    assert [bool(p.any()) for p in got] == [False, True, False]
+    assert got[1].all()
+    one = np.zeros_like(mask)
+    one[2, 5, 3] = 1  # on the frame's own slice: column 2, row 5 of that frame only
+    hit = mask_on_frames(one, affine, frames)
+    assert hit.sum() == 1 and hit[1, 5, 2]
