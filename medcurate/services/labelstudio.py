@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -43,14 +42,14 @@ from pathlib import Path
 
 from medcurate.config import ConfigError, Zones, medcurate_home
 from medcurate.perms import private_dir, private_tree, write_private_bytes
-from medcurate.services.wait import WaitTimeout, wait_until
+from medcurate.services import process
+from medcurate.services.process import SERVER_UMASK
 
 VERSION = "1.23.2"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_USERNAME = "admin@medcurate.local"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVER_UMASK = 0o077  # every file the server writes (database, media, exports) owner-only
 
 
 class LabelStudioError(RuntimeError):
@@ -116,6 +115,11 @@ class ServicePaths:
     def document_root(self) -> Path:
         """Label Studio serves local files from here: the pseudonymous renders only."""
         return Zones(self.home).annotation
+
+    @property
+    def server_files(self) -> process.ServerFiles:
+        """The pid, state and log files the shared process plumbing keeps."""
+        return process.ServerFiles(self.pid_file, self.state_file, self.log_file)
 
 
 # --------------------------------------------------------------------------- install
@@ -268,16 +272,7 @@ def load_credentials(home: Path, env: Mapping[str, str] | None = None) -> tuple[
         "api_key": "LABEL_STUDIO_API_KEY",
         "secret_key": "LABEL_STUDIO_SECRET_KEY",
     }
-    values: dict[str, str] = {}
-    changed = False
-    for key, name in env_names.items():
-        if env.get(name):
-            values[key] = env[name]
-        elif stored.get(key):
-            values[key] = stored[key]
-        else:
-            values[key] = stored[key] = generators[key]()
-            changed = True
+    values, changed = process.settle_secrets(env, stored, env_names, generators)
     if changed:
         _write_private(path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
     if not 5 < len(values["api_key"]) <= 40:
@@ -316,10 +311,7 @@ class ServiceStatus:
     pid: int | None
 
     def line(self) -> str:
-        if not self.running:
-            return "label studio: stopped"
-        state = "healthy" if self.healthy else "not answering"
-        return f"label studio: running (pid {self.pid}) at {self.url}, {state}"
+        return process.status_line("label studio", self.running, self.healthy, self.url, self.pid)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -363,11 +355,7 @@ def _is_our_process(pid: int, data_dir: Path | None = None) -> bool:
 
 
 def _read_pid(paths: ServicePaths) -> int | None:
-    try:
-        pid = int(paths.pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _is_our_process(pid, paths.data) else None
+    return process.read_pid(paths.server_files, lambda pid: _is_our_process(pid, paths.data))
 
 
 def http_status(url: str, api_key: str | None = None, timeout: float = 2.0) -> int:
@@ -383,13 +371,6 @@ def http_status(url: str, api_key: str | None = None, timeout: float = 2.0) -> i
         return int(e.code)
     except (OSError, urllib.error.URLError):
         return 0
-
-
-def _log_tail(paths: ServicePaths, n: int = 1500) -> str:
-    try:
-        return paths.log_file.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
 
 
 def start(
@@ -453,41 +434,23 @@ def start(
         str(paths.data),
         "--enable-legacy-api-token",
     ]
-    log_fd = os.open(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(log_fd, "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            env=server_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() signals the whole tree
-            cwd=paths.base,
-            umask=SERVER_UMASK,
-        )
-    write_private_bytes(paths.pid_file, f"{proc.pid}\n".encode())
     url = f"http://{host}:{port}"
-    state = json.dumps({"url": url, "port": port, "pid": proc.pid}) + "\n"
-    write_private_bytes(paths.state_file, state.encode())
+    proc = process.spawn(
+        paths.server_files, cmd, server_env, paths.base, {"url": url, "port": port}
+    )
+    process.wait_started(
+        proc,
+        paths.server_files,
+        lambda: http_status(url + "/health") == 200,
+        label="Label Studio",
+        url=url,
+        timeout=timeout,
+        interval=0.3,
+        error=LabelStudioError,
+        stop=lambda: stop(home),
+    )
 
-    def answers() -> bool:
-        if proc.poll() is not None:
-            _cleanup(paths)
-            raise LabelStudioError(
-                f"Label Studio exited with rc={proc.returncode}; log {paths.log_file}:\n"
-                + _log_tail(paths)
-            )
-        return http_status(url + "/health") == 200
-
-    try:
-        wait_until(answers, timeout, interval=0.3, what=f"Label Studio start on {url}")
-    except WaitTimeout:
-        stop(home)
-        raise LabelStudioError(
-            f"Label Studio did not answer on {url} within {timeout:.0f} s"
-        ) from None
-
-    if "is in use" in _log_tail(paths, 20000):
+    if "is in use" in process.log_tail(paths.server_files, 20000):
         stop(home)
         raise LabelStudioError(f"Label Studio moved away from port {port}; see {paths.log_file}")
     code = http_status(url + "/api/current-user/whoami", creds.api_key, timeout=10)
@@ -500,44 +463,17 @@ def start(
     return LabelStudioServer(url, creds.api_key, proc.pid, port, home)
 
 
-def _cleanup(paths: ServicePaths) -> None:
-    paths.pid_file.unlink(missing_ok=True)
-    paths.state_file.unlink(missing_ok=True)
-
-
 def stop(home: Path | None = None, timeout: float = 20.0) -> bool:
     """Stop the server of MEDCURATE_HOME: TERM its process group, wait, then KILL. True if one
     was running."""
-    home = (home or medcurate_home()).resolve()
-    paths = ServicePaths(home)
-    pid = _read_pid(paths)
-    if pid is None:
-        _cleanup(paths)
-        return False
-
-    def alive() -> bool:
-        try:
-            os.killpg(pid, 0)
-        except OSError:
-            return False
-        try:  # a zombie child of ours counts as gone once reaped
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            return done == 0
-        except ChildProcessError:
-            return _is_our_process(pid, paths.data)
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except OSError:
-            break
-        try:
-            wait_until(lambda: not alive(), timeout, interval=0.1, what="Label Studio stop")
-            break
-        except WaitTimeout:
-            continue  # TERM ignored: KILL
-    _cleanup(paths)
-    return True
+    paths = ServicePaths((home or medcurate_home()).resolve())
+    return process.stop_server(
+        paths.server_files,
+        lambda pid: _is_our_process(pid, paths.data),
+        timeout=timeout,
+        interval=0.1,
+        label="Label Studio",
+    )
 
 
 def status(home: Path | None = None) -> ServiceStatus:

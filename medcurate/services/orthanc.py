@@ -25,7 +25,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import urllib.error
 import urllib.request
@@ -36,8 +35,9 @@ from pathlib import Path
 
 from medcurate.config import ConfigError, Zones, medcurate_home
 from medcurate.perms import private_dir, private_tree, write_private_bytes
+from medcurate.services import process
 from medcurate.services.labelstudio import free_port, port_is_free
-from medcurate.services.wait import WaitTimeout, wait_until
+from medcurate.services.process import SERVER_UMASK as SERVER_UMASK  # kept public
 
 __all__ = [
     "CLINICAL",
@@ -61,7 +61,6 @@ ORTHANC_BIN = Path(os.environ.get("MEDCURATE_ORTHANC_BIN", "/usr/sbin/Orthanc"))
 DICOMWEB_PLUGIN = Path(
     os.environ.get("MEDCURATE_ORTHANC_DICOMWEB", "/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 )
-SERVER_UMASK = 0o077
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _SHIM_SOURCE = Path(__file__).with_name("bind_loopback.c")
 # (HTTP port, DICOM port, AE title, credential variables) per server. Not Orthanc's own 8042/4242:
@@ -133,6 +132,11 @@ class ServicePaths:
     def log_file(self) -> Path:
         return self.base / "orthanc.log"
 
+    @property
+    def server_files(self) -> process.ServerFiles:
+        """The pid, state and log files the shared process plumbing keeps."""
+        return process.ServerFiles(self.pid_file, self.state_file, self.log_file)
+
 
 # --------------------------------------------------------------------------- credentials
 
@@ -152,16 +156,8 @@ def credentials(
         "username": lambda: f"medcurate-{name}",
         "password": lambda: secrets.token_urlsafe(24),
     }
-    values: dict[str, str] = {}
-    changed = False
-    for key, var in (("username", user_var), ("password", pw_var)):
-        if env.get(var):
-            values[key] = env[var]
-        elif stored.get(key):
-            values[key] = stored[key]
-        else:
-            values[key] = stored[key] = generators[key]()
-            changed = True
+    variables = {"username": user_var, "password": pw_var}
+    values, changed = process.settle_secrets(env, stored, variables, generators)
     if ":" in values["username"]:
         raise ConfigError(f"{user_var} must not contain ':' (HTTP basic auth)")
     if changed:
@@ -252,10 +248,8 @@ class OrthancStatus:
     pid: int | None
 
     def line(self) -> str:
-        if not self.running:
-            return f"pacs {self.name}: stopped"
-        state = "healthy" if self.healthy else "not answering"
-        return f"pacs {self.name}: running (pid {self.pid}) at {self.url}, {state}"
+        label = f"pacs {self.name}"
+        return process.status_line(label, self.running, self.healthy, self.url, self.pid)
 
 
 def _is_our_process(pid: int, config_file: Path) -> bool:
@@ -277,11 +271,7 @@ def _is_our_process(pid: int, config_file: Path) -> bool:
 
 
 def _read_pid(paths: ServicePaths) -> int | None:
-    try:
-        pid = int(paths.pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _is_our_process(pid, paths.config_file) else None
+    return process.read_pid(paths.server_files, lambda pid: _is_our_process(pid, paths.config_file))
 
 
 def _read_state(paths: ServicePaths) -> dict[str, object]:
@@ -289,13 +279,6 @@ def _read_state(paths: ServicePaths) -> dict[str, object]:
         return dict(json.loads(paths.state_file.read_text()))
     except (OSError, ValueError):
         return {}
-
-
-def _log_tail(paths: ServicePaths, n: int = 1500) -> str:
-    try:
-        return paths.log_file.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
 
 
 def orthanc_config(
@@ -397,50 +380,22 @@ def start(
         "TCP_NODELAY": "1",
         "LD_PRELOAD": str(shim),
     }
-    log_fd = os.open(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(log_fd, "ab") as log:
-        proc = subprocess.Popen(
-            [str(ORTHANC_BIN), str(paths.config_file)],
-            env=server_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() signals the whole tree
-            cwd=paths.base,
-            umask=SERVER_UMASK,
-        )
-    write_private_bytes(paths.pid_file, f"{proc.pid}\n".encode())
     url = f"http://{HOST}:{port}"
-    state: dict[str, object] = {
-        "url": url,
-        "port": port,
-        "dicom_port": dicom_port,
-        "pid": proc.pid,
-    }
-    write_private_bytes(paths.state_file, (json.dumps(state) + "\n").encode())
-
-    def answers() -> bool:
-        if proc.poll() is not None:
-            _cleanup(paths)
-            raise OrthancError(
-                f"Orthanc ({name}) exited with rc={proc.returncode}; log {paths.log_file}:\n"
-                + _log_tail(paths)
-            )
-        return http_status(url + "/system", *creds) == 200
-
-    try:
-        wait_until(answers, timeout, interval=0.05, what=f"Orthanc ({name}) start on {url}")
-    except WaitTimeout:
-        stop(home, name)
-        raise OrthancError(
-            f"Orthanc ({name}) did not answer on {url} within {timeout:.0f} s"
-        ) from None
+    state: dict[str, object] = {"url": url, "port": port, "dicom_port": dicom_port}
+    cmd = [str(ORTHANC_BIN), str(paths.config_file)]
+    proc = process.spawn(paths.server_files, cmd, server_env, paths.base, state)
+    process.wait_started(
+        proc,
+        paths.server_files,
+        lambda: http_status(url + "/system", *creds) == 200,
+        label=f"Orthanc ({name})",
+        url=url,
+        timeout=timeout,
+        interval=0.05,
+        error=OrthancError,
+        stop=lambda: stop(home, name),
+    )
     return _server(paths, state, proc.pid, creds)
-
-
-def _cleanup(paths: ServicePaths) -> None:
-    paths.pid_file.unlink(missing_ok=True)
-    paths.state_file.unlink(missing_ok=True)
 
 
 def stop(
@@ -452,34 +407,15 @@ def stop(
     A clean stop takes ~3.5 s (Orthanc's HTTP and DICOM servers finish their polling loops);
     ``kill`` sends KILL at once, for throwaway homes (test fixtures) only.
     """
-    home = (home or medcurate_home()).resolve()
-    paths = ServicePaths(home, _check_name(name))
-    pid = _read_pid(paths)
-    if pid is None:
-        _cleanup(paths)
-        return False
-
-    def gone() -> bool:
-        try:  # our own child: reap it, or it lingers as a zombie
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done == pid:
-                return True
-        except ChildProcessError:
-            pass
-        return not _is_our_process(pid, paths.config_file)
-
-    for sig in (signal.SIGKILL,) if kill else (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except OSError:
-            break
-        try:
-            wait_until(gone, timeout, interval=0.05, what=f"Orthanc ({name}) stop")
-            break
-        except WaitTimeout:
-            continue  # TERM ignored: KILL
-    _cleanup(paths)
-    return True
+    paths = ServicePaths((home or medcurate_home()).resolve(), _check_name(name))
+    return process.stop_server(
+        paths.server_files,
+        lambda pid: _is_our_process(pid, paths.config_file),
+        timeout=timeout,
+        interval=0.05,
+        label=f"Orthanc ({name})",
+        kill=kill,
+    )
 
 
 def status(
