@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from medcurate.config import ConfigError, medcurate_home
-from medcurate.pacs.client import PacsClient, PacsError
-from medcurate.pacs.retrieve import pull
 from medcurate.services import orthanc
+
+if TYPE_CHECKING:  # the client pulls in numpy, pydicom, pandas: loaded by the commands only
+    from medcurate.pacs.client import PacsClient
 
 pacs_app = typer.Typer(no_args_is_help=True, help="Run the local PACS servers (Orthanc).")
 
@@ -78,6 +80,8 @@ _URL = typer.Option(
 def _client(url: str) -> PacsClient:
     """The PACS to talk to: ``url`` with credentials from the environment, else the managed
     clinical Orthanc of MEDCURATE_HOME (which must be running)."""
+    from medcurate.pacs.client import PacsClient
+
     if url:
         env = os.environ
         return PacsClient(url, env.get("MEDCURATE_PACS_USER"), env.get("MEDCURATE_PACS_PASSWORD"))
@@ -94,6 +98,8 @@ def pacs_store(
     url: str = _URL,
 ) -> None:
     """Send DICOM files to the PACS, as a modality would (to try the PACS path out)."""
+    from medcurate.pacs.client import PacsError
+
     try:
         n = _client(url).store_tree(folder)
     except PacsError as exc:
@@ -116,6 +122,8 @@ def pacs_pull(
     The inbox sensor of `make ui` ingests the batch (ingest_batch), or `medcurate ingest` without
     Dagster. A re-run after a failure resumes: nothing retrieved twice, nothing lost."""
     from medcurate.config import zones
+    from medcurate.pacs.client import PacsError
+    from medcurate.pacs.retrieve import pull
 
     z = zones().ensure()
     try:
