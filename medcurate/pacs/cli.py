@@ -112,6 +112,8 @@ def pacs_store(
 def pacs_pull(
     study: str | None = typer.Option(None, "--study", help="one StudyInstanceUID"),
     since: str | None = typer.Option(None, "--since", help="studies dated YYYYMMDD or later"),
+    until: str | None = typer.Option(None, "--until", help="studies dated YYYYMMDD or earlier"),
+    modality: str | None = typer.Option(None, "--modality", help="studies holding CT, MR, ..."),
     accessions: Path | None = typer.Option(
         None, "--accessions", help="a CSV with an AccessionNumber column, or one per line"
     ),
@@ -127,7 +129,10 @@ def pacs_pull(
 
     z = zones().ensure()
     try:
-        result = pull(z, _client(url), study=study, since=since, accessions=accessions)
+        result = pull(
+            z, _client(url), study=study, since=since, accessions=accessions, until=until,
+            modality=modality,
+        )  # fmt: skip
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     except PacsError as exc:

@@ -259,16 +259,22 @@ def pull(
     since: str | None = None,
     accessions: Path | None = None,
     on_instance: InstanceHook | None = None,
+    until: str | None = None,
+    modality: str | None = None,
 ) -> PullResult:
-    """``medcurate pacs pull``: one study (``--study UID``), the studies dated from ``since``
-    (``--since YYYYMMDD``), or those of the accession numbers in a file (``--accessions``)."""
-    if sum(x is not None for x in (study, since, accessions)) != 1:
-        raise ValueError("give exactly one of: study, since, accessions")
+    """``medcurate pacs pull``: one study (``--study UID``), the studies of a date range and/or a
+    modality (``--since``/``--until YYYYMMDD``, ``--modality CT``), or those of the accession
+    numbers in a file (``--accessions``)."""
+    query = since is not None or until is not None or modality is not None
+    if sum((study is not None, query, accessions is not None)) != 1:
+        raise ValueError(
+            "give exactly one of: a study, a query (since/until/modality), an accessions file"
+        )
     if study is not None:
         check_exact("StudyInstanceUID", study)
         uids = [study]
-    elif since is not None:
-        uids = [s.uid for s in client.search_studies(since=since)]
+    elif query:
+        uids = [s.uid for s in client.search_studies(since=since, until=until, modality=modality)]
     else:
         assert accessions is not None
         uids = [s.uid for s in client.search_accessions(read_accessions(accessions))]

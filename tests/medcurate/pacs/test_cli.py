@@ -56,3 +56,25 @@ def test_pull_refuses_two_selections(
         pacs_app, ["pull", "--since", "20250101", "--accessions", str(listing)]
     )
     assert both.exit_code == 2 and "exactly one" in both.output
+
+
+@pytest.mark.integration
+def test_pull_by_modality_and_date_range_takes_only_those_studies(
+    zones_tmp: Zones,
+    clinical_pacs: orthanc.OrthancServer,
+    generated: list[Study],  # noqa: F811
+) -> None:
+    runner = CliRunner()
+    folder = generated[0].files[0].parents[3]
+    assert runner.invoke(pacs_app, ["store", str(folder)]).exit_code == 0
+    mr = [s for s in generated if s.modality == "MR"]
+    assert mr and len(mr) < len(generated)
+    last = max(s.date for s in generated)
+    args = ["pull", "--modality", "mr", "--since", "19000101", "--until", last]
+    pulled = runner.invoke(pacs_app, args)
+    assert pulled.exit_code == 0, pulled.output
+    (batch,) = [p.name for p in zones_tmp.raw.iterdir() if p.is_dir()]
+    files = list(zones_tmp.raw_batch(batch).rglob("*.dcm"))
+    assert len(files) == sum(len(s.files) for s in mr)
+    none = runner.invoke(pacs_app, ["pull", "--until", "19000101"])  # nothing that old
+    assert none.exit_code == 0 and "no batch" in none.output
