@@ -78,7 +78,10 @@ OCR_TOOLS := /usr/bin/tesseract:tesseract-ocr \
 # the PACS that the tests, the demo and `make ui` start (medcurate pacs): Orthanc + DICOMweb
 PACS_TOOLS := /usr/sbin/Orthanc:orthanc \
   /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
-DEBIAN_TOOLS := /usr/bin/chromium:chromium /usr/bin/dciodvfy:dicom3tools $(OCR_TOOLS) $(PACS_TOOLS)
+# Dagster's cluster profile storage (medcurate postgres): Debian 12's PostgreSQL 15
+PG_TOOLS := /usr/lib/postgresql/15/bin/postgres:postgresql
+DEBIAN_TOOLS := /usr/bin/chromium:chromium /usr/bin/dciodvfy:dicom3tools $(OCR_TOOLS) $(PACS_TOOLS) \
+  $(PG_TOOLS)
 define apt_install
 	@missing=; for t in $(1); do test -e "$${t%%:*}" || missing="$$missing $${t##*:}"; done; \
 	test -z "$$missing" || { \

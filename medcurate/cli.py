@@ -17,6 +17,7 @@ from medcurate.home import init_home as _init_home
 from medcurate.pacs.cli import pacs_app
 from medcurate.perms import PermissionsError
 from medcurate.services import labelstudio as ls
+from medcurate.services.postgres_cli import postgres_app, profile_app
 from medcurate.store.cli import datasets_app
 from medcurate.store.objects import StoreError
 
@@ -156,6 +157,8 @@ def evaluate(
 app.add_typer(datasets_app, name="datasets", help="List, show, pull and diff dataset versions.")
 
 app.add_typer(pacs_app, name="pacs")
+app.add_typer(postgres_app, name="postgres")
+app.add_typer(profile_app, name="profile")
 
 labelstudio_app = typer.Typer(no_args_is_help=True, help="Run the local Label Studio server.")
 app.add_typer(labelstudio_app, name="labelstudio")

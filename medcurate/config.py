@@ -360,7 +360,8 @@ class Zones:
         """Folders that must be owner-only: each guards identifying data or secrets below it."""
         r = self.restricted
         return [r, self.raw, self.quarantine, self.duplicates, self.catalog,
-                self.dagster_home, self.labelstudio, self.labelstudio / "data"]  # fmt: skip
+                self.dagster_home, self.labelstudio, self.labelstudio / "data",
+                self.home / "postgres"]  # fmt: skip
 
     def check_private(self, roots: list[Path] | None = None) -> None:
         """Refuse (OpenZoneError) when any existing private root (or of ``roots``) is open to

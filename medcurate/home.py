@@ -38,6 +38,8 @@ run_coordinator:
 def write_dagster_yaml(dagster_home: Path) -> Path:
     private_dir(dagster_home)
     target = dagster_home / "dagster.yaml"
+    if target.exists() and target.read_text().startswith("# medcurate profile: cluster"):
+        return target  # `medcurate profile cluster` chose PostgreSQL; `profile local` undoes it
     text = DAGSTER_YAML.format(base=dagster_home)
     if not target.exists() or target.read_text() != text:
         write_private_bytes(target, text.encode())

@@ -21,3 +21,20 @@ def test_init_home_is_idempotent(tmp_path: Path) -> None:
     init_home(z)
     assert (z.dagster_home / "dagster.yaml").stat().st_mtime_ns == before
     assert z.inbox.is_dir() and z.quarantine.is_dir()
+
+
+def test_init_home_keeps_the_cluster_profile_and_local_restores_sqlite(tmp_path: Path) -> None:
+    """`make setup` runs init-home: it must not turn a home chosen for PostgreSQL back to sqlite."""
+    from medcurate.profiles import active_profile, write_cluster_profile, write_local_profile
+
+    z = Zones(tmp_path / "home")
+    init_home(z)
+    assert active_profile(z.dagster_home) == "local"
+    write_cluster_profile(z.dagster_home, host="127.0.0.1", port=5433, username="dagster")
+    cluster = (z.dagster_home / "dagster.yaml").read_text()
+    init_home(z)
+    assert (z.dagster_home / "dagster.yaml").read_text() == cluster
+    assert active_profile(z.dagster_home) == "cluster"
+    write_local_profile(z.dagster_home)
+    init_home(z)
+    assert active_profile(z.dagster_home) == "local"
