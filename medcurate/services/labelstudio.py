@@ -324,6 +324,8 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             pass
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as the servers do: a port whose last connections sit in TIME_WAIT is free to listen on
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -438,16 +438,20 @@ def status(
 
 def start_all(home: Path, say: Callable[[str], None] = print) -> list[OrthancServer]:
     """The clinical and the research server of ``home``, those not running already (returned:
-    the ones to stop afterwards). One that cannot start is said and left out: the inbox, Label
-    Studio and Dagster work without a PACS."""
+    the ones to stop afterwards), on their default ports or, when those are taken, on free ones.
+    One that cannot start is said and left out: the inbox, Label Studio and Dagster work without
+    a PACS."""
     started = []
     for name in SERVERS:
         state = status(home, name)
         if state.running:
             say(f"PACS ({name}): already running at {state.url} (left running afterwards)")
             continue
+        port, dicom_port = _DEFAULTS[name][:2]
+        if not (port_is_free(HOST, port) and port_is_free(HOST, dicom_port)):
+            port, dicom_port = free_port(), free_port()  # the default ports are someone else's
         try:
-            server = start(home, name)
+            server = start(home, name, port=port, dicom_port=dicom_port)
         except OrthancError as exc:
             say(f"PACS ({name}): not started: {exc}")
             continue

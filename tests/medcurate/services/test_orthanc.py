@@ -352,3 +352,26 @@ def test_cli_start_status_stop(zones_tmp: Zones) -> None:
     assert "was not running" in again.output
     bad = runner.invoke(pacs_app, ["status", "--server", "hospital"])
     assert bad.exit_code != 0
+
+
+@pytest.mark.integration
+def test_start_all_moves_off_default_ports_someone_else_holds(zones_tmp: Zones) -> None:
+    """`make ui` and `make demo` start both servers; a default port taken by another program
+    (here a listener of this test on the clinical one) sends that server to free ports."""
+    said: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            other.bind(("127.0.0.1", 8044))
+        except OSError:
+            pytest.skip("port 8044 is already taken here")
+        other.listen(1)
+        servers = orthanc.start_all(zones_tmp.home, said.append)
+        try:
+            by_name = {s.name: s for s in servers}
+            assert set(by_name) == {orthanc.CLINICAL, orthanc.RESEARCH}, said
+            assert by_name[orthanc.CLINICAL].port != 8044
+            assert orthanc.status(zones_tmp.home, orthanc.CLINICAL).healthy
+        finally:
+            for s in servers:
+                orthanc.stop(zones_tmp.home, s.name, kill=True)
