@@ -69,6 +69,19 @@ def _group_gone(pgid: int) -> bool:
     return False
 
 
+def _sleep_in_group(pgid: int) -> bool:
+    """A member of the group has exec'd ``sleep``: a TERM sent between sh's fork and the child's
+    exec would be taken by sh's trap in the child and lost, leaving the sleep behind."""
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if fields[0].endswith("(sleep") and int(fields[1].split()[2]) == pgid:
+            return True
+    return False
+
+
 def _spawn_sh(files: process.ServerFiles, script: str) -> subprocess.Popen[bytes]:
     env = {"PATH": "/usr/bin:/bin"}
     return process.spawn(files, ["sh", "-c", script], env, files.pid_file.parent, {"url": "u"})
@@ -214,6 +227,7 @@ def test_kill_skips_term(files: process.ServerFiles, kill: bool) -> None:
     proc = _spawn_sh(files, "trap 'echo got-term; exit 0' TERM; sleep 300 & echo ready; wait")
     # "ready" once the sleep is forked: a TERM sent earlier would miss it (sh forks, then traps)
     wait_until(lambda: b"ready" in files.log_file.read_bytes(), 10, what="child forked")
+    wait_until(lambda: _sleep_in_group(proc.pid), 10, what="sleep exec'd")
     is_ours = _ours(files.pid_file.parent)
     assert process.stop_server(files, is_ours, timeout=10, interval=0.05, label="t", kill=kill)
     wait_until(lambda: _group_gone(proc.pid), 10, what="the whole group gone")
