@@ -185,8 +185,11 @@ def _run(z: Zones, patients: int, seed: int, rounds: int) -> int:
     truth = z.demo_truth / f"seed-{seed}"
     chain = Chain(z, dg.DagsterInstance.get())
     from_pacs = pacs_assets.status(z.home, pacs_assets.CLINICAL).running
-    ingest = chain.ingest_from_pacs if from_pacs else chain.ingest
-    ok = ingest(synth_cli(patients, seed, truth)) and chain.label(truth, rounds) and chain.release()
+    ok = (
+        chain.ingest(synth_cli(patients, seed, truth), via_pacs=from_pacs)
+        and chain.label(truth, rounds)
+        and chain.release()
+    )
     if not ok:
         return 1
     print(pipeline_line(chain.clock.wall()))
@@ -205,45 +208,44 @@ class Chain:
         self.next_round = 1
         self.labelled = 0  # samples put into rounds so far
 
-    def ingest(self, make_studies: Callable[[Path], None]) -> bool:
-        """Studies made into a drop folder, dropped into the inbox, claimed as a batch (what the
-        inbox sensor does) and run through the batch's job (``ingest_batch``)."""
+    def ingest(self, make_studies: Callable[[Path], None], via_pacs: bool = False) -> bool:
+        """Studies made into a drop folder, turned into one batch and run through the batch's
+        job (``ingest_batch``). The batch: the files dropped into the inbox and claimed (what the
+        inbox sensor does), or, ``via_pacs``, stored into the clinical PACS (what its modalities
+        do: ``medcurate pacs store``) and pulled from it over DICOMweb (``medcurate pacs pull``;
+        the pacs_sensor does the same from the PACS's change feed)."""
         with tempfile.TemporaryDirectory(dir=self.z.restricted) as staging:
             drop = Path(staging) / "drop"
             with self.clock.phase("synth"):
                 make_studies(drop)
-            with self.clock.phase("inbox drop"):
-                dropped = drop_into_inbox(drop, self.z)
-                batch = claim_inbox(self.z)
-        print(f"dropped {dropped} files into the inbox")
+            batch = self._from_pacs(drop) if via_pacs else self._from_inbox(drop)
         if batch is None:
-            print("nothing claimed from the inbox", file=sys.stderr)
             return False
-        print(f"claimed batch {batch}")
         self.run.instance.add_dynamic_partitions(batch_partitions.name, [batch])  # type: ignore[arg-type]
         return self.run("batch", "ingest_batch", batch)
 
-    def ingest_from_pacs(self, make_studies: Callable[[Path], None]) -> bool:
-        """Studies made, stored into the clinical PACS (what its modalities do:
-        ``medcurate pacs store``), pulled from it over DICOMweb into one claimed batch
-        (``medcurate pacs pull``; the pacs_sensor does the same from the PACS's change feed)
-        and run through the batch's job (``ingest_batch``)."""
-        with tempfile.TemporaryDirectory(dir=self.z.restricted) as staging:
-            drop = Path(staging) / "drop"
-            with self.clock.phase("synth"):
-                make_studies(drop)
-            with self.clock.phase("pacs store"):
-                medcurate("pacs", "store", drop)
+    def _from_inbox(self, drop: Path) -> str | None:
+        with self.clock.phase("inbox drop"):
+            dropped = drop_into_inbox(drop, self.z)
+            batch = claim_inbox(self.z)
+        print(f"dropped {dropped} files into the inbox")
+        if batch is None:
+            print("nothing claimed from the inbox", file=sys.stderr)
+            return None
+        print(f"claimed batch {batch}")
+        return batch
+
+    def _from_pacs(self, drop: Path) -> str | None:
+        with self.clock.phase("pacs store"):
+            medcurate("pacs", "store", drop)
         before = set(pending_batches(self.z))
         with self.clock.phase("pacs pull"):
             medcurate("pacs", "pull", "--since", "19000101")  # every study the PACS holds
         new = sorted(set(pending_batches(self.z)) - before)
         if len(new) != 1:
             print(f"pacs pull claimed {len(new)} batches, expected one", file=sys.stderr)
-            return False
-        (batch,) = new
-        self.run.instance.add_dynamic_partitions(batch_partitions.name, [batch])  # type: ignore[arg-type]
-        return self.run("batch", "ingest_batch", batch)
+            return None
+        return new[0]
 
     def label(self, truth: Path, rounds: int) -> bool:
         """Every volume not yet in a round is labelled across ``rounds`` rounds, so the release
