@@ -62,9 +62,10 @@ def temp_path(path: Path) -> Path:
 @contextlib.contextmanager
 def atomic_target(path: str | Path, private: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write; on success it is renamed onto ``path``
-    (0600 first when ``private``), on failure removed. The one way files are written atomically."""
+    (0600 first when ``private``, in a folder made 0700 when it has to be made), on failure
+    removed. The one way files are written atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
     tmp = temp_path(path)
     try:
         yield tmp

@@ -220,3 +220,18 @@ def test_age_years_of_each_unit(value: str, years: float) -> None:
 )
 def test_age_years_of_malformed_values_is_none(value: object) -> None:
     assert io.age_years(value) is None
+
+
+def test_a_private_write_makes_its_new_folder_owner_only(tmp_path: Path) -> None:
+    """A round's raw export (it names accounts) lands in a folder it creates: 0700, not 0755."""
+    from medcurate.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "exports" / "round-1.json", "{}", private=True)
+        atomic_write_text(tmp_path / "open" / "x.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "exports").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "exports" / "round-1.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "open").stat().st_mode) == 0o755
