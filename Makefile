@@ -60,6 +60,14 @@ test-integration: setup
 demo: setup labelstudio ocr pacs-tools
 	$(BIN)/python -m pipelines.demo
 
+# the demo on the cluster profile in its own home: PostgreSQL, Redis, the local S3 endpoint and two
+# Celery workers started, the chain run on them (the release on S3), everything stopped again
+.PHONY: cluster-demo
+cluster-demo: export MEDCURATE_HOME := $(CURDIR)/.medcurate-cluster
+cluster-demo: export DAGSTER_HOME := $(CURDIR)/.medcurate-cluster/dagster
+cluster-demo: setup labelstudio ocr pacs-tools cluster-tools
+	$(BIN)/python -m pipelines.cluster_demo
+
 # Dagster (127.0.0.1:3000), Label Studio (:8080, started unless running) and the figures server
 # (:3001, the plots in Dagster's metadata) together; Ctrl-C stops them (see medcurate/services/ui.py)
 ui: setup labelstudio pacs-tools
@@ -78,10 +86,13 @@ OCR_TOOLS := /usr/bin/tesseract:tesseract-ocr \
 # the PACS that the tests, the demo and `make ui` start (medcurate pacs): Orthanc + DICOMweb
 PACS_TOOLS := /usr/sbin/Orthanc:orthanc \
   /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
-# Dagster's cluster profile storage (medcurate postgres): Debian 12's PostgreSQL 15
+# the cluster profile (make cluster-demo): Debian 12's PostgreSQL 15 (Dagster's storage) and Redis
+# (Celery's broker)
 PG_TOOLS := /usr/lib/postgresql/15/bin/postgres:postgresql
+REDIS_TOOLS := /usr/bin/redis-server:redis-server
+CLUSTER_TOOLS := $(PG_TOOLS) $(REDIS_TOOLS)
 DEBIAN_TOOLS := /usr/bin/chromium:chromium /usr/bin/dciodvfy:dicom3tools $(OCR_TOOLS) $(PACS_TOOLS) \
-  $(PG_TOOLS)
+  $(CLUSTER_TOOLS)
 define apt_install
 	@missing=; for t in $(1); do test -e "$${t%%:*}" || missing="$$missing $${t##*:}"; done; \
 	test -z "$$missing" || { \
@@ -93,13 +104,15 @@ define apt_install
 	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || { \
 	    echo "make $@: apt-get could not install$$missing" >&2; exit 1; }; }
 endef
-.PHONY: tools ocr browser screenshots pacs-tools
+.PHONY: tools ocr browser screenshots pacs-tools cluster-tools
 tools:
 	$(call apt_install,$(DEBIAN_TOOLS))
 ocr:
 	$(call apt_install,$(OCR_TOOLS))
 pacs-tools:
 	$(call apt_install,$(PACS_TOOLS))
+cluster-tools:
+	$(call apt_install,$(CLUSTER_TOOLS))
 browser: tools
 
 # the README's pictures (docs/img/*.png), taken by the browser tests
@@ -118,4 +131,4 @@ bench-e2e: setup labelstudio
 	$(BIN)/python bench/e2e.py $(E2E_ARGS)
 
 clean:
-	rm -rf $(MEDCURATE_HOME) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(MEDCURATE_HOME) .medcurate-cluster .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from medcurate.pacs.cli import pacs_app
 from medcurate.perms import PermissionsError
 from medcurate.services import labelstudio as ls
 from medcurate.services.postgres_cli import postgres_app, profile_app
+from medcurate.services.redis_cli import redis_app
 from medcurate.store.cli import datasets_app
 from medcurate.store.objects import StoreError
 
@@ -159,6 +160,7 @@ app.add_typer(datasets_app, name="datasets", help="List, show, pull and diff dat
 app.add_typer(pacs_app, name="pacs")
 app.add_typer(postgres_app, name="postgres")
 app.add_typer(profile_app, name="profile")
+app.add_typer(redis_app, name="redis")
 
 labelstudio_app = typer.Typer(no_args_is_help=True, help="Run the local Label Studio server.")
 app.add_typer(labelstudio_app, name="labelstudio")

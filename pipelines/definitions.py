@@ -15,7 +15,8 @@ from assets import pacs as pacs_assets
 from assets import quality as quality_assets
 from assets import release as release_assets
 from assets.resources import DeidSecrets, LabelStudioResource, MedcurateHome, PacsResource
-from pipelines.jobs import ALL_JOBS
+from pipelines.cluster import executor_for_profile
+from pipelines.jobs import ALL_JOBS, PROFILE
 from pipelines.sensors import inbox_sensor, pacs_sensor, round_sensor
 
 ASSET_MODULES = [
@@ -46,4 +47,11 @@ defs = dg.Definitions(
         "pacs": PacsResource(server="clinical"),
         "research_pacs": PacsResource(server="research"),
     },
+    executor=executor_for_profile(PROFILE),  # None: Dagster's default (local profile)
 )
+
+
+def resolved_job(name: str) -> dg.JobDefinition:
+    """The code location's job ``name``, resolved: what a Celery worker reconstructs to run a
+    step of a run launched with :func:`dagster.build_reconstructable_job` (the cluster demo)."""
+    return defs.resolve_job_def(name)

@@ -74,7 +74,7 @@ def medcurate(*args: str | Path) -> None:
         raise SystemExit(code)
 
 
-def _metadata_line(result: dg.ExecuteInProcessResult) -> list[str]:
+def _metadata_line(result: dg.ExecuteInProcessResult | dg.ExecuteJobResult) -> list[str]:
     lines = []
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization  # type: ignore[union-attr]
@@ -200,11 +200,13 @@ def _run(z: Zones, patients: int, seed: int, rounds: int) -> int:
 class Chain:
     """The person's steps, in order: each Dagster run and each step outside it is timed."""
 
-    def __init__(self, z: Zones, instance: dg.DagsterInstance) -> None:
+    def __init__(
+        self, z: Zones, instance: dg.DagsterInstance, runner: type[Runner] | None = None
+    ) -> None:
         freeze_long_lived()
         self.z = z
         self.clock = Clock()
-        self.run = _Runner(instance, self.clock)
+        self.run = (runner or Runner)(instance, self.clock)
         self.next_round = 1
         self.labelled = 0  # samples put into rounds so far
 
@@ -326,9 +328,10 @@ def in_process_job(job: str) -> dg.JobDefinition:
     return defs.resolve_job_def(job).with_hooks({release_memory_hook})
 
 
-class _Runner:
+class Runner:
     """Runs one of the code location's named jobs in the instance (as the UI's Launch button
-    would, so the run list shows the job's name), times it and reports it."""
+    would, so the run list shows the job's name), times it and reports it. Every step runs in
+    this process (:meth:`execute`); the cluster demo's runner sends them to Celery workers."""
 
     def __init__(self, instance: dg.DagsterInstance, clock: Clock) -> None:
         self.instance = instance
@@ -345,18 +348,25 @@ class _Runner:
         if ops:
             run_config["ops"] = {name: {"config": cfg} for name, cfg in ops.items()}
         with self.clock.phase(f"{label}: {job}") as info:
-            result = in_process_job(job).execute_in_process(
-                instance=self.instance,
-                partition_key=partition_key,
-                raise_on_error=False,
-                # the step-by-step DEBUG events stay in the instance (the UI shows them)
-                run_config=run_config,
-            )
-            info["run_id"] = result.run_id
-        state = "success" if result.success else "FAILED"
-        print(f"{label} run {result.run_id} (job {job}): {state}")
-        print("\n".join(_metadata_line(result)))
-        return bool(result.success)
+            success, run_id, lines = self.execute(job, partition_key, run_config)
+            info["run_id"] = run_id
+        state = "success" if success else "FAILED"
+        print(f"{label} run {run_id} (job {job}): {state}")
+        print("\n".join(lines))
+        return success
+
+    def execute(
+        self, job: str, partition_key: str | None, run_config: dict[str, Any]
+    ) -> tuple[bool, str, list[str]]:
+        """Run ``job``: whether it succeeded, its run id, and its metadata lines."""
+        result = in_process_job(job).execute_in_process(
+            instance=self.instance,
+            partition_key=partition_key,
+            raise_on_error=False,
+            # the step-by-step DEBUG events stay in the instance (the UI shows them)
+            run_config=run_config,
+        )
+        return bool(result.success), result.run_id, _metadata_line(result)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,21 @@ round's export, or the dataset-wide assets. Every run therefore shows a name in 
 
 import dagster as dg
 
+from assets.deploy import active_profile
 from assets.partitions import batch_partitions, round_partitions
+from pipelines.cluster import retry_policy_for_profile
+
+#: the deployment profile the code location was loaded under (DAGSTER_HOME's dagster.yaml)
+PROFILE = active_profile()
+#: steps retried under the cluster profile (a worker died); none locally
+RETRY_POLICY = retry_policy_for_profile(PROFILE)
 
 #: one batch from the inbox to normalized volumes (what the inbox sensor requests)
 ingest_batch_job = dg.define_asset_job(
     "ingest_batch",
     selection=dg.AssetSelection.keys("raw_instances", "deid_instances", "series_volumes"),
     partitions_def=batch_partitions,
+    op_retry_policy=RETRY_POLICY,
     description="Validate, de-identify and normalize one batch of DICOM files into volumes.",
 )
 
@@ -21,6 +29,7 @@ annotation_round_job = dg.define_asset_job(
     "annotation_round",
     selection=dg.AssetSelection.keys("annotation_model", "annotation_tasks"),
     partitions_def=round_partitions,
+    op_retry_policy=RETRY_POLICY,
     description="Cut an annotation round: pre-annotation model, rendered slices, Label Studio "
     "project and tasks (config: ops.annotation_tasks.config.n_samples).",
 )
@@ -30,6 +39,7 @@ round_export_job = dg.define_asset_job(
     "round_export",
     selection=dg.AssetSelection.keys("annotations"),
     partitions_def=round_partitions,
+    op_retry_policy=RETRY_POLICY,
     description="Export a finished round from Label Studio into per-annotator label maps.",
 )
 
@@ -37,6 +47,7 @@ round_export_job = dg.define_asset_job(
 consensus_only_job = dg.define_asset_job(
     "consensus",
     selection=dg.AssetSelection.keys("consensus_labels"),
+    op_retry_policy=RETRY_POLICY,
     description="Consensus labels of all rounds, without a release (before the next round).",
 )
 
@@ -44,6 +55,7 @@ consensus_only_job = dg.define_asset_job(
 consensus_job = dg.define_asset_job(
     "consensus_and_release",
     selection=dg.AssetSelection.keys("consensus_labels").downstream(),
+    op_retry_policy=RETRY_POLICY,
     description="Consensus labels of all rounds, then curated samples, splits and a release.",
 )
 

@@ -67,6 +67,11 @@ class ObjectStore:
         self.fs: fsspec.AbstractFileSystem = fs
         self.root: str = root.rstrip("/") or "/"
         self.is_local = isinstance(fs, LocalFileSystem)
+        if not self.is_local:
+            # fsspec shares one filesystem object per URL and options, listings cached in it: a
+            # store opened now must see what other processes wrote since (a release published by
+            # one Celery worker, read by the evaluation step on another)
+            fs.invalidate_cache()
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.url!r})"

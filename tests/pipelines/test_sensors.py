@@ -136,12 +136,12 @@ def test_round_sensor_without_rounds_says_what_to_run(
 def test_demo_runs_named_jobs(zones_tmp: Zones) -> None:
     """The demo's runner launches the code location's jobs, so the run list shows their names
     (not ``__ephemeral_asset_job__``); a job that fails is still recorded under its name."""
-    from pipelines.demo import Clock, _Runner
+    from pipelines.demo import Clock, Runner
     from pipelines.jobs import ALL_JOBS
 
     instance = dg.DagsterInstance.ephemeral()
     clock = Clock()
-    assert _Runner(instance, clock)("consensus", "consensus") is False  # no round exported yet
+    assert Runner(instance, clock)("consensus", "consensus") is False  # no round exported yet
     [run] = instance.get_runs()
     assert run.job_name == "consensus"
     [phase] = clock.phases  # the run was timed under its label and job

@@ -189,3 +189,18 @@ def test_missing_s3_store_is_an_error_not_an_empty_store(
     out = runner.invoke(app, ["datasets", "list"])
     assert out.exit_code != 0 and "no dataset store" in out.output
     assert os.environ["AWS_ENDPOINT_URL"] == s3.url
+
+
+def test_a_store_opened_again_sees_what_another_process_wrote(
+    s3: s3local.S3Server, request: pytest.FixtureRequest
+) -> None:
+    url = _s3_url(s3, request)
+    first = ObjectStore(url)
+    parent = url.removeprefix("s3://").rsplit("/", 1)[0]
+    first.fs.pipe(parent + "/other", b"x")
+    first.fs.ls(parent)  # the listing of the parent, without the store, is cached in the client
+    with pytest.raises(StoreUnavailableError):
+        first.require_exists()
+    other = s3fs.S3FileSystem(skip_instance_cache=True)  # another process's client
+    other.pipe(url.removeprefix("s3://") + "/objects/x", b"written elsewhere")
+    assert ObjectStore(url).require_exists().fs.exists(url + "/objects/x")
