@@ -20,9 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from medcurate import profiles
 from medcurate.config import Zones
 from medcurate.home import init_home
-from medcurate.services import figures, orthanc
+from medcurate.services import cluster, figures, orthanc, workers
 from medcurate.services import labelstudio as ls
 from medcurate.services.wait import WaitTimeout, wait_until
 
@@ -34,6 +35,10 @@ STOP_GRACE_S = 30.0  # dagster dev stops its webserver and daemon within seconds
 
 class UiError(RuntimeError):
     """A port that is busy: the user chooses another."""
+
+
+#: Celery workers ``make ui`` starts under the cluster profile
+CLUSTER_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ def run_ui(settings: UiSettings, say: Callable[[str], None] = print) -> int:
     pacs: list[orthanc.OrthancServer] = []
     figs: figures.FiguresServer | None = None
     proc: subprocess.Popen[bytes] | None = None
+    on_cluster = profiles.active_profile(z.dagster_home) == profiles.CLUSTER
     try:
         if not ls.port_is_free(DAGSTER_HOST, settings.dagster_port):
             raise UiError(
@@ -150,6 +156,12 @@ def run_ui(settings: UiSettings, say: Callable[[str], None] = print) -> int:
         if stop.is_set():  # Ctrl-C while Label Studio was starting
             return 0
         env = dagster_env(z, figs.url)
+        if on_cluster:  # PostgreSQL, Redis, S3 and the Celery workers the runs' steps go to
+            services = cluster.start(home)
+            env.update(services.env)
+            started = workers.start(CLUSTER_WORKERS, home, env=env)
+            say(f"cluster profile: {services.postgres_url}, broker {services.broker}, store "
+                f"{services.store}, {len(started)} Celery workers")  # fmt: skip
         dagster_url = f"http://{DAGSTER_HOST}:{settings.dagster_port}"
         cmd = [_dagster_bin(), "dev", "-h", DAGSTER_HOST, "-p", str(settings.dagster_port)]
         proc = subprocess.Popen(
@@ -181,6 +193,10 @@ def run_ui(settings: UiSettings, say: Callable[[str], None] = print) -> int:
         if proc is not None and proc.poll() is None:
             _stop_group(proc)
             say("dagster: stopped")
+        if on_cluster:
+            workers.stop(home)
+            cluster.stop(home)
+            say("cluster services: stopped")
         if figs is not None:
             figs.stop()
         if started_ls:
