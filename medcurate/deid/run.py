@@ -19,7 +19,14 @@ removed at the start of the next run, which redoes the batch byte-identically. W
 ``restricted/`` (quarantined originals, reasons.csv, the crosswalk) is owner-only.
 
 The stage: :func:`run_deid` de-identifies one ingested batch into the zones and
-:func:`check_deid` checks its books (no verifier hit; catalogued = written + quarantined).
+:func:`check_deid` checks its books (no verifier hit; catalogued = written + quarantined). Beyond
+one machine the stage is cut in three so a batch spreads over workers: :func:`plan_deid` (the
+batch's files in input order, contiguous slices), :func:`deid_shard` (one slice: outputs staged
+beside their final names, outcomes in a part record under ``restricted/work/deid/<batch>/``) and
+:func:`merge_deid` (the claim, quarantine and tables of the one-process run, in input order).
+Pseudonyms, new UIDs and date shifts derive from the salt alone, per file, so a shard needs
+nothing from another; everything that does cross files (name collisions, the crosswalk, the
+tables) is settled in the merge, and the bytes are the same for any number of shards.
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ import io
 import json
 import logging
 import os
+import shutil
 import signal
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -64,6 +72,7 @@ from medcurate.io import (
     atomic_write_parquet,
     clean_litter,
     sha256_bytes,
+    sha256_file,
 )
 from medcurate.perms import private_dir
 from medcurate.pools import pool_map
@@ -206,11 +215,12 @@ class _Outcome:
 # -- worker side ------------------------------------------------------------------------------
 _ENGINE: Deidentifier | None = None
 _DST: Path | None = None
-_OWNER = 0  # the parent's pid: temporary outputs are named after it (see ``_clean_litter``)
+_OWNER = 0  # the parent's pid (a forked worker is not the owner)
+_SUFFIX = ""  # temporary outputs are ``<final name><suffix><input index>`` (see ``_tmp_name``)
 
 
-def _init_worker(salt: bytes, policy: Policy, dst: str, owner: int) -> None:
-    global _ENGINE, _DST, _OWNER
+def _init_worker(salt: bytes, policy: Policy, dst: str, owner: int, suffix: str) -> None:
+    global _ENGINE, _DST, _OWNER, _SUFFIX
     if os.getpid() != owner:  # a forked worker: signal handlers the parent set (Dagster's
         # interrupt capture, a test runner's) must not make it ignore the pool's SIGTERM
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -218,6 +228,15 @@ def _init_worker(salt: bytes, policy: Policy, dst: str, owner: int) -> None:
     _ENGINE = Deidentifier(salt, policy)
     _DST = Path(dst)
     _OWNER = owner
+    _SUFFIX = suffix
+
+
+def _tmp_name(dst: Path, relpath: str, suffix: str, index: int) -> Path:
+    """Where a worker puts output ``index`` before it is claimed: ``.tmp<pid>-<i>`` for a
+    one-process run (litter once that pid is gone), ``.part-<batch>-<i>`` for a shard (it must
+    outlive the shard's process until the merge claims it, on any machine)."""
+    final = dst / relpath
+    return final.with_name(f"{final.name}{suffix}{index}")
 
 
 def _process(task: tuple[int, str, str]) -> _Outcome:
@@ -328,10 +347,9 @@ def _process_quiet(task: tuple[int, str, str]) -> _Outcome:
     if not result.clean:
         out.reason, out.message = VERIFIER_HIT, result.describe()
         return out
-    final = _DST / relpath
-    tmp = final.with_name(f"{final.name}.tmp{_OWNER}-{index}")
+    tmp = _tmp_name(_DST, relpath, _SUFFIX, index)
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(blob)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -444,25 +462,57 @@ def deidentify_files(
     )
     manifest_path = Path(manifest_path) if manifest_path else dst / DEID_TREE_MANIFEST
     files = [Path(p) for p in files]
-    if root is None:
-        root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else Path(".")
-    rels = [_relative(p, root) for p in files]
-    _prepare_targets(
-        {
-            "output folder": (dst, None),
-            "manifest folder": (manifest_path.parent, None),
-            "quarantine folder": (quarantine_dir, restricted),
-            "crosswalk folder": (crosswalk_path.parent, restricted),
-        }
-    )
-    clean_litter(dst)  # outputs only: paths made of pseudonyms and UIDs
-    for folder in {manifest_path.parent, quarantine_dir, crosswalk_path.parent}:
-        clean_litter(folder, recursive=False)  # not quarantined originals: their own names
-
+    rels = _relatives(files, root)
+    targets = _Targets(dst, restricted, manifest_path, quarantine_dir, crosswalk_path)
+    _prepare(targets)
     result = DeidResult(profile=policy.options.profile_text(), received=len(files))
     tasks = [(i, str(p), rels[i]) for i, p in enumerate(files)]
-    outcomes = _run(tasks, salt, policy, dst, workers)
+    outcomes = _run(tasks, salt, policy, dst, workers, f".tmp{os.getpid()}-")
+    _settle(result, outcomes, files, rels, targets)
+    return result
 
+
+@dataclass(frozen=True)
+class _Targets:
+    """Where one run writes: outputs, manifest, quarantine (originals + reasons), crosswalk."""
+
+    dst: Path
+    restricted: Path
+    manifest: Path
+    quarantine: Path
+    crosswalk: Path
+
+
+def _relatives(files: list[Path], root: Path | None) -> list[str]:
+    """Source paths as reasons.csv names them: relative to ``root`` (default: the files' common
+    folder)."""
+    if root is None:
+        root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else Path(".")
+    return [_relative(p, root) for p in files]
+
+
+def _prepare(t: _Targets, litter: bool = True) -> None:
+    """Every target folder created and proved writable; litter of killed runs removed."""
+    _prepare_targets(
+        {
+            "output folder": (t.dst, None),
+            "manifest folder": (t.manifest.parent, None),
+            "quarantine folder": (t.quarantine, t.restricted),
+            "crosswalk folder": (t.crosswalk.parent, t.restricted),
+        }
+    )
+    if litter:
+        clean_litter(t.dst)  # outputs only: paths made of pseudonyms and UIDs
+    for folder in {t.manifest.parent, t.quarantine, t.crosswalk.parent}:
+        clean_litter(folder, recursive=False)  # not quarantined originals: their own names
+
+
+def _settle(
+    result: DeidResult, outcomes: list[_Outcome], files: list[Path], rels: list[str], t: _Targets
+) -> None:
+    """Claim final names in input order (the first of two inputs with one SOP instance wins),
+    quarantine the refused, write reasons, crosswalk, manifest and pixel record. Input order
+    alone decides, so the bytes are the same for any number of workers or shards."""
     claimed: set[str] = set()
     crosswalk: set[tuple[str, str, str]] = set()
     reasons: list[tuple[str, str, str]] = []
@@ -477,15 +527,16 @@ def deidentify_files(
             Path(o.tmp).unlink(missing_ok=True)
             o.reason, o.message = DUPLICATE_INSTANCE, "same SOP instance as an earlier input"
         if o.reason is None:
+            assert o.row is not None
             try:
-                os.replace(o.tmp, dst / o.relpath)
+                _claim(o.tmp, t.dst / o.relpath, o.row["sha256"])
             except OSError as exc:
                 Path(o.tmp).unlink(missing_ok=True)
                 o.reason, o.message = WRITE_ERROR, f"cannot write output ({type(exc).__name__})"
         if o.reason is not None:
             result.quarantined[o.reason] += 1
             reasons.append((rels[o.index], o.reason, o.message))
-            _quarantine_copy(files[o.index], quarantine_dir, "files/" + rels[o.index])
+            _quarantine_copy(files[o.index], t.quarantine, "files/" + rels[o.index])
             continue
         claimed.add(o.relpath)
         assert o.row is not None
@@ -499,11 +550,20 @@ def deidentify_files(
         crosswalk.update(o.crosswalk)
         result.written += 1
 
-    _write_reasons(quarantine_dir / DEID_REASONS, reasons)
-    _write_crosswalk(crosswalk_path, crosswalk)
-    write_manifest(manifest_path, result.rows)
-    write_pixel_record(pixel_record_path(manifest_path), result.pixel_rows)
-    return result
+    _write_reasons(t.quarantine / DEID_REASONS, reasons)
+    _write_crosswalk(t.crosswalk, crosswalk)
+    write_manifest(t.manifest, result.rows)
+    write_pixel_record(pixel_record_path(t.manifest), result.pixel_rows)
+
+
+def _claim(tmp: str, final: Path, sha: str) -> None:
+    """A worker's output to its final name. Already there with the same bytes and no temporary
+    left counts as claimed: a merge re-run after it was killed half-way."""
+    try:
+        os.replace(tmp, final)
+    except FileNotFoundError:
+        if not (final.is_file() and sha256_file(final) == sha):
+            raise
 
 
 def pixel_record_path(manifest_path: Path) -> Path:
@@ -539,13 +599,18 @@ def _prepare_targets(targets: dict[str, tuple[Path, Path | None]]) -> None:
 
 
 def _run(
-    tasks: list[tuple[int, str, str]], salt: bytes, policy: Policy, dst: Path, workers: int
+    tasks: list[tuple[int, str, str]],
+    salt: bytes,
+    policy: Policy,
+    dst: Path,
+    workers: int,
+    suffix: str,
 ) -> list[_Outcome]:
     owner = os.getpid()
+    initargs = (salt, policy, str(dst), owner, suffix)
     if workers <= 1 or len(tasks) < 2:
-        _init_worker(salt, policy, str(dst), owner)
+        _init_worker(*initargs)
         return [_process(t) for t in tasks]
-    initargs = (salt, policy, str(dst), owner)
     return pool_map(_process, tasks, workers, _init_worker, initargs, ordered=False)
 
 
@@ -662,23 +727,199 @@ def run_deid(z: Zones, batch: str, salt: bytes, workers: int = 1) -> DeidResult:
     """The de-identification stage: the batch's catalogued (``ok``) files -> ``deid/``, with
     ``deid/manifests/<batch>.parquet``; refusals under ``restricted/quarantine/deid/<batch>/``,
     the crosswalk in ``restricted/crosswalk/<batch>.csv``. ``workers=0``: :func:`auto_workers`
-    (outputs are the same for any number)."""
+    (outputs are the same for any number). One shard and its merge: the same bytes as any
+    number of shards run by :func:`deid_shard` and joined by :func:`merge_deid`."""
     _require_salt(salt)  # before any file is touched
+    deid_shard(z, batch, salt, 0, 1, workers=workers)
+    return merge_deid(z, batch, 1)
+
+
+# -- the stage in shards (one Dagster step each, on any worker) ----------------------------------
+class DeidShardError(RuntimeError):
+    """The shards of a batch cannot be merged: a part is missing or they disagree."""
+
+
+@dataclass(frozen=True)
+class DeidPlan:
+    """One batch laid out: its catalogued files in input order and where everything goes. Each
+    shard and the merge build it again from the catalog, so only ``(index, count)`` travels."""
+
+    batch: str
+    files: list[Path]
+    rels: list[str]
+    targets: _Targets
+    work: Path
+    """``restricted/work/deid/<batch>/``: the shards' part records (they hold original UIDs)."""
+
+    @property
+    def received(self) -> int:
+        return len(self.files)
+
+    @property
+    def suffix(self) -> str:
+        """A shard's outputs wait as ``<sop>.dcm.part-<batch>-<input index>`` beside their final
+        name (unique per batch and input, whatever the shard count, and no ``.tmp``: another
+        run's litter sweep leaves them to the merge)."""
+        return f".part-{self.batch}-"
+
+    def shard(self, index: int, count: int) -> range:
+        """Input indices of shard ``index`` of ``count``: contiguous and in input order, sizes
+        differing by one at most (empty when there are more shards than files)."""
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"deid: no shard {index} of {count}")
+        n = self.received
+        return range(n * index // count, n * (index + 1) // count)
+
+    def part(self, index: int, count: int) -> Path:
+        return self.work / f"part-{index}-of-{count}.json"
+
+
+def plan_deid(z: Zones, batch: str) -> DeidPlan:
+    """The plan of ``batch`` from its catalog (files with status ``ok``, in catalog order)."""
     catalog = read_catalog(z, batch)
     files = [Path(p) for p in catalog.loc[catalog["status"] == OK, "path"]]
-    if workers <= 0:
-        workers = auto_workers(len(files))
     raw = z.raw_batch(batch)
-    return deidentify_files(
-        files,
+    targets = _Targets(
         z.deid,
         z.restricted,
-        salt,
-        workers=workers,
-        manifest_path=z.deid_manifest(batch),
-        root=raw if raw.is_dir() else None,
-        quarantine_dir=z.deid_quarantine_batch(batch),
-        crosswalk_path=z.crosswalk(batch),
+        z.deid_manifest(batch),
+        z.deid_quarantine_batch(batch),
+        z.crosswalk(batch),
+    )
+    rels = _relatives(files, raw if raw.is_dir() else None)
+    return DeidPlan(batch, files, rels, targets, z.restricted / "work" / "deid" / batch)
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What one shard did, in counts: the value Dagster passes from a shard to the merge."""
+
+    index: int
+    count: int
+    files: int
+    staged: int
+    refused: int
+
+    def summary_line(self) -> str:
+        return (
+            f"deid shard {self.index + 1} of {self.count}: {self.files} files, "
+            f"{self.staged} staged, {self.refused} refused"
+        )
+
+
+def deid_shard(
+    z: Zones, batch: str, salt: bytes, index: int, count: int, workers: int = 1
+) -> ShardSummary:
+    """Shard ``index`` of ``count``: its slice of the batch de-identified by a process pool,
+    outputs staged beside their final names, outcomes in a part record under ``restricted/``.
+    A re-run (its worker was killed) writes the same files again. ``workers=0``:
+    :func:`auto_workers` for the slice."""
+    _require_salt(salt)
+    plan = plan_deid(z, batch)
+    span = plan.shard(index, count)
+    policy = Policy.from_env()
+    _prepare(plan.targets)
+    tasks = [(i, str(plan.files[i]), plan.rels[i]) for i in span]
+    workers = workers if workers > 0 else auto_workers(len(tasks))
+    outcomes = sorted(
+        _run(tasks, salt, policy, z.deid, workers, plan.suffix), key=lambda o: o.index
+    )
+    body = {
+        "batch": batch,
+        "index": index,
+        "count": count,
+        "span": [span.start, span.stop],
+        "received": plan.received,
+        "profile": policy.options.profile_text(),
+        "salt": _salt_tag(salt),
+        "outcomes": [_outcome_record(o) for o in outcomes],
+    }
+    private_dir(plan.work, root=z.restricted)
+    data = json.dumps(body, sort_keys=True).encode()
+    atomic_write_bytes(plan.part(index, count), data, private=True)
+    refused = sum(o.reason is not None for o in outcomes)
+    return ShardSummary(index, count, len(tasks), len(tasks) - refused, refused)
+
+
+def merge_deid(z: Zones, batch: str, count: int) -> DeidResult:
+    """Join the ``count`` shards of ``batch``: final names claimed, quarantine, reasons,
+    crosswalk, manifest and pixel record written in input order, exactly as one process would;
+    then the part records are removed. A missing or foreign part is a :class:`DeidShardError`."""
+    plan = plan_deid(z, batch)
+    parts = [_read_part(plan, i, count) for i in range(count)]
+    profiles = {p["profile"] for p in parts}
+    if len(profiles) != 1 or len({p["salt"] for p in parts}) != 1:
+        raise DeidShardError(
+            f"deid: batch {batch}: the {count} shards ran with different salts or profiles "
+            "(MEDCURATE_DEID_SALT / MEDCURATE_DEID_* differ between workers); run them again"
+        )
+    _prepare(plan.targets, litter=False)
+    outcomes = [_outcome_from(d) for p in parts for d in p["outcomes"]]
+    for o in outcomes:
+        if o.reason is None:
+            o.tmp = str(_tmp_name(z.deid, o.relpath, plan.suffix, o.index))
+    result = DeidResult(profile=profiles.pop(), received=plan.received)
+    _settle(result, outcomes, plan.files, plan.rels, plan.targets)
+    shutil.rmtree(plan.work)
+    return result
+
+
+def _read_part(plan: DeidPlan, index: int, count: int) -> dict[str, Any]:
+    span = plan.shard(index, count)
+    try:
+        part: dict[str, Any] = json.loads(plan.part(index, count).read_bytes())
+    except FileNotFoundError:
+        raise DeidShardError(
+            f"deid: batch {plan.batch}: shard {index} of {count} left no part record (it did "
+            "not finish); run that shard again, then the merge"
+        ) from None
+    if (part["batch"], part["span"], part["received"]) != (
+        plan.batch,
+        [span.start, span.stop],
+        plan.received,
+    ):
+        raise DeidShardError(
+            f"deid: batch {plan.batch}: the part record of shard {index} of {count} does not "
+            "match the batch's catalog (it changed since); run the shards again"
+        )
+    return part
+
+
+def _salt_tag(salt: bytes) -> str:
+    """A one-way tag of the salt: the merge checks that every shard used the same one."""
+    return sha256_bytes(b"medcurate-deid-shard-salt\0" + salt)[:16]
+
+
+def _outcome_record(o: _Outcome) -> dict[str, Any]:
+    """An outcome as JSON (no temporary path: the merge derives it from the plan)."""
+    return {
+        "index": o.index,
+        "reason": o.reason,
+        "message": o.message,
+        "relpath": o.relpath,
+        "row": o.row,
+        "crosswalk": [list(c) for c in o.crosswalk],
+        "verified": o.verified,
+        "hits": o.hits,
+        "tokens": o.tokens,
+        "pixels": asdict(o.pixels) if o.pixels is not None else None,
+    }
+
+
+def _outcome_from(d: dict[str, Any]) -> _Outcome:
+    px = d["pixels"]
+    pixels = PixelResult(**{**px, "boxes": [tuple(b) for b in px["boxes"]]}) if px else None
+    return _Outcome(
+        index=d["index"],
+        reason=d["reason"],
+        message=d["message"],
+        relpath=d["relpath"],
+        row=d["row"],
+        crosswalk=[(c[0], c[1], c[2]) for c in d["crosswalk"]],
+        verified=d["verified"],
+        hits=d["hits"],
+        tokens=d["tokens"],
+        pixels=pixels,
     )
 
 

@@ -2,16 +2,21 @@
 
 ``assembly`` turns instances into ordered stacks (or quarantine reasons), ``transforms`` holds the
 MONAI chain, ``run`` drives a process pool and the tables (the stage: ``run_normalize`` and
-``check_normalize``), ``config`` reads the one settings file. MONAI and torch are imported only
+``check_normalize``; one batch over many workers: ``normalize_shard`` per shard, then
+``merge_normalize``), ``config`` reads the one settings file. MONAI and torch are imported only
 where pixels are touched.
 """
 
 from medcurate.normalize.run import (
     QUARANTINE_TABLE,
     VOLUMES_TABLE,
+    MissingPartError,
     NormalizeResult,
+    ShardSummary,
     check_normalize,
+    merge_normalize,
     normalize_batch,
+    normalize_shard,
     normalize_tree,
     run_normalize,
 )
@@ -19,9 +24,13 @@ from medcurate.normalize.run import (
 __all__ = [
     "QUARANTINE_TABLE",
     "VOLUMES_TABLE",
+    "MissingPartError",
     "NormalizeResult",
+    "ShardSummary",
     "check_normalize",
+    "merge_normalize",
     "normalize_batch",
+    "normalize_shard",
     "normalize_tree",
     "run_normalize",
 ]

@@ -16,14 +16,19 @@ and a volume is only skipped when its file still has the sha256 its row records;
 series of the batch is recomputed, byte-identically.
 
 The stage: :func:`run_normalize` turns one batch's de-identification manifest into volumes under
-``volumes/`` and :func:`check_normalize` checks them. ``normalize_tree`` writes the same layout into
-any folder (``medcurate normalize SRC DST``).
+``volumes/`` and :func:`check_normalize` checks them. Beyond one machine the same work is cut by
+series into shards (:func:`plan_shards`): :func:`normalize_shard` on each worker, then one
+:func:`merge_normalize` writes the tables; the outputs are the same bytes for any shard count.
+``normalize_tree`` writes the same layout into any folder (``medcurate normalize SRC DST``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
+import pickle
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -42,7 +47,14 @@ from medcurate.config import (
     VOLUMES_TABLE,
     Zones,
 )
-from medcurate.io import atomic_write_parquet, clean_litter, sha256_file, write_nifti
+from medcurate.io import (
+    atomic_write_bytes,
+    atomic_write_parquet,
+    clean_litter,
+    sha256_bytes,
+    sha256_file,
+    write_nifti,
+)
 from medcurate.locks import exclusive
 from medcurate.normalize.assembly import (
     LOAD_ERROR,
@@ -58,6 +70,7 @@ from medcurate.normalize.assembly import (
 )
 from medcurate.normalize.config import NormalizeConfig, load_config
 from medcurate.normalize.transforms import intensity_stats, load_plan, run_chain
+from medcurate.perms import private_dir, require_private
 
 QUARANTINE_TABLE = VOLUMES_QUARANTINE  # the name inside a volumes folder (see Zones)
 UNKNOWN_SITE = "S-unknown"
@@ -189,15 +202,25 @@ def normalize_batch(
 
     ``manifest['path']`` is relative to ``deid_root``; its ``sha256`` drives incremental skips.
     """
-    rels = [str(p) for p in manifest["path"]]
-    if "sha256" in manifest.columns:
-        shas = [str(s) for s in manifest["sha256"]]
-    else:
-        shas = [sha256_file(Path(deid_root) / r) for r in rels]
+    rels, shas = _inputs(manifest, Path(deid_root), range(len(manifest)))
     return _normalize(
         Path(deid_root), rels, shas, _series_meta(manifest), Path(volumes_root),
         workers=workers, batch=batch, config=config,
     )  # fmt: skip
+
+
+def _inputs(
+    manifest: pd.DataFrame, deid_root: Path, positions: Sequence[int]
+) -> tuple[list[str], list[str]]:
+    """Every row's path and, at ``positions``, its content hash (the manifest's, else hashed
+    now: a shard hashes only its own files)."""
+    rels = [str(p) for p in manifest["path"]]
+    if "sha256" in manifest.columns:
+        return rels, [str(s) for s in manifest["sha256"]]
+    shas = [""] * len(rels)
+    for pos in positions:
+        shas[pos] = sha256_file(deid_root / rels[pos])
+    return rels, shas
 
 
 def run_normalize(
@@ -212,6 +235,175 @@ def run_normalize(
 def check_normalize(z: Zones, batch: str) -> list[str]:
     """Problems with a batch's volumes (empty when none): see :func:`check_batch`."""
     return check_batch(z.volumes, batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards: one batch over many machines (the asset's dynamic steps)
+#
+# A shard converts whole series only and writes its NIfTI files (their names and bytes do not
+# depend on the shard) and a part record; the merge alone writes the tables, so two shards never
+# race on volumes.parquet, and the tables are those of one unsharded run, byte for byte.
+# Part records are pickles: the exact Python values of the rows (numpy arrays, NaN, None) survive,
+# which a format of their own would have to re-create to give the same Parquet bytes. They hold
+# pseudonymous UIDs and deid/ paths, stay in a 0700 folder under restricted/, are read only by
+# the merge (which refuses them when that folder is open to others) and are removed by it.
+
+PART_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What one shard did: counts only (it travels between Dagster steps)."""
+
+    index: int
+    count: int
+    series: int
+    written: int
+    skipped_unchanged: int
+    quarantined: int
+    instances: int
+
+    def summary_line(self) -> str:
+        return (
+            f"normalize shard {self.index} of {self.count}: {self.series} series, "
+            f"{self.written} written, {self.skipped_unchanged} unchanged, "
+            f"{self.quarantined} quarantined, {self.instances} instances"
+        )
+
+
+class MissingPartError(RuntimeError):
+    """The merge found no (or a stale) part record of a shard: that shard must run (again)."""
+
+
+def work_dir(z: Zones, batch: str) -> Path:
+    """``restricted/work/normalize/<batch>/``: the batch's part records until the merge."""
+    return z.restricted / "work" / "normalize" / batch
+
+
+def part_path(z: Zones, batch: str, index: int, count: int) -> Path:
+    return work_dir(z, batch) / f"part-{index}-of-{count}.pkl"
+
+
+def series_keys(manifest: pd.DataFrame, deid_root: Path) -> list[str]:
+    """The series of each manifest row: its ``series_uid``, else its header's (read only for
+    such rows), else "" (an unreadable file: quarantined alone, in whichever shard)."""
+    given = manifest["series_uid"] if "series_uid" in manifest.columns else [None] * len(manifest)
+    keys = []
+    for rel, uid in zip(manifest["path"], given, strict=True):
+        if uid is None or pd.isna(uid) or not str(uid):
+            info = read_instance(Path(deid_root) / str(rel))
+            uid = info.series_uid if info is not None else ""
+        keys.append(str(uid))
+    return keys
+
+
+def plan_shards(keys: Sequence[str], count: int) -> list[list[int]]:
+    """The row positions of each of ``count`` shards: the series, sorted as assembly sorts them,
+    cut into contiguous runs of about equal file counts, never inside a series; with shards to
+    spare each series has its own (the rest stay empty). Deterministic: every shard computes the
+    same plan."""
+    if count < 1:
+        raise ValueError(f"shards must be >= 1, not {count}")
+    sizes = Counter(keys)
+    order = sorted(sizes)
+    shard_of: dict[str, int] = {}
+    shard, load, left = 0, 0, len(keys)
+    target = left / count
+    for n, key in enumerate(order):
+        size = sizes[key]
+        spare = count - 1 - shard >= len(order) - n  # a shard left for each series to come
+        if load and shard < count - 1 and (spare or load + size / 2 > target):
+            shard, load = shard + 1, 0
+            target = left / (count - shard)
+        shard_of[key] = shard
+        load += size
+        left -= size
+    out: list[list[int]] = [[] for _ in range(count)]
+    for pos, key in enumerate(keys):
+        out[shard_of[key]].append(pos)
+    return out
+
+
+def normalize_shard(
+    z: Zones,
+    batch: str,
+    index: int,
+    count: int,
+    workers: int = 1,
+    config: NormalizeConfig | None = None,
+) -> ShardSummary:
+    """Shard ``index`` of ``count`` of the batch: its series' NIfTI files under ``volumes/`` and
+    its part record (see :func:`merge_normalize`). Running it again (a retry after its worker
+    died) writes the same files and an equal record. It removes no litter: a temporary file of
+    a live shard on another machine carries a pid this machine cannot check."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index} is not one of 0..{count - 1}")
+    blob = z.deid_manifest(batch).read_bytes()
+    manifest = pd.read_parquet(io.BytesIO(blob))
+    keys = series_keys(manifest, z.deid) if count > 1 else [""] * len(manifest)
+    positions = plan_shards(keys, count)[index]
+    rels, shas = _inputs(manifest, z.deid, positions)
+    z.volumes.mkdir(parents=True, exist_ok=True)
+    part = _shard_part(
+        z.deid, rels, shas, positions, _series_meta(manifest), z.volumes,
+        workers=workers, batch=batch, cfg=config or load_config(),
+        keys=[keys[p] for p in positions] if count > 1 else None,
+    )  # fmt: skip
+    record = {"format": PART_FORMAT, "batch": batch, "index": index, "count": count,
+              "manifest_sha256": sha256_bytes(blob), "part": part}  # fmt: skip
+    path = part_path(z, batch, index, count)
+    private_dir(path.parent, root=z.restricted)
+    atomic_write_bytes(path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL), private=True)
+    quarantined = len(part.rejected) + len(part.failed) + len(part.unreadable)
+    return ShardSummary(
+        index, count, len(part.seen), part.counts["written"],
+        part.counts["skipped_unchanged"], quarantined, len(positions),
+    )  # fmt: skip
+
+
+def merge_normalize(z: Zones, batch: str, count: int) -> NormalizeResult:
+    """Every shard's part, in order, upserted into ``volumes.parquet`` and ``quarantine.parquet``
+    as :func:`run_normalize` would (same tables, same result); then the parts are removed.
+    A part that is missing, or was made from another manifest, stops the merge before any write."""
+    folder = work_dir(z, batch)
+    paths = [part_path(z, batch, i, count) for i in range(count)]
+    missing = [str(i) for i, p in enumerate(paths) if not p.is_file()]
+    if missing:
+        raise MissingPartError(
+            f"normalize: batch {batch}: no part record of shard {', '.join(missing)} of {count} "
+            "(the shard did not finish); run it again, then merge"
+        )
+    require_private([folder, *paths], what="normalization part records")
+    sha = sha256_file(z.deid_manifest(batch))
+    parts: list[Part] = []
+    for i, path in enumerate(paths):
+        record = pickle.loads(path.read_bytes())
+        same = (record.get("format"), record.get("batch"), record.get("index"))
+        if same != (PART_FORMAT, batch, i) or record.get("manifest_sha256") != sha:
+            raise MissingPartError(
+                f"normalize: batch {batch}: the part record of shard {i} of {count} was made "
+                "from another de-identification manifest; run that shard again, then merge"
+            )
+        parts.append(record["part"])
+    z.volumes.mkdir(parents=True, exist_ok=True)
+    _remove_own_litter(z.volumes, parts)
+    result = _merge(parts, z.volumes)
+    for path in folder.glob("part-*-of-*.pkl"):  # these and any left by an earlier count
+        path.unlink()
+    clean_litter(folder)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+    return result
+
+
+def _remove_own_litter(out_root: Path, parts: Sequence[Part]) -> None:
+    """Temporary files of this batch's volumes (a killed shard's; every shard has finished now).
+    Not :func:`clean_litter`: another batch's shard may be writing on another machine, under a
+    pid that looks dead from here."""
+    ids = {str(r["sample_id"]) for p in parts for r in (*p.rows, *p.failed)}
+    for sid in sorted(ids):
+        for tmp in out_root.glob(f".{sid}.nii.gz.tmp*"):
+            tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,40 +449,90 @@ def _normalize(
     batch: str,
     config: NormalizeConfig | None = None,
 ) -> NormalizeResult:
-    cfg = config or load_config()
+    """The whole batch as one shard, merged in memory (no part record)."""
     out_root.mkdir(parents=True, exist_ok=True)
     clean_litter(out_root, recursive=False)
-    result = NormalizeResult(instances_total=len(rels), volumes_table=VOLUMES_TABLE)
+    part = _shard_part(
+        root, rels, shas, range(len(rels)), meta, out_root,
+        workers=workers, batch=batch, cfg=config or load_config(),
+    )  # fmt: skip
+    return _merge([part], out_root)
+
+
+@dataclass
+class Part:
+    """One shard's share of a batch: its rows, kept apart by kind so that :func:`_merge` can lay
+    the parts end to end in exactly the order one unsharded run builds (same tables, same bytes).
+    Holds pseudonymous UIDs and deid/ paths: it is written under ``restricted/`` only."""
+
+    seen: set[str] = field(default_factory=set)  # series UIDs of its readable instances
+    rows: list[dict[str, Any]] = field(default_factory=list)  # volumes written now
+    kept: list[dict[str, Any]] = field(default_factory=list)  # volumes skipped as unchanged
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # refused by assembly
+    failed: list[dict[str, Any]] = field(default_factory=list)  # LOAD_ERROR
+    unreadable: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (position, row)
+    counts: Counter[str] = field(default_factory=Counter)
+    config_hashes: dict[str, str] = field(default_factory=dict)
+
+
+class ShardMismatchError(RuntimeError):
+    """A file's header names another series than its manifest row (sharding needs them equal)."""
+
+
+def _shard_part(
+    root: Path,
+    rels: Sequence[str],
+    shas: Sequence[str],
+    positions: Sequence[int],
+    meta: dict[str, SeriesMeta],
+    out_root: Path,
+    *,
+    workers: int,
+    batch: str,
+    cfg: NormalizeConfig,
+    keys: Sequence[str] | None = None,
+) -> Part:
+    """Read, assemble and convert the files at ``positions`` (whole series only); write their
+    NIfTI files, not the tables. ``keys``: the series each file was sharded by, checked."""
+    part = Part()
+    part.counts["instances_total"] = len(positions)
     rel_of: dict[str, str] = {}
     infos: list[InstanceInfo] = []
-    unreadable: list[str] = []
-    for rel, sha in zip(rels, shas, strict=True):
+    unreadable: list[tuple[int, str]] = []
+    for n, pos in enumerate(positions):
+        rel = rels[pos]
         path = str(root / rel)
-        info = read_instance(path, sha256=sha)
+        info = read_instance(path, sha256=shas[pos])
         if info is None:
-            unreadable.append(rel)
+            unreadable.append((pos, rel))
             continue
+        if keys is not None and info.series_uid != keys[n]:
+            part.counts["mismatched"] += 1
         rel_of[path] = rel
         infos.append(info)
+    if part.counts.pop("mismatched", 0):
+        raise ShardMismatchError(
+            f"normalize: batch {batch}: files whose SeriesInstanceUID differs from their "
+            "de-identification manifest row; run de-identification of the batch again"
+        )
     outcomes = assemble(infos, cfg.assembly)
-    result.series_found = len({i.series_uid for i in infos})
+    part.seen = {i.series_uid for i in infos}
 
-    # The table is replaced atomically, so reading it without the lock is safe; the upsert below
+    # The table is replaced atomically, so reading it without the lock is safe; the merge
     # re-reads it under the lock, so batches running side by side do not lose each other's rows.
     old_vol = _read_table(out_root / VOLUMES_TABLE, VOLUME_COLUMNS)
     old_by_id: dict[str, dict[str, Any]] = {
         str(r["sample_id"]): {str(k): v for k, v in r.items()} for r in old_vol.to_dict("records")
     }
     tasks: list[tuple[VolumePlan, dict[str, Any], str, str, str]] = []
-    kept: list[dict[str, Any]] = []
     rejections: list[Rejection] = [o for o in outcomes if isinstance(o, Rejection)]
     for o in outcomes:
         if not isinstance(o, VolumePlan):
             continue
-        result.volumes_planned += 1
+        part.counts["volumes_planned"] += 1
         modality = o.first.modality
         chash = cfg.config_hash(modality)
-        result.config_hashes[modality or "?"] = chash
+        part.config_hashes[modality or "?"] = chash
         digest = source_digest(o)
         old = old_by_id.get(o.sample_id)
         if (
@@ -302,39 +544,62 @@ def _normalize(
         ):
             if DISPLAY_COLUMNS[0] not in old:  # a row of a table from before these columns
                 old.update(display_tags(o.first.path))
-            kept.append(old)
-            result.skipped_unchanged += 1
-            result.instances_used += len(o.instances)
+            part.kept.append(old)
+            part.counts["skipped_unchanged"] += 1
+            part.counts["instances_used"] += len(o.instances)
             continue
         tasks.append((o, cfg.settings(modality), chash, digest, str(out_root)))
 
-    rows: list[dict[str, Any]] = []
+    failed: list[Rejection] = []
     for plan, res in zip((t[0] for t in tasks), _run_tasks(tasks, workers), strict=True):
         if isinstance(res, str):
-            rejections.append(
-                Rejection(plan.series_uid, plan.part, LOAD_ERROR, res, plan.instances)
-            )
+            failed.append(Rejection(plan.series_uid, plan.part, LOAD_ERROR, res, plan.instances))
             continue
         res.update(_identity(plan, meta), batch=batch)
-        rows.append(res)
-        result.written += 1
-        result.instances_used += len(plan.instances)
+        part.rows.append(res)
+        part.counts["written"] += 1
+        part.counts["instances_used"] += len(plan.instances)
 
-    q_rows = [_rejection_row(r, meta, rel_of, batch) for r in rejections]
-    for rel in unreadable:
-        q_rows.append(
-            {
-                "sample_id": sample_id("", rel), "patient": "", "study_uid": "",
-                "series_uid": "", "part": "", "modality": "", "reason": UNREADABLE,
-                "message": "not readable as DICOM with a SeriesInstanceUID",
-                "n_instances": 1, "source_digest": "", "source_paths": [rel], "batch": batch,
-            }
-        )  # fmt: skip
-    result.quarantined = dict(Counter(r["reason"] for r in q_rows))
-    result.instances_quarantined = sum(int(r["n_instances"]) for r in q_rows)
+    part.rejected = [_rejection_row(r, meta, rel_of, batch) for r in rejections]
+    part.failed = [_rejection_row(r, meta, rel_of, batch) for r in failed]
+    for pos, rel in unreadable:
+        row = {
+            "sample_id": sample_id("", rel), "patient": "", "study_uid": "",
+            "series_uid": "", "part": "", "modality": "", "reason": UNREADABLE,
+            "message": "not readable as DICOM with a SeriesInstanceUID",
+            "n_instances": 1, "source_digest": "", "source_paths": [rel], "batch": batch,
+        }  # fmt: skip
+        part.unreadable.append((pos, row))
+    return part
 
-    seen = {i.series_uid for i in infos}
-    new_vol = rows + kept
+
+def _merge(parts: Sequence[Part], out_root: Path) -> NormalizeResult:
+    """Upsert the parts' rows into the tables as one run over the whole batch would: rows of each
+    kind laid end to end in shard order (shards are contiguous runs of the sorted series), the
+    unreadable files in manifest order. The only writer of the tables, under their lock."""
+    counts: Counter[str] = Counter()
+    hashes: dict[str, str] = {}
+    for p in parts:
+        counts.update(p.counts)
+        for modality, chash in p.config_hashes.items():
+            hashes.setdefault(modality, chash)
+    seen: set[str] = set().union(*(p.seen for p in parts))
+    new_vol = [r for p in parts for r in p.rows] + [r for p in parts for r in p.kept]
+    unreadable = sorted((u for p in parts for u in p.unreadable), key=lambda u: u[0])
+    q_rows = [r for p in parts for r in p.rejected] + [r for p in parts for r in p.failed]
+    q_rows += [row for _, row in unreadable]
+    result = NormalizeResult(
+        series_found=len(seen),
+        volumes_planned=counts["volumes_planned"],
+        written=counts["written"],
+        skipped_unchanged=counts["skipped_unchanged"],
+        quarantined=dict(Counter(r["reason"] for r in q_rows)),
+        instances_total=counts["instances_total"],
+        instances_used=counts["instances_used"],
+        instances_quarantined=sum(int(r["n_instances"]) for r in q_rows),
+        config_hashes=hashes,
+        volumes_table=VOLUMES_TABLE,
+    )
     with exclusive(out_root / VOLUMES_LOCK):
         old_vol = _read_table(out_root / VOLUMES_TABLE, VOLUME_COLUMNS)
         _remove_orphans(out_root, old_vol, seen, {r["sample_id"] for r in new_vol})
