@@ -110,12 +110,12 @@ def start(
         raise ConfigError("workers: at least one")
     home = (home or medcurate_home()).resolve()
     private_dir(home / "celery")
+    merged = {**os.environ, **(env or {})}
     worker_env = {
-        **os.environ,
-        **(env or {}),
+        **merged,
         "MEDCURATE_HOME": str(home),
         "PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            p for p in (str(REPO_ROOT), merged.get("PYTHONPATH", "")) if p
         ),
     }
     worker_env.setdefault("DAGSTER_HOME", str(home / "dagster"))

@@ -12,6 +12,7 @@ split check (:func:`check_splits`) is the gate a release passes: a patient in tw
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from medcurate.splits import (
 from medcurate.stage import Markdown, PathValue
 from medcurate.store.card import lineage
 from medcurate.store.manifest import ManifestError, curate_samples
-from medcurate.store.objects import ObjectStore
+from medcurate.store.objects import STORE_ENV, ObjectStore
 from medcurate.store.publish import PublishResult, latest_version, load_manifest
 from medcurate.store.release import release_dataset
 from medcurate.store.reports import full_card
@@ -60,9 +61,11 @@ class ReleaseSettings:
 
 
 def release_store(zones: Zones, url: str = "") -> ObjectStore:
-    """The store a release goes to: ``url`` (any fsspec URL) or the home's ``releases/`` zone.
+    """The store a release goes to: ``url`` (any fsspec URL), else $MEDCURATE_STORE, else the
+    home's ``releases/`` zone: the same order readers use (:func:`open_store`), so what the
+    release writes is what the evaluation and ``medcurate datasets`` read.
     StoreUnavailableError when the URL's protocol is unknown."""
-    return ObjectStore(url or zones.releases)
+    return ObjectStore(url or os.environ.get(STORE_ENV) or zones.releases)
 
 
 def _require(path: Path, upstream: str) -> Path:

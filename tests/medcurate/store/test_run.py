@@ -176,6 +176,10 @@ def test_lineage_hashes_the_upstream_tables_that_exist(zones_tmp: Zones) -> None
 def test_release_store_and_latest_version(zones_tmp: Zones, tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert release_store(zones_tmp).root == str(zones_tmp.releases)
     assert release_store(zones_tmp, str(tmp_path / "elsewhere")).root == str(tmp_path / "elsewhere")
+    with pytest.MonkeyPatch.context() as mp:  # where readers look: $MEDCURATE_STORE
+        mp.setenv("MEDCURATE_STORE", str(tmp_path / "shared"))
+        assert release_store(zones_tmp).root == str(tmp_path / "shared")
+        assert release_store(zones_tmp, str(tmp_path / "given")).root == str(tmp_path / "given")
     with pytest.raises(StoreUnavailableError, match="protocol 'nosuchproto'"):
         release_store(zones_tmp, "nosuchproto://bucket/releases")
     assert latest_version(release_store(zones_tmp), "demo") is None
