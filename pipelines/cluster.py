@@ -47,6 +47,8 @@ QUEUE_BY_RESOURCE: Mapping[str, str] = {
 QUEUES = (DEFAULT_QUEUE, "labelstudio", "pacs")
 #: a step whose worker died is run again up to twice (a third death fails the run)
 RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=1)
+#: how often the orchestrating process polls its steps' Celery results (dagster-celery: 1 s)
+POLL_SECONDS = 0.1
 #: Celery settings beyond dagster-celery's defaults
 CELERY_SETTINGS: Mapping[str, Any] = {
     "broker_connection_retry_on_startup": True,
@@ -102,7 +104,12 @@ class MedcurateCeleryExecutor(CeleryExecutor):
     """dagster-celery's executor with queues by resource kind and worker deaths as step failures."""
 
     def execute(self, plan_context: Any, execution_plan: Any) -> Any:
+        from dagster_celery import core_execution_loop
         from dagster_celery.core_execution_loop import core_celery_execution_loop
+
+        # the loop sleeps this long between polls of its tasks: each step of a chain waited up
+        # to a second for the one before it to be seen done (~40 steps in the demo's chain)
+        core_execution_loop.TICK_SECONDS = POLL_SECONDS  # type: ignore[assignment]
 
         job_def = plan_context.job.get_definition()
 

@@ -24,6 +24,13 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 TEST_SALT = "medcurate-test-salt-not-a-secret"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``longest`` (minutes each) first: pytest-xdist hands tests out in collection
+    order, so one worker runs them while the others take everything else, instead of them
+    starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)
+
+
 @pytest.fixture
 def zones_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Zones:
     """An empty MEDCURATE_HOME with its zones, set in the environment for the test."""

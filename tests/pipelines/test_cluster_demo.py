@@ -28,7 +28,12 @@ PATIENTS, ROUNDS = "8", "1"  # the smallest demo whose evaluation splits all hol
 KILLED_STEP = "gan_model"
 VERSION = re.compile(r"'version_id': '(v\d+-[0-9a-f]+)'")
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.longest,
+    pytest.mark.timeout(1500),
+]
 
 
 def _env(home: Path, salt: str) -> dict[str, str]:
