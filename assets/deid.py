@@ -1,7 +1,8 @@
 """``deid_instances``: one batch de-identified to PS3.15 Annex E, checked by the verifier.
 
 Thin on purpose: the stage lives in :mod:`medcurate.deid.run` (it picks the batch's catalogued
-files and says where outputs, quarantine and crosswalk go), its check in
+files and says where outputs, quarantine and crosswalk go) and its shards in
+:mod:`medcurate.deid.shards`, its check in
 :func:`medcurate.deid.deid_books`. The asset is a graph so one batch can use every worker of the
 Celery executor: ``deid_shards`` fans the batch out (``ShardConfig``, ``MEDCURATE_SHARDS``), one
 ``deid_shard`` step per slice, and ``deid_merge`` writes the batch's tables in input order; the
@@ -19,9 +20,8 @@ from assets.partitions import batch_partitions
 from assets.resources import DeidSecrets, MedcurateHome
 from assets.shards import ShardConfig, shard_count, shard_outputs
 from assets.stage import checked, to_metadata
-from medcurate.deid import deid_books
-from medcurate.deid.run import ShardSummary, merge_deid
-from medcurate.deid.run import deid_shard as run_shard
+from medcurate.deid import ShardSummary, deid_books, merge_deid
+from medcurate.deid import deid_shard as run_shard
 
 
 class DeidRunConfig(dg.Config):

@@ -2,11 +2,11 @@
 
 A graph of three steps, so that under the Celery executor one large batch keeps every worker busy:
 ``normalize_shards`` cuts the batch (:mod:`assets.shards`), one ``normalize_shard`` step per
-shard converts its series (:func:`medcurate.normalize.normalize_shard`) and ``normalize_merge``
-writes the tables once (:func:`medcurate.normalize.merge_normalize`). The outputs are the same bytes
-for any number of shards. Between the steps travel ``(index, count)`` pairs and counts only.
-Thin on purpose: the stage and its check (:func:`medcurate.normalize.check_normalize`) live in
-medcurate/.
+shard converts its series (:func:`medcurate.normalize.shards.normalize_shard`) and
+``normalize_merge`` writes the tables once (:func:`medcurate.normalize.shards.merge_normalize`).
+The outputs are the same bytes for any number of shards. Between the steps travel
+``(index, count)`` pairs and counts only. Thin on purpose: the stage and its check
+(:func:`medcurate.normalize.check_normalize`) live in medcurate/.
 """
 
 from collections.abc import Iterator

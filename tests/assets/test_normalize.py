@@ -19,7 +19,7 @@ from medcurate.config import Zones
 from medcurate.io import sha256_file
 from medcurate.normalize import NormalizeResult, ShardSummary
 from medcurate.normalize.phantom import PhantomSeries, write_series
-from medcurate.normalize.run import work_dir
+from medcurate.normalize.shards import work_dir
 
 
 def _batch(z: Zones) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from medcurate.config import Zones
-from medcurate.deid.run import (
+from medcurate.deid import (
     DeidResult,
     DeidShardError,
     deid_shard,

@@ -3,6 +3,7 @@ again, and the merge refuses missing or stale parts."""
 
 from __future__ import annotations
 
+import ast
 import os
 import pickle
 import shutil
@@ -25,7 +26,7 @@ from medcurate.normalize import (
 )
 from medcurate.normalize.assembly import LOAD_ERROR, MISSING_SLICES, UNREADABLE
 from medcurate.normalize.phantom import PhantomSeries, write_projection, write_series
-from medcurate.normalize.run import (
+from medcurate.normalize.shards import (
     ShardMismatchError,
     part_path,
     plan_shards,
@@ -232,3 +233,22 @@ def test_part_records_are_owner_only_whatever_the_umask(
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder.relative_to(z.home)
         folder = folder.parent
     assert part.is_relative_to(z.restricted)
+
+
+def test_the_one_process_stage_does_not_import_the_shards() -> None:
+    """``shards`` builds on ``run``, never the other way round (no import cycle), and the shard
+    names stay importable from the package."""
+    import medcurate.normalize as package
+    from medcurate.normalize import run, shards
+
+    tree = ast.parse(Path(run.__file__).read_text())
+    imported = {
+        f"{node.module}.{a.name}" if isinstance(node, ast.ImportFrom) else a.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for a in node.names
+    }
+    assert not {name for name in imported if "shards" in name}
+    assert package.normalize_shard is shards.normalize_shard
+    assert package.merge_normalize is shards.merge_normalize
+    assert package.ShardMismatchError is shards.ShardMismatchError is run.ShardMismatchError
