@@ -39,6 +39,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from medcurate.config import ConfigError, Zones, medcurate_home
 from medcurate.perms import private_dir, private_tree, write_private_bytes
@@ -73,8 +74,10 @@ def template_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 @dataclass(frozen=True)
-class ServicePaths:
+class ServicePaths(process.ServerPaths):
     """Files of one Label Studio instance under a MEDCURATE_HOME."""
+
+    STEM: ClassVar[str] = "labelstudio"
 
     home: Path
 
@@ -85,18 +88,6 @@ class ServicePaths:
     @property
     def data(self) -> Path:
         return self.base / "data"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.base / "labelstudio.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.base / "labelstudio.log"
-
-    @property
-    def state_file(self) -> Path:
-        return self.base / "server.json"
 
     @property
     def secrets_dir(self) -> Path:
@@ -115,11 +106,6 @@ class ServicePaths:
     def document_root(self) -> Path:
         """Label Studio serves local files from here: the pseudonymous renders only."""
         return Zones(self.home).annotation
-
-    @property
-    def server_files(self) -> process.ServerFiles:
-        """The pid, state and log files the shared process plumbing keeps."""
-        return process.ServerFiles(self.pid_file, self.state_file, self.log_file)
 
 
 # --------------------------------------------------------------------------- install

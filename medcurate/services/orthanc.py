@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from medcurate.config import ConfigError, Zones, medcurate_home
 from medcurate.perms import private_dir, private_tree, write_private_bytes
@@ -88,8 +89,10 @@ def _check_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class ServicePaths:
+class ServicePaths(process.ServerPaths):
     """Files of one Orthanc server under a MEDCURATE_HOME."""
+
+    STEM: ClassVar[str] = "orthanc"
 
     home: Path
     name: str = CLINICAL
@@ -119,23 +122,6 @@ class ServicePaths:
     @property
     def credentials_file(self) -> Path:
         return self.base / "credentials.json"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.base / "orthanc.pid"
-
-    @property
-    def state_file(self) -> Path:
-        return self.base / "server.json"
-
-    @property
-    def log_file(self) -> Path:
-        return self.base / "orthanc.log"
-
-    @property
-    def server_files(self) -> process.ServerFiles:
-        """The pid, state and log files the shared process plumbing keeps."""
-        return process.ServerFiles(self.pid_file, self.state_file, self.log_file)
 
 
 # --------------------------------------------------------------------------- credentials

@@ -33,6 +33,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from medcurate.config import ConfigError, Zones, medcurate_home
 from medcurate.perms import private_dir, private_tree, write_private_bytes
@@ -74,8 +75,10 @@ class PostgresError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ServicePaths:
+class ServicePaths(process.ServerPaths):
     """Files of the PostgreSQL server of a MEDCURATE_HOME."""
+
+    STEM: ClassVar[str] = "postgres"
 
     home: Path
 
@@ -90,22 +93,6 @@ class ServicePaths:
     @property
     def credentials_file(self) -> Path:
         return self.base / "credentials.json"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.base / "postgres.pid"
-
-    @property
-    def state_file(self) -> Path:
-        return self.base / "server.json"
-
-    @property
-    def log_file(self) -> Path:
-        return self.base / "postgres.log"
-
-    @property
-    def server_files(self) -> process.ServerFiles:
-        return process.ServerFiles(self.pid_file, self.state_file, self.log_file)
 
 
 def bin_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -26,6 +26,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from medcurate.perms import write_private_bytes
 from medcurate.services.wait import WaitTimeout, wait_until
@@ -42,6 +43,33 @@ class ServerFiles:
     pid_file: Path
     state_file: Path
     log_file: Path
+
+
+class ServerPaths:
+    """A service's pid, state and log files, ``<base>/<STEM>.pid``, ``<base>/server.json`` and
+    ``<base>/<STEM>.log``: each service's ServicePaths inherits them and says ``base``."""
+
+    STEM: ClassVar[str] = "server"
+
+    @property
+    def base(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def pid_file(self) -> Path:
+        return self.base / f"{self.STEM}.pid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.base / "server.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base / f"{self.STEM}.log"
+
+    @property
+    def server_files(self) -> ServerFiles:
+        return ServerFiles(self.pid_file, self.state_file, self.log_file)
 
 
 def spawn(

@@ -33,6 +33,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from medcurate.config import Zones, medcurate_home
 from medcurate.perms import private_dir, private_tree, write_private_bytes
@@ -73,8 +74,10 @@ class RedisError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ServicePaths:
+class ServicePaths(process.ServerPaths):
     """Files of the Redis server of a MEDCURATE_HOME (one folder: it is also Redis's ``dir``)."""
+
+    STEM: ClassVar[str] = "redis"
 
     home: Path
 
@@ -89,22 +92,6 @@ class ServicePaths:
     @property
     def credentials_file(self) -> Path:
         return self.base / "credentials.json"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.base / "redis.pid"
-
-    @property
-    def state_file(self) -> Path:
-        return self.base / "server.json"
-
-    @property
-    def log_file(self) -> Path:
-        return self.base / "redis.log"
-
-    @property
-    def server_files(self) -> process.ServerFiles:
-        return process.ServerFiles(self.pid_file, self.state_file, self.log_file)
 
 
 def redis_binary(env: Mapping[str, str] | None = None) -> Path:

@@ -31,6 +31,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from medcurate.config import ConfigError, medcurate_home
 from medcurate.perms import private_dir, private_tree
@@ -71,30 +72,16 @@ def check_bucket(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class ServicePaths:
+class ServicePaths(process.ServerPaths):
     """Files of the local S3 endpoint under a MEDCURATE_HOME (its data lives in memory)."""
+
+    STEM: ClassVar[str] = "moto"
 
     home: Path
 
     @property
     def base(self) -> Path:
         return self.home / "s3local"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.base / "moto.pid"
-
-    @property
-    def state_file(self) -> Path:
-        return self.base / "server.json"
-
-    @property
-    def log_file(self) -> Path:
-        return self.base / "moto.log"
-
-    @property
-    def server_files(self) -> process.ServerFiles:
-        return process.ServerFiles(self.pid_file, self.state_file, self.log_file)
 
 
 def client_env(url: str) -> dict[str, str]:
