@@ -15,7 +15,7 @@ import typer
 from medcurate.config import ConfigError, deid_salt, medcurate_home, zones
 from medcurate.home import init_home as _init_home
 from medcurate.pacs.cli import pacs_app
-from medcurate.perms import PermissionsError
+from medcurate.perms import PermissionsError, private_tree
 from medcurate.services import labelstudio as ls
 from medcurate.services.postgres_cli import postgres_app, profile_app
 from medcurate.services.redis_cli import redis_app
@@ -58,10 +58,13 @@ def synth(
         None, "--truth", help="folder for ground truth (lesion masks, labels table); never OUT"
     ),
 ) -> None:
-    """Generate realistic, PHI-laden CT/MR/CR studies with known findings."""
+    """Generate realistic, PHI-laden CT/MR/CR studies with known findings (the ground truth
+    owner-only, whatever the umask: the demo keeps it in restricted/)."""
     from medcurate.synth import generate_studies  # heavy: numpy, pydicom
 
     print(generate_studies(out, patients=patients, seed=seed, truth=truth))
+    if truth is not None:
+        private_tree(truth)
 
 
 @app.command()

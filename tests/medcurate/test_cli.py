@@ -47,6 +47,20 @@ def test_synth_then_ingest_from_the_command_line(tmp_path: Path) -> None:
     assert f"received {files}" in res.stdout or f"{files} received" in res.stdout
 
 
+def test_synth_writes_the_truth_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    env = dict(os.environ, MEDCURATE_HOME=str(tmp_path / "home"))
+    truth = tmp_path / "truth"
+    old = os.umask(0)
+    try:
+        res = _run(["synth", str(tmp_path / "s"), "-n", "1", "--truth", str(truth)], env)
+    finally:
+        os.umask(old)
+    assert res.returncode == 0, res.stderr
+    modes = {p: p.stat().st_mode & 0o777 for p in [truth, *truth.rglob("*")]}
+    assert len(modes) > 2
+    assert all(m == (0o700 if p.is_dir() else 0o600) for p, m in modes.items()), modes
+
+
 def test_the_cli_starts_without_heavy_modules() -> None:
     """`medcurate --help` stays fast: the heavy libraries load inside the commands that use them."""
     heavy = ["numpy", "pandas", "pyarrow", "pydicom", "nibabel", "SimpleITK", "torch", "monai"]
