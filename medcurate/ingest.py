@@ -208,14 +208,8 @@ def claim_inbox(
         ]
         if not ready:
             return None
-        keys = [_claim_key(e, z.inbox) for e in ready]
-        batch = batch_id(keys)
-        n = 0
-        while z.raw_batch(batch).exists() or z.catalog_file(batch).exists():
-            n += 1  # same second, same content: keep batches apart
-            batch = batch_id([*keys, str(n)])
-        _private_file(z.catalog_pending(batch)).close()
-        dest = private_dir(z.raw_batch(batch), root=z.restricted)
+        batch = new_batch(z, [_claim_key(e, z.inbox) for e in ready])
+        dest = z.raw_batch(batch)
         for e in ready:
             target = dest / e.path.relative_to(z.inbox)
             with contextlib.suppress(OSError):  # left in the inbox: the next claim retries
@@ -223,6 +217,20 @@ def claim_inbox(
                 inbox.move_entry(e.path, target)
                 inbox.secure(target)
         _prune_empty_dirs(z.inbox)
+    return batch
+
+
+def new_batch(z: Zones, keys: list[str], now: datetime | None = None) -> str:
+    """A new batch for files with these content keys, called under the claim lock by every door
+    (the inbox, a PACS pull): its id (a bumped one when the same content came in the same
+    second), its ``.pending`` mark, and its empty ``raw/<batch>/`` folder."""
+    batch = batch_id(keys, now)
+    n = 0
+    while z.raw_batch(batch).exists() or z.catalog_file(batch).exists():
+        n += 1  # same second, same content: keep batches apart
+        batch = batch_id([*keys, str(n)], now)
+    _private_file(z.catalog_pending(batch)).close()
+    private_dir(z.raw_batch(batch), root=z.restricted)
     return batch
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +35,7 @@ import pydicom
 
 from medcurate import inbox
 from medcurate.config import Zones
-from medcurate.ingest import batch_id
+from medcurate.ingest import new_batch
 from medcurate.io import atomic_write_bytes, clean_litter, sha256_file, sha256_text
 from medcurate.locks import exclusive
 from medcurate.pacs.changes import Cursor, cursor_path, feed_uids
@@ -51,7 +50,7 @@ from medcurate.pacs.client import (
     study_key,
     study_label,
 )
-from medcurate.perms import OWNER_FILE, private_dir
+from medcurate.perms import private_dir
 
 SOP_TAG = 0x00080018
 SUFFIX = ".dcm"
@@ -181,15 +180,8 @@ def claim_staged(zones: Zones, folders: Sequence[Path], now: datetime | None = N
     with exclusive(zones.claim_lock):
         inbox.secure(zones.claim_lock)
         keys = sorted(sha256_file(p) for d in folders for p in d.iterdir() if p.is_file())
-        batch = batch_id(keys, now)
-        n = 0
-        while zones.raw_batch(batch).exists() or zones.catalog_file(batch).exists():
-            n += 1  # same second, same content: keep batches apart
-            batch = batch_id([*keys, str(n)], now)
-        fd = os.open(zones.catalog_pending(batch), os.O_WRONLY | os.O_CREAT, OWNER_FILE)
-        os.fchmod(fd, OWNER_FILE)
-        os.close(fd)
-        dest = private_dir(zones.raw_batch(batch), root=zones.restricted)
+        batch = new_batch(zones, keys, now)
+        dest = zones.raw_batch(batch)
         for folder in folders:
             inbox.move_entry(folder, dest / folder.name)
     return batch
