@@ -120,7 +120,7 @@ screenshots: setup labelstudio browser
 	MEDCURATE_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest -q -p no:cacheprovider tests/browser
 
 # every benchmark with its defaults but the end-to-end one (60 and 240 patients: an hour or more)
-bench: setup labelstudio
+bench: setup labelstudio pacs-tools cluster-tools
 	@for b in bench/*.py; do test $$b = bench/e2e.py && continue; echo "== $$b"; \
 	  $(BIN)/python $$b || exit 1; done
 
