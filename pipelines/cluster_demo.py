@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,39 +64,32 @@ def run_cluster_demo(patients: int = 12, seed: int = 7, rounds: int = 2, n_worke
     os.environ.update(services.env)
     print(f"postgres: {services.postgres_url}; redis: {services.broker}; store: {services.store}")
     try:
-        return _run(home, patients, seed, rounds, n_workers)
+        return _run(patients, seed, rounds, n_workers)
     finally:
         print(f"stopped: {', '.join(cluster_services.stop(home)) or 'nothing'}")
 
 
-def _run(home: Path, patients: int, seed: int, rounds: int, n_workers: int) -> int:
+@contextmanager
+def _celery_workers(home: Path, n: int) -> Iterator[None]:
+    """The workers, started after the salt is in the environment (they inherit it)."""
+    for w in workers.start(n, home):
+        print(f"celery worker {w.index}: pid {w.pid}, queues {','.join(w.queues)}")
+    try:
+        yield
+    finally:
+        print(f"celery workers stopped: {workers.stop(home)}")
+
+
+def _run(patients: int, seed: int, rounds: int, n_workers: int) -> int:
     from pipelines import demo  # the code location loads now, under the cluster profile
 
-    z = demo.prepare_home()  # init-home keeps the cluster profile; the salt into the environment
-    started = demo.start_labelstudio(z.home)
-    pacs = demo.pacs_assets.start_all(z.home)
-    try:
-        running = workers.start(n_workers, z.home)  # after the salt: they inherit it
-        for w in running:
-            print(f"celery worker {w.index}: pid {w.pid}, queues {','.join(w.queues)}")
-        truth = z.demo_truth / f"seed-{seed}"
-        chain = demo.Chain(z, dg.DagsterInstance.get(), runner=_runner_class())
-        from_pacs = demo.pacs_assets.status(z.home, demo.pacs_assets.CLINICAL).running
-        ok = (
-            chain.ingest(demo.synth_cli(patients, seed, truth), via_pacs=from_pacs)
-            and chain.label(truth, rounds)
-            and chain.release()
-        )
-        if not ok:
-            return 1
-        print(demo.pipeline_line(chain.clock.wall()))
-        print(f"done on the cluster profile. MEDCURATE_HOME={z.home}")
-        return 0
-    finally:
-        print(f"celery workers stopped: {workers.stop(z.home)}")
-        if started:
-            demo.ls.stop(z.home)
-        demo.pacs_assets.stop_all(pacs)
+    return demo.run_demo(
+        patients,
+        seed,
+        rounds,
+        runner=_runner_class(),
+        alongside=lambda z: _celery_workers(z.home, n_workers),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

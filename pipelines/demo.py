@@ -133,12 +133,22 @@ def pipeline_line(seconds: float) -> str:
     return f"pipeline part: {seconds:.1f} s"
 
 
-def run_demo(patients: int = 12, seed: int = 7, rounds: int = 2) -> int:
+def run_demo(
+    patients: int = 12,
+    seed: int = 7,
+    rounds: int = 2,
+    runner: type[Runner] | None = None,
+    alongside: Callable[[Zones], contextlib.AbstractContextManager[object]] | None = None,
+) -> int:
+    """The chain with Label Studio and both PACS started around it. ``runner``: how each job
+    runs (default: in this process); ``alongside``: more to start once the home and the salt are
+    ready and to stop before Label Studio (the cluster demo's Celery workers)."""
     z = prepare_home()
     started = start_labelstudio(z.home)
     pacs = pacs_assets.start_all(z.home)  # clinical: studies in; research: SEG back
     try:
-        return _run(z, patients, seed, rounds)
+        with alongside(z) if alongside else contextlib.nullcontext():
+            return _run(z, patients, seed, rounds, runner)
     finally:
         if started:
             ls.stop(z.home)
@@ -181,9 +191,9 @@ def synth_cli(patients: int, seed: int, truth: Path) -> Callable[[Path], None]:
     )
 
 
-def _run(z: Zones, patients: int, seed: int, rounds: int) -> int:
+def _run(z: Zones, patients: int, seed: int, rounds: int, runner: type[Runner] | None) -> int:
     truth = z.demo_truth / f"seed-{seed}"
-    chain = Chain(z, dg.DagsterInstance.get())
+    chain = Chain(z, dg.DagsterInstance.get(), runner=runner)
     from_pacs = pacs_assets.status(z.home, pacs_assets.CLINICAL).running
     ok = (
         chain.ingest(synth_cli(patients, seed, truth), via_pacs=from_pacs)
